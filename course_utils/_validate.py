@@ -1,0 +1,138 @@
+"""Argument checks shared by the reference implementations.
+
+Every public function checks its arguments before it runs, and raises an error
+that names the function, the argument and what was expected. Checks of shapes
+always run (shapes are known while tracing); checks of values run only when the
+values are concrete, i.e. when the function is not called inside ``jax.jit``.
+"""
+
+import functools
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _is_traced(value) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def _describe(value) -> str:
+    arr = np.asarray(value)
+    if arr.size <= 6:
+        return np.array2string(arr, precision=4)
+    return f"array of shape {arr.shape} with min {arr.min():.4g} and max {arr.max():.4g}"
+
+
+def as_float_array(where: str, name: str, value):
+    """Convert ``value`` to a floating JAX array, or raise a TypeError naming it."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{where}: argument `{name}` must be a number or an array of numbers, got {type(value).__name__}")
+    try:
+        arr = jnp.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{where}: argument `{name}` must be a number or an array of numbers, got {type(value).__name__}") from exc
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        arr = arr.astype(jnp.result_type(float))
+    return arr
+
+
+def check_open_unit(where: str, name: str, value) -> None:
+    """Every element of ``value`` lies strictly between 0 and 1."""
+    if _is_traced(value):
+        return
+    arr = np.asarray(value)
+    if not np.all(np.isfinite(arr)) or not np.all((arr > 0) & (arr < 1)):
+        raise ValueError(f"{where}: argument `{name}` must lie strictly between 0 and 1, got {_describe(arr)}")
+
+
+def check_unit_interval(where: str, name: str, value, *, lower_open: bool = True) -> None:
+    """Every element lies in (0, 1] (or [0, 1] with ``lower_open=False``)."""
+    if _is_traced(value):
+        return
+    arr = np.asarray(value)
+    low_ok = (arr > 0) if lower_open else (arr >= 0)
+    if not np.all(np.isfinite(arr)) or not np.all(low_ok & (arr <= 1)):
+        interval = "(0, 1]" if lower_open else "[0, 1]"
+        raise ValueError(f"{where}: argument `{name}` must lie in {interval}, got {_describe(arr)}")
+
+
+def check_positive(where: str, name: str, value) -> None:
+    if _is_traced(value):
+        return
+    arr = np.asarray(value)
+    if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
+        raise ValueError(f"{where}: argument `{name}` must be positive, got {_describe(arr)}")
+
+
+def check_positive_int(where: str, name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where}: argument `{name}` must be a Python int (the number of steps), got {value!r}")
+    if value < 1:
+        raise ValueError(f"{where}: argument `{name}` must be at least 1, got {value}")
+    return int(value)
+
+
+def check_ndim(where: str, name: str, value, ndim: int) -> None:
+    if jnp.ndim(value) != ndim:
+        raise ValueError(f"{where}: argument `{name}` must have {ndim} dimension(s), got shape {jnp.shape(value)}")
+
+
+def check_same_shape(where: str, name_a: str, a, name_b: str, b) -> None:
+    if jnp.shape(a) != jnp.shape(b):
+        raise ValueError(
+            f"{where}: arguments `{name_a}` and `{name_b}` must have the same shape, "
+            f"got {jnp.shape(a)} and {jnp.shape(b)}"
+        )
+
+
+def check_broadcastable(where: str, names_and_values: dict) -> None:
+    shapes = {name: jnp.shape(v) for name, v in names_and_values.items()}
+    try:
+        np.broadcast_shapes(*shapes.values())
+    except ValueError:
+        listed = ", ".join(f"`{n}` {s}" for n, s in shapes.items())
+        raise ValueError(f"{where}: the shapes of {listed} cannot be broadcast together") from None
+
+
+def check_time_index(where: str, name: str, t, T: int) -> None:
+    """``t`` is an integer time step in 1..T."""
+    if _is_traced(t):
+        return
+    arr = np.asarray(t)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{where}: argument `{name}` must be an integer time step, got dtype {arr.dtype}")
+    if np.any(arr < 1) or np.any(arr > T):
+        raise ValueError(f"{where}: argument `{name}` must lie in 1..{T} (time steps count from 1), got {_describe(arr)}")
+
+
+def reference(static_argnames=(), **checks):
+    """Jit a reference function and check its arguments before each call.
+
+    ``checks`` maps argument names to check functions ``f(where, name, value)``;
+    they run on the arguments as passed (before jit), so that a bad value gives
+    a clear error instead of a NaN. The undecorated function is kept as
+    ``.raw`` (to inline it in other traced code without a nested jit).
+    """
+
+    def decorate(fn):
+        jitted = jax.jit(fn, static_argnames=static_argnames)
+        signature = inspect.signature(fn)
+        where = fn.__name__
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                raise TypeError(f"{where}{signature}: {exc}") from None
+            bound.apply_defaults()
+            for name, check in checks.items():
+                check(where, name, bound.arguments[name])
+            return jitted(*bound.args, **bound.kwargs)
+
+        wrapper.raw = fn
+        return wrapper
+
+    return decorate

@@ -1,0 +1,317 @@
+"""The exercises of the course: for each, random inputs, the reference, and known slips.
+
+Each entry is registered with :mod:`course_utils.grading` under the name of
+the function the student writes. Inputs are drawn with a numpy Generator so
+that a seed fixes them on every platform; arrays are float32.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import forward, losses, schedules
+from .grading import CheckFailure, Exercise, Hint, _call_student, register
+
+_SHAPES = [(), (5,), (3, 4), (2, 3, 2)]
+
+
+def _array(rng, shape):
+    return np.asarray(rng.standard_normal(shape), dtype=np.float32)
+
+
+def _shape(rng):
+    return _SHAPES[rng.integers(len(_SHAPES))]
+
+
+def _f32(x):
+    return np.float32(x)
+
+
+def _time_step(rng):
+    """A consistent (beta_t, alpha_bar_t, alpha_bar_prev) triple at a random step."""
+    beta_t = rng.uniform(1e-3, 0.5)
+    alpha_bar_prev = rng.uniform(0.01, 1.0)
+    return _f32(beta_t), _f32(alpha_bar_prev * (1 - beta_t)), _f32(alpha_bar_prev)
+
+
+# ------------------------------------------------------------- notebook 01
+
+register(Exercise(
+    name="forward_mean",
+    reference=forward.forward_mean,
+    make_case=lambda rng: (_array(rng, _shape(rng)), _f32(rng.uniform(1e-3, 0.99))),
+    edge_cases=[(np.zeros(4, np.float32), _f32(0.5)), (np.ones((2, 2), np.float32), _f32(1e-4))],
+    hints=[
+        Hint(lambda x, b: (1 - b) * x, "the mean is sqrt(1 - beta) * x_prev: the square root is missing."),
+        Hint(lambda x, b: jnp.sqrt(b) * x, "the mean scales x_prev by sqrt(1 - beta), not sqrt(beta)."),
+        Hint(lambda x, b: jnp.sqrt(1 - b) + 0 * x, "the mean depends on x_prev: multiply by it."),
+        Hint(lambda x, b: x, "x_prev must be scaled down by sqrt(1 - beta)."),
+    ],
+))
+
+register(Exercise(
+    name="forward_variance",
+    reference=forward.forward_variance,
+    make_case=lambda rng: (_f32(rng.uniform(1e-3, 0.99)),),
+    edge_cases=[(_f32(1e-4),), (_f32(0.999),)],
+    hints=[
+        Hint(lambda b: jnp.sqrt(b), "you returned the standard deviation sqrt(beta); the variance is beta itself."),
+        Hint(lambda b: 1 - b, "the variance of the added noise is beta, not 1 - beta."),
+        Hint(lambda b: b**2, "the variance is beta, not beta squared."),
+    ],
+))
+
+register(Exercise(
+    name="forward_step",
+    reference=forward.forward_step,
+    make_case=lambda rng: (lambda s: (_array(rng, s), _f32(rng.uniform(1e-3, 0.99)), _array(rng, s)))(_shape(rng)),
+    hints=[
+        Hint(lambda x, b, e: jnp.sqrt(1 - b) * x + b * e, "the noise is scaled by the standard deviation sqrt(beta), not by the variance beta."),
+        Hint(lambda x, b, e: (1 - b) * x + jnp.sqrt(b) * e, "the mean is sqrt(1 - beta) * x_prev: a square root is missing."),
+        Hint(lambda x, b, e: jnp.sqrt(1 - b) * x + e, "the noise must be scaled by sqrt(beta)."),
+        Hint(lambda x, b, e: jnp.sqrt(1 - b) * x, "the noise term sqrt(beta) * noise is missing."),
+    ],
+))
+
+register(Exercise(
+    name="linear_betas",
+    reference=schedules.linear_betas,
+    make_case=lambda rng: (int(rng.choice([2, 10, 50, 200, 1000])), _f32(rng.uniform(1e-5, 1e-3)), _f32(rng.uniform(0.01, 0.3))),
+    edge_cases=[(1, _f32(1e-4), _f32(0.02)), (1000, _f32(1e-4), _f32(0.02))],
+    static_argnums=(0,),
+    hints=[
+        Hint(lambda T, a, b: jnp.linspace(a, b, T + 1)[1:], "off by one: T values from beta_start to beta_end, both ends included (jnp.linspace(beta_start, beta_end, T))."),
+        Hint(lambda T, a, b: jnp.linspace(a, b, T + 1)[:-1], "off by one: the last value must be beta_end itself (jnp.linspace(beta_start, beta_end, T))."),
+        Hint(lambda T, a, b: a + (b - a) * jnp.arange(T) / T, "off by one: the step is (beta_end - beta_start) / (T - 1), so that the last value is beta_end."),
+    ],
+))
+
+register(Exercise(
+    name="cosine_betas",
+    reference=schedules.cosine_betas,
+    make_case=lambda rng: (int(rng.choice([2, 10, 50, 200, 1000])), _f32(rng.uniform(1e-3, 0.02)), _f32(rng.uniform(0.5, 0.999))),
+    edge_cases=[(1000, _f32(0.008), _f32(0.999)), (5, _f32(0.008), _f32(0.2))],
+    static_argnums=(0,),
+    hints=[
+        Hint(lambda T, s, m: schedules.cosine_betas.raw(T, s, 1.0), "the betas must be clipped at max_beta (jnp.minimum(..., max_beta)); without it beta_T is 1."),
+        Hint(lambda T, s, m: jnp.minimum(1 - _cos_ab(T, s)[:-1] / jnp.concatenate([jnp.ones(1), _cos_ab(T, s)[:-2]]), m),
+             "off by one in t: beta_t = 1 - alpha_bar(t) / alpha_bar(t - 1) for t = 1..T, with alpha_bar(0) = 1."),
+        Hint(lambda T, s, m: jnp.minimum(1 - _cos_ab(T, s)[1:] / _cos_ab(T, s)[:-1], m) * 0 + schedules.cosine_betas.raw(T, 0.0, m),
+             "the offset s is missing from the formula (cos((t/T + s) / (1 + s) * pi/2)^2)."),
+        Hint(lambda T, s, m: _cos_beta_unsquared(T, s, m), "f(t) is the cosine squared: cos(...) ** 2."),
+    ],
+))
+
+
+def _cos_ab(T, s):
+    t = jnp.arange(T + 1, dtype=jnp.float32)
+    f = jnp.cos((t / T + s) / (1 + s) * jnp.pi / 2) ** 2
+    return f / f[0]
+
+
+def _cos_beta_unsquared(T, s, m):
+    t = jnp.arange(T + 1, dtype=jnp.float32)
+    f = jnp.cos((t / T + s) / (1 + s) * jnp.pi / 2)
+    ab = f / f[0]
+    return jnp.minimum(1 - ab[1:] / ab[:-1], m)
+
+
+def _check_schedule_properties(ex, fn):
+    """``my_betas(T)``: shape (T,), values in (0, 1), non-decreasing, alpha_bar_T below 0.05."""
+    for T in (50, 200, 1000):
+        betas, _ = _call_student(ex, fn, (T,), ["T"])
+        betas = np.asarray(betas)
+        problems = []
+        if betas.shape != (T,):
+            problems.append(f"for T = {T} it must return shape ({T},), got {betas.shape}")
+        elif not np.all(np.isfinite(betas)):
+            problems.append(f"for T = {T} some betas are NaN or infinite")
+        elif not np.all((betas > 0) & (betas < 1)):
+            problems.append(f"for T = {T} every beta must lie strictly between 0 and 1; the values range from {betas.min():.4g} to {betas.max():.4g}")
+        elif np.any(np.diff(betas.astype(np.float64)) < -1e-7):
+            k = int(np.argmax(np.diff(betas.astype(np.float64)) < -1e-7))
+            problems.append(f"for T = {T} the betas must not decrease; beta_{k + 2} = {betas[k + 1]:.4g} < beta_{k + 1} = {betas[k]:.4g}")
+        else:
+            ab_T = float(np.prod(1 - betas.astype(np.float64)))
+            if ab_T >= 0.05:
+                problems.append(f"for T = {T} alpha_bar_T = {ab_T:.3g}: the data are not destroyed by the end (want alpha_bar_T < 0.05); make the betas larger")
+        if problems:
+            raise CheckFailure(f"{ex.name}: " + "\n".join(problems))
+    return "valid schedule for T = 50, 200 and 1000 (betas in (0, 1), non-decreasing, alpha_bar_T < 0.05)."
+
+
+register(Exercise(name="my_betas", reference=None, static_argnums=(0,), property_check=_check_schedule_properties))
+
+register(Exercise(
+    name="alpha_bars",
+    reference=schedules.alpha_bars,
+    make_case=lambda rng: (np.sort(rng.uniform(1e-4, 0.3, size=int(rng.choice([1, 10, 100, 1000])))).astype(np.float32),),
+    rtol=2e-4,
+    hints=[
+        Hint(lambda b: jnp.cumprod(b), "alpha_t = 1 - beta_t: take the cumulative product of 1 - betas, not of betas."),
+        Hint(lambda b: 1 - jnp.cumprod(1 - b), "alpha_bar_t is the product itself, not 1 minus it."),
+        Hint(lambda b: jnp.concatenate([jnp.ones(1), jnp.cumprod(1 - b)[:-1]]), "off by one: alpha_bar_1 = 1 - beta_1 already includes the first step."),
+        Hint(lambda b: jnp.prod(1 - b) + 0 * b, "return every partial product (jnp.cumprod), not only the last one."),
+        Hint(lambda b: 1 - jnp.cumsum(b), "multiply the alphas (jnp.cumprod), do not subtract the betas."),
+    ],
+))
+
+
+def _diffuse_case(rng):
+    T = int(rng.integers(1, 40))
+    x0 = _array(rng, (int(rng.integers(1, 6)), 2))
+    betas = np.linspace(rng.uniform(1e-3, 0.05), rng.uniform(0.1, 0.5), T).astype(np.float32)
+    return x0, betas, _array(rng, (T,) + x0.shape)
+
+
+def _diffuse_with(step):
+    def run(x0, betas, noises):
+        xs = [x0]
+        for beta, noise in zip(betas, noises):
+            xs.append(step(xs[-1], beta, noise, x0))
+        return jnp.stack(xs)
+    return run
+
+
+register(Exercise(
+    name="diffuse",
+    reference=forward.diffuse,
+    make_case=_diffuse_case,
+    rtol=1e-4, atol=1e-5,
+    requires=("scan", "while"),
+    requires_message="loop over the time steps with jax.lax.scan (a Python for loop unrolls all T steps into one huge compiled program).",
+    hints=[
+        Hint(lambda x0, b, n: forward.diffuse.raw(x0, b, n)[1:], "return x_0 too: the result has T + 1 entries, xs[t] = x_t."),
+        Hint(_diffuse_with(lambda x, b, e, x0: jnp.sqrt(1 - b) * x0 + jnp.sqrt(b) * e),
+             "each step starts from the previous x_{t-1}, not from x0."),
+        Hint(_diffuse_with(lambda x, b, e, x0: jnp.sqrt(1 - b) * x + b * e),
+             "the noise is scaled by sqrt(beta_t), not beta_t."),
+    ],
+))
+
+register(Exercise(
+    name="q_sample",
+    reference=forward.q_sample,
+    make_case=lambda rng: (lambda s: (_array(rng, s), _f32(rng.uniform(1e-3, 0.999)), _array(rng, s)))(_shape(rng)),
+    edge_cases=[(np.ones(3, np.float32), _f32(1.0), np.ones(3, np.float32))],
+    hints=[
+        Hint(lambda x, a, e: a * x + (1 - a) * e, "both coefficients are square roots: sqrt(alpha_bar) and sqrt(1 - alpha_bar)."),
+        Hint(lambda x, a, e: jnp.sqrt(a) * x + (1 - a) * e, "the noise is scaled by sqrt(1 - alpha_bar), not 1 - alpha_bar."),
+        Hint(lambda x, a, e: jnp.sqrt(a) * x + jnp.sqrt(a) * e, "the noise is scaled by sqrt(1 - alpha_bar)."),
+        Hint(lambda x, a, e: jnp.sqrt(1 - a) * x + jnp.sqrt(a) * e, "the two coefficients are swapped: x0 gets sqrt(alpha_bar)."),
+    ],
+))
+
+# ------------------------------------------------------------- notebook 02
+
+
+def _posterior_case(rng):
+    s = _shape(rng)
+    return (_array(rng, s), _array(rng, s), *_time_step(rng))
+
+
+def _pm(x0, xt, b, ab, abp, *, c0=None, ct=None):
+    return c0(b, ab, abp) * x0 + ct(b, ab, abp) * xt
+
+
+_C0 = lambda b, ab, abp: jnp.sqrt(abp) * b / (1 - ab)  # noqa: E731
+_CT = lambda b, ab, abp: jnp.sqrt(1 - b) * (1 - abp) / (1 - ab)  # noqa: E731
+
+register(Exercise(
+    name="posterior_mean",
+    reference=losses.posterior_mean,
+    make_case=_posterior_case,
+    edge_cases=[(np.ones(3, np.float32), np.zeros(3, np.float32), _f32(0.1), _f32(0.9), _f32(1.0))],
+    hints=[
+        Hint(lambda x0, xt, b, ab, abp: _CT(b, ab, abp) * x0 + _C0(b, ab, abp) * xt, "the two coefficients are swapped between x0 and x_t."),
+        Hint(lambda x0, xt, b, ab, abp: _C0(b, ab, abp) * x0 + jnp.sqrt(ab) * (1 - abp) / (1 - ab) * xt,
+             "the coefficient of x_t has sqrt(alpha_t) = sqrt(1 - beta_t), not sqrt(alpha_bar_t)."),
+        Hint(lambda x0, xt, b, ab, abp: jnp.sqrt(ab) * b / (1 - ab) * x0 + _CT(b, ab, abp) * xt,
+             "the coefficient of x0 has sqrt(alpha_bar_{t-1}), not sqrt(alpha_bar_t)."),
+        Hint(lambda x0, xt, b, ab, abp: abp * b / (1 - ab) * x0 + (1 - b) * (1 - abp) / (1 - ab) * xt,
+             "square roots are missing: sqrt(alpha_bar_{t-1}) and sqrt(alpha_t)."),
+    ],
+))
+
+register(Exercise(
+    name="posterior_variance",
+    reference=losses.posterior_variance,
+    make_case=lambda rng: _time_step(rng),
+    edge_cases=[(_f32(0.1), _f32(0.9), _f32(1.0))],
+    hints=[
+        Hint(lambda b, ab, abp: (1 - abp) / (1 - ab), "the ratio (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) multiplies beta_t."),
+        Hint(lambda b, ab, abp: (1 - ab) / (1 - abp) * b, "the ratio is upside down: (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)."),
+        Hint(lambda b, ab, abp: b + 0 * ab, "that is the forward variance beta_t; the posterior variance is smaller by (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)."),
+        Hint(lambda b, ab, abp: jnp.sqrt((1 - abp) / (1 - ab) * b), "you returned a standard deviation; return the variance."),
+    ],
+))
+
+
+def _mfn_case(rng):
+    s = _shape(rng)
+    b, ab, _ = _time_step(rng)
+    return _array(rng, s), _array(rng, s), b, ab
+
+
+register(Exercise(
+    name="mean_from_noise",
+    reference=losses.mean_from_noise,
+    make_case=_mfn_case,
+    hints=[
+        Hint(lambda x, e, b, ab: (x - b / (1 - ab) * e) / jnp.sqrt(1 - b), "the noise is divided by sqrt(1 - alpha_bar_t), not 1 - alpha_bar_t."),
+        Hint(lambda x, e, b, ab: (x - b / jnp.sqrt(1 - ab) * e) / (1 - b), "divide by sqrt(alpha_t), not alpha_t."),
+        Hint(lambda x, e, b, ab: (x - b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(ab), "divide by sqrt(alpha_t) = sqrt(1 - beta_t), not sqrt(alpha_bar_t)."),
+        Hint(lambda x, e, b, ab: x - b / jnp.sqrt(1 - ab) * e, "the whole bracket is divided by sqrt(alpha_t)."),
+        Hint(lambda x, e, b, ab: (x + b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(1 - b), "the predicted noise is subtracted from x_t, not added."),
+    ],
+))
+
+register(Exercise(
+    name="mean_loss",
+    reference=losses.mean_loss,
+    make_case=lambda rng: (lambda s: (_array(rng, s), _array(rng, s), _f32(rng.uniform(1e-3, 1.0))))(_shape(rng)),
+    hints=[
+        Hint(lambda m, mt, s2: jnp.sum((m - mt) ** 2) / s2, "the factor 1/2 is missing: divide by 2 * sigma2."),
+        Hint(lambda m, mt, s2: jnp.sum((m - mt) ** 2) / (2 * jnp.sqrt(s2)), "sigma2 is already the variance: divide by 2 * sigma2, not by its square root."),
+        Hint(lambda m, mt, s2: jnp.mean((m - mt) ** 2) / (2 * s2), "sum the squared errors over the coordinates; do not average them."),
+        Hint(lambda m, mt, s2: (m - mt) ** 2 / (2 * s2), "return a single number: sum over all coordinates."),
+        Hint(lambda m, mt, s2: jnp.sqrt(jnp.sum((m - mt) ** 2)) / (2 * s2), "the squared norm is needed, without a square root."),
+    ],
+))
+
+
+def _noise_loss_case(rng):
+    s = _shape(rng)
+    b, ab, abp = _time_step(rng)
+    sigma2 = b if rng.uniform() < 0.5 else losses.posterior_variance.raw(b, ab, abp) + _f32(1e-4)
+    return _array(rng, s), _array(rng, s), b, _f32(1 - b), ab, _f32(sigma2)
+
+
+def _weighted(weight):
+    return lambda e, et, b, a, ab, s2: weight(b, a, ab, s2) * jnp.sum((e - et) ** 2)
+
+
+register(Exercise(
+    name="noise_loss",
+    reference=losses.noise_loss,
+    make_case=_noise_loss_case,
+    hints=[
+        Hint(_weighted(lambda b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab))), "the weight has alpha_t, not alpha_bar_t, in the denominator: beta^2 / (2 sigma2 alpha_t (1 - alpha_bar_t))."),
+        Hint(_weighted(lambda b, a, ab, s2: b / (2 * s2 * a * (1 - ab))), "beta_t is squared in the weight."),
+        Hint(_weighted(lambda b, a, ab, s2: b**2 / (s2 * a * (1 - ab))), "the factor 1/2 is missing from the weight."),
+        Hint(_weighted(lambda b, a, ab, s2: b**2 / (2 * s2 * a * jnp.sqrt(1 - ab))), "the weight has 1 - alpha_bar_t, not its square root."),
+        Hint(lambda e, et, b, a, ab, s2: b**2 / (2 * s2 * a * (1 - ab)) * jnp.mean((e - et) ** 2), "sum the squared errors over the coordinates; do not average them."),
+    ],
+))
+
+register(Exercise(
+    name="simple_loss",
+    reference=losses.simple_loss,
+    make_case=lambda rng: (lambda s: (_array(rng, s), _array(rng, s)))(_shape(rng)),
+    hints=[
+        Hint(lambda e, et: jnp.mean((e - et) ** 2), "sum the squared errors over the coordinates; do not average them."),
+        Hint(lambda e, et: jnp.sum(jnp.abs(e - et)), "square the errors instead of taking absolute values."),
+        Hint(lambda e, et: jnp.sqrt(jnp.sum((e - et) ** 2)), "L_simple is the squared norm, without a square root."),
+        Hint(lambda e, et: (e - et) ** 2, "return a single number: sum over all coordinates."),
+    ],
+))

@@ -1,0 +1,289 @@
+"""The checker behind every test cell of the course.
+
+A test cell calls ``check("forward_mean", forward_mean)``. The checker looks up
+the exercise (its reference implementation, a generator of random inputs and
+a list of known wrong variants), runs the student's function under
+``jax.jit`` on seeded random inputs, compares with the reference, and either
+prints one short line or raises an AssertionError that says, in words a
+student understands, what went wrong: which input, the expected and actual
+shapes and dtypes, the size of the error, and the likely slip when the output
+matches a known wrong variant.
+
+Answer cells run in the same Python process as the tests. So that an answer
+cannot make the tests pass by replacing ``np.allclose``, ``jnp.allclose`` or
+``jax.jit``, this module keeps its own references to every function it uses,
+taken when it is first imported (the notebook's setup cell imports it before
+any answer cell runs), and compares with plain Python arithmetic on the
+numbers. ``check`` itself is looked up again from this module by every test
+cell, so rebinding the name ``check`` in the notebook has no effect either.
+"""
+
+import contextlib
+import dataclasses
+import inspect
+import io
+import math
+import warnings
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+# Private references, taken at import time (see the module docstring).
+_jit = jax.jit
+_make_jaxpr = jax.make_jaxpr
+_precision = jax.default_matmul_precision
+_asarray = np.asarray
+_float = float
+_isfinite = math.isfinite
+_Tracer = jax.core.Tracer
+
+
+@dataclasses.dataclass(frozen=True)
+class Hint:
+    """A known wrong variant of an exercise and the slip it reveals."""
+
+    variant: Callable
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Exercise:
+    """What the checker needs to test one exercise.
+
+    ``make_case(rng)`` returns the positional arguments of one random input
+    (a tuple); ``edge_cases`` are fixed inputs added to the hidden tests.
+    ``static_argnums`` are the positions of arguments that must be Python
+    values under jit (sizes such as T). ``requires`` names a loop primitive
+    the compiled function must contain (for exercises that teach lax.scan).
+    ``property_check`` replaces the comparison with a reference for
+    exercises that are tested by their properties.
+    """
+
+    name: str
+    reference: Callable | None
+    make_case: Callable | None = None
+    hints: Sequence[Hint] = ()
+    edge_cases: Sequence[tuple] = ()
+    static_argnums: tuple = ()
+    rtol: float = 1e-4
+    atol: float = 1e-6
+    requires: tuple = ()
+    requires_message: str = ""
+    property_check: Callable | None = None
+
+
+_REGISTRY: dict[str, Exercise] = {}
+
+
+def register(exercise: Exercise) -> Exercise:
+    _REGISTRY[exercise.name] = exercise
+    return exercise
+
+
+class CheckFailure(AssertionError):
+    """Raised by :func:`check` when a student's function is wrong."""
+
+
+# ---------------------------------------------------------------- describing
+
+def _fmt_number(x) -> str:
+    return f"{x:.6g}"
+
+
+def describe_value(value) -> str:
+    """A short description of an input or output: dtype, shape and a few values."""
+    if isinstance(value, (bool, int)) and not isinstance(value, np.bool_):
+        return repr(value)
+    if isinstance(value, float):
+        return _fmt_number(value)
+    arr = _asarray(value)
+    if arr.ndim == 0:
+        return f"{arr.dtype}[] {_fmt_number(arr.item())}"
+    flat = arr.reshape(-1)
+    shown = ", ".join(_fmt_number(x) for x in flat[:4].tolist())
+    more = ", ..." if flat.size > 4 else ""
+    return f"{arr.dtype}{list(arr.shape)} [{shown}{more}]"
+
+
+def _describe_args(names, args) -> str:
+    return "\n".join(f"    {n} = {describe_value(a)}" for n, a in zip(names, args))
+
+
+# ---------------------------------------------------------------- comparing
+
+def _compare(expected, got, rtol, atol):
+    """Return None when ``got`` matches ``expected``, else a list of message lines."""
+    if got is None:
+        return ["it returned None: did you forget the `return` statement?"]
+    exp = _asarray(expected)
+    try:
+        out = _asarray(got)
+    except Exception:  # noqa: BLE001 - anything that is not an array
+        return [f"it returned a {type(got).__name__}, expected an array"]
+    if out.dtype == object:
+        return [f"it returned a {type(got).__name__}, expected an array"]
+    if out.shape != exp.shape:
+        lines = [f"wrong shape: expected {exp.shape}, got {out.shape}"]
+        if out.size == exp.size:
+            lines.append("(same number of elements: a reshape, transpose or missing/extra axis?)")
+        elif exp.ndim and out.shape and out.shape[1:] == exp.shape[1:]:
+            lines.append(f"(the first axis has {out.shape[0]} entries instead of {exp.shape[0]}: an off-by-one in the number of steps?)")
+        return lines
+    if not np.issubdtype(out.dtype, np.floating) and np.issubdtype(exp.dtype, np.floating):
+        return [f"wrong dtype: expected a floating-point array ({exp.dtype}), got {out.dtype}"]
+    exp64 = exp.astype(np.float64).reshape(-1).tolist()
+    out64 = out.astype(np.float64).reshape(-1).tolist()
+    worst, worst_i, n_bad, n_nan = -1.0, 0, 0, 0
+    for i, (e, g) in enumerate(zip(exp64, out64)):
+        if _isfinite(e) and _isfinite(g):
+            err = abs(g - e)
+            bad = err > atol + rtol * abs(e)
+        else:  # NaN or inf on either side: right only when both agree
+            bad = not ((e != e and g != g) or e == g)
+            err = math.inf if bad else 0.0
+            n_nan += bad and not _isfinite(g)
+        n_bad += bad
+        if err > worst:
+            worst, worst_i = err, i
+    if n_bad == 0:
+        return None
+    index = tuple(int(k) for k in np.unravel_index(worst_i, exp.shape)) if exp.ndim else ()
+    where = f" at index {index}" if exp.ndim else ""
+    lines = []
+    if n_nan:
+        lines.append(f"{n_nan} of {exp.size} output values are NaN or infinite (a division by zero, or sqrt/log of a negative number?)")
+    lines.append(
+        f"{n_bad} of {exp.size} values are wrong; the largest error is {_fmt_number(worst)}{where} "
+        f"(expected {_fmt_number(exp64[worst_i])}, got {_fmt_number(out64[worst_i])}; "
+        f"allowed: {atol:g} + {rtol:g} * |expected|)"
+    )
+    return lines
+
+
+def _matches(a, b, rtol, atol) -> bool:
+    try:
+        return _compare(a, b, rtol, atol) is None
+    except Exception:  # noqa: BLE001
+        return False
+
+
+# ---------------------------------------------------------------- running
+
+_JIT_ERRORS = tuple(
+    getattr(jax.errors, name)
+    for name in ("ConcretizationTypeError", "TracerBoolConversionError",
+                 "TracerArrayConversionError", "TracerIntegerConversionError")
+    if hasattr(jax.errors, name)
+)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _fail(name: str, lines) -> None:
+    raise CheckFailure("\n".join([f"{name}: " + lines[0], *lines[1:]]))
+
+
+def _call_student(ex: Exercise, fn, args, arg_names):
+    """Run ``fn`` under jit on ``args``; return (output, notes) or raise CheckFailure."""
+    notes = []
+    captured = io.StringIO()
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(captured), _precision("highest"):
+            warnings.simplefilter("always")
+            out = _jit(fn, static_argnums=ex.static_argnums)(*args)
+            out = jax.tree_util.tree_map(_asarray, out)
+        notes += [f"note: your function warned: {w.category.__name__}: {w.message}" for w in caught]
+    except NotImplementedError:
+        _fail(ex.name, ["not implemented yet. Replace `raise NotImplementedError()` with your code."])
+    except _JIT_ERRORS as exc:
+        _fail(ex.name, [
+            "it does not work under jax.jit.",
+            f"    {type(exc).__name__}: {_first_line(exc)}",
+            "Inside jax.jit the inputs are abstract arrays: use jnp functions instead of",
+            "Python `if`/`float()`/numpy on them, and jnp.where for conditions.",
+            "The input was:", _describe_args(arg_names, args),
+        ])
+    except TypeError as exc:
+        _fail(ex.name, [
+            f"calling it raised TypeError: {_first_line(exc)}",
+            f"Keep the signature given in the exercise: {ex.name}({', '.join(arg_names)}).",
+            "The input was:", _describe_args(arg_names, args),
+        ])
+    except Exception as exc:  # noqa: BLE001 - report any error in words
+        _fail(ex.name, [
+            f"it raised {type(exc).__name__}: {_first_line(exc)}",
+            "The input was:", _describe_args(arg_names, args),
+        ])
+    return out, notes
+
+
+def _check_requires(ex: Exercise, fn, args) -> None:
+    if not ex.requires:
+        return
+    try:
+        jaxpr = str(_make_jaxpr(fn, static_argnums=ex.static_argnums)(*args))
+    except Exception:  # noqa: BLE001 - the value check reports errors
+        return
+    if not any(f"{prim}[" in jaxpr or f" {prim} " in jaxpr for prim in ex.requires):
+        _fail(ex.name, [ex.requires_message or f"it must use one of {ex.requires}."])
+
+
+def _cases(ex: Exercise, n_cases: int, seed: int, edge_cases: bool):
+    cases = [ex.make_case(np.random.default_rng([seed, i])) for i in range(n_cases)]
+    if edge_cases:
+        cases += list(ex.edge_cases)
+    return cases
+
+
+def check(name: str, fn: Callable, *, n_cases: int = 5, seed: int = 0, edge_cases: bool = False) -> None:
+    """Test a student's ``fn`` for the exercise ``name``; print one line, or raise CheckFailure.
+
+    ``n_cases`` random inputs are drawn from the seed ``seed``; with
+    ``edge_cases=True`` the exercise's fixed edge cases are added.
+    """
+    if name not in _REGISTRY:
+        raise KeyError(f"check: unknown exercise {name!r}; known: {sorted(_REGISTRY)}")
+    ex = _REGISTRY[name]
+    if not callable(fn):
+        _fail(name, [f"expected a function, got {type(fn).__name__}. Did a later cell overwrite `{name}`?"])
+    if ex.property_check is not None:
+        summary = ex.property_check(ex, fn)
+        print(f"{name}: {summary}")
+        return
+    arg_names = list(inspect.signature(ex.reference).parameters)
+    worst_note = []
+    cases = _cases(ex, n_cases, seed, edge_cases)
+    for number, args in enumerate(cases, start=1):
+        expected = ex.reference(*args)
+        got, notes = _call_student(ex, fn, args, arg_names)
+        worst_note += notes
+        problem = _compare(expected, got, ex.rtol, ex.atol)
+        if problem is None:
+            continue
+        lines = [f"wrong output on test input {number} of {len(cases)}.", "The input was:",
+                 _describe_args(arg_names, args),
+                 f"  expected: {describe_value(expected)}",
+                 f"  got:      {describe_value(got) if got is not None else None}",
+                 *("  " + line for line in problem)]
+        slips = [h.message for h in ex.hints if _matches(h.variant(*args), got, ex.rtol, ex.atol)]
+        lines += [f"Likely slip: {s}" for s in slips]
+        _fail(name, lines)
+    _check_requires(ex, fn, cases[0])
+    print(f"{name}: passed {len(cases)} of {len(cases)} test inputs." + ("".join("\n  " + n for n in dict.fromkeys(worst_note))))
+
+
+def exercise(name: str) -> Exercise:
+    """The registered exercise ``name`` (for tests and instructors)."""
+    return _REGISTRY[name]
+
+
+def exercise_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+# Importing the definitions registers every exercise of the course.
+from . import exercises as _exercises  # noqa: E402,F401

@@ -1,0 +1,74 @@
+r"""The terms of the variational bound, written with means and with noises.
+
+With :math:`\alpha_t = 1 - \beta_t` and :math:`\bar\alpha_t = \prod_{s \le t}\alpha_s`,
+the forward posterior is :math:`q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I)`.
+The losses here act on one example (any shape) and sum over all its
+coordinates; use :func:`jax.vmap` for a batch.
+"""
+
+import jax.numpy as jnp
+
+from . import _validate as v
+
+
+
+@v.reference(beta_t=v.check_open_unit, alpha_bar_t=v.check_open_unit,
+             alpha_bar_prev=v.check_unit_interval)
+def posterior_mean(x0, x_t, beta_t, alpha_bar_t, alpha_bar_prev):
+    r"""Mean of :math:`q(x_{t-1} \mid x_t, x_0)`:
+
+    .. math::
+        \tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1 - \bar\alpha_t}\,x_0
+        + \frac{\sqrt{\alpha_t}\,(1 - \bar\alpha_{t-1})}{1 - \bar\alpha_t}\,x_t
+
+    ``x0`` and ``x_t`` have the same shape; the result has it too.
+    """
+    v.check_same_shape("posterior_mean", "x0", x0, "x_t", x_t)
+    alpha_t = 1 - beta_t
+    coef_x0 = jnp.sqrt(alpha_bar_prev) * beta_t / (1 - alpha_bar_t)
+    coef_xt = jnp.sqrt(alpha_t) * (1 - alpha_bar_prev) / (1 - alpha_bar_t)
+    return coef_x0 * x0 + coef_xt * x_t
+
+
+@v.reference(beta_t=v.check_open_unit, alpha_bar_t=v.check_open_unit,
+             alpha_bar_prev=v.check_unit_interval)
+def posterior_variance(beta_t, alpha_bar_t, alpha_bar_prev):
+    r"""Variance of :math:`q(x_{t-1} \mid x_t, x_0)`: :math:`\tilde\beta_t = \frac{1 - \bar\alpha_{t-1}}{1 - \bar\alpha_t}\,\beta_t`."""
+    return (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t
+
+
+@v.reference(beta_t=v.check_open_unit, alpha_bar_t=v.check_open_unit)
+def mean_from_noise(x_t, eps, beta_t, alpha_bar_t):
+    r"""The mean implied by a noise prediction:
+    :math:`\mu = \frac{1}{\sqrt{\alpha_t}}\big(x_t - \frac{\beta_t}{\sqrt{1 - \bar\alpha_t}}\,\epsilon\big)`.
+    """
+    v.check_same_shape("mean_from_noise", "x_t", x_t, "eps", eps)
+    alpha_t = 1 - beta_t
+    return (x_t - beta_t / jnp.sqrt(1 - alpha_bar_t) * eps) / jnp.sqrt(alpha_t)
+
+
+@v.reference(sigma2=v.check_positive)
+def mean_loss(mu_tilde, mu_theta, sigma2):
+    r"""The KL term as a weighted squared error of means:
+    :math:`\frac{1}{2\sigma_t^2}\,\lVert\tilde\mu_t - \mu_\theta\rVert^2` (a scalar).
+    """
+    v.check_same_shape("mean_loss", "mu_tilde", mu_tilde, "mu_theta", mu_theta)
+    return jnp.sum((mu_tilde - mu_theta) ** 2) / (2 * sigma2)
+
+
+@v.reference(beta_t=v.check_open_unit, alpha_t=v.check_open_unit,
+             alpha_bar_t=v.check_open_unit, sigma2=v.check_positive)
+def noise_loss(eps, eps_theta, beta_t, alpha_t, alpha_bar_t, sigma2):
+    r"""The same KL term written with noises:
+    :math:`\frac{\beta_t^2}{2\sigma_t^2\,\alpha_t\,(1 - \bar\alpha_t)}\,\lVert\epsilon - \epsilon_\theta\rVert^2` (a scalar).
+    """
+    v.check_same_shape("noise_loss", "eps", eps, "eps_theta", eps_theta)
+    weight = beta_t**2 / (2 * sigma2 * alpha_t * (1 - alpha_bar_t))
+    return weight * simple_loss.raw(eps, eps_theta)
+
+
+@v.reference()
+def simple_loss(eps, eps_theta):
+    r"""The unweighted :math:`L_{simple} = \lVert\epsilon - \epsilon_\theta\rVert^2` (a scalar)."""
+    v.check_same_shape("simple_loss", "eps", eps, "eps_theta", eps_theta)
+    return jnp.sum((eps - eps_theta) ** 2)
