@@ -2,9 +2,10 @@
 
 Each module holds one idea (schedules, forward process, losses, data, plotting,
 grading); each function computes one equation and is named after its result.
+The grading checker is imported on its own: ``from course_utils.grading import check``.
 """
 
-from . import config, forward, losses, schedules
+from . import config, data, forward, losses, notebook, plotting, schedules, timing
 
 __version__ = "0.1.0"
-__all__ = ["config", "forward", "losses", "schedules"]
+__all__ = ["config", "data", "forward", "losses", "notebook", "plotting", "schedules", "timing"]

@@ -20,3 +20,18 @@ def pick(full, fast):
     ``n_samples = pick(full=1_000_000, fast=10_000)``.
     """
     return fast if fast_mode() else full
+
+
+def float64():
+    """A context manager in which JAX computes in float64 (to check float32 results).
+
+    ``with float64(): ...`` uses ``jax.enable_x64`` where it exists and the older
+    ``jax.experimental.enable_x64`` otherwise.
+    """
+    import jax
+
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64  # jax < 0.6
+
+    return enable_x64()
