@@ -63,6 +63,8 @@ def environment(workdir: Path, fast: bool = True) -> dict:
         PYTHONWARNINGS="ignore",
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     )
+    for name in ("config", "data", "runtime", "ipython"):
+        (jupyter / name).mkdir(parents=True, exist_ok=True)
     if fast:
         env["COURSE_FAST"] = "1"
     return env

@@ -1,0 +1,59 @@
+"""Every solution notebook runs in grading mode with every test cell passing; every
+released notebook fails every exercise test, and passes them all once the
+solution cells are put back (so the tests can fail, and the stubs are the only
+difference)."""
+
+import pytest
+
+from conftest import (ASSIGNMENTS, errors, execute, is_test_cell, read, solution_path, stderr,
+                      student_path, with_solutions)
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Each notebook executed once per variant, shared by the tests below."""
+    cache = {}
+
+    def run(name, variant):
+        if (name, variant) not in cache:
+            solution, student = read(solution_path(name)), read(student_path(name))
+            nb = {"solution": solution, "student": student, "restored": with_solutions(student, solution)}[variant]
+            cache[name, variant] = execute(nb, tmp_path_factory.mktemp(f"{name}-{variant}"))
+        return cache[name, variant]
+
+    return run
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_solution_passes_every_test_cell(executed, name):
+    nb = executed(name, "solution")
+    failures = {c.metadata.nbgrader["grade_id"]: errors(c) for c in nb.cells if is_test_cell(c) and errors(c)}
+    assert not failures, f"test cells failing in the solution of {name}: {failures}"
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_solution_runs_without_errors_or_stderr_in_test_cells(executed, name):
+    nb = executed(name, "solution")
+    broken = {c.id: errors(c) for c in nb.cells if c.cell_type == "code" and errors(c)}
+    assert not broken, f"cells raising in the solution of {name}: {broken}"
+    # nbgrader gives zero points to a test cell that writes to stderr.
+    noisy = {c.metadata.nbgrader["grade_id"]: stderr(c) for c in nb.cells if is_test_cell(c) and stderr(c)}
+    assert not noisy, f"test cells writing to stderr in {name}: {noisy}"
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_released_notebook_fails_every_test_cell(executed, name):
+    nb = executed(name, "student")
+    passing = [c.metadata.nbgrader["grade_id"] for c in nb.cells if is_test_cell(c) and not errors(c)]
+    assert not passing, f"test cells of {name} that pass on the unsolved stubs (they cannot fail): {passing}"
+    for cell in nb.cells:
+        if is_test_cell(cell):
+            assert any("not implemented yet" in e for e in errors(cell)), (
+                f"{cell.metadata.nbgrader['grade_id']} should tell the student the exercise is not implemented yet: {errors(cell)}")
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_released_notebook_passes_with_solutions_put_back(executed, name):
+    nb = executed(name, "restored")
+    failures = {c.metadata.nbgrader["grade_id"]: errors(c) for c in nb.cells if is_test_cell(c) and errors(c)}
+    assert not failures, f"{name}: released test cells failing with the solutions put back: {failures}"
