@@ -35,14 +35,16 @@ def forward_step(x_prev, beta, noise):
     return forward_mean.raw(x_prev, beta) + jnp.sqrt(forward_variance.raw(beta)) * noise
 
 
-@v.reference(betas=_check_betas)
-def diffuse(x0, betas, noises):
+@v.reference(static_argnames=("every_step",), betas=_check_betas)
+def diffuse(x0, betas, noises, every_step=True):
     r"""Run the whole forward process with :func:`jax.lax.scan`.
 
     ``x0`` has any shape ``S``; ``betas`` has shape ``(T,)``; ``noises`` has
     shape ``(T, *S)`` with ``noises[t - 1]`` the noise of step ``t``.
     Returns every :math:`x_t` for :math:`t = 0, \dots, T`, shape ``(T + 1, *S)``,
-    so that ``xs[t]`` is :math:`x_t` (``xs[0]`` is ``x0`` itself).
+    so that ``xs[t]`` is :math:`x_t` (``xs[0]`` is ``x0`` itself). With
+    ``every_step=False`` only :math:`x_T` is returned (shape ``S``), which
+    saves writing all the intermediate states to memory.
     """
     x0 = jnp.asarray(x0)
     expected = (jnp.shape(betas)[0],) + x0.shape
@@ -52,10 +54,10 @@ def diffuse(x0, betas, noises):
     def step(x_prev, beta_and_noise):
         beta, noise = beta_and_noise
         x_t = forward_step.raw(x_prev, beta, noise)
-        return x_t, x_t
+        return x_t, (x_t if every_step else None)
 
-    _, xs = jax.lax.scan(step, x0, (betas, noises))
-    return jnp.concatenate([x0[None], xs], axis=0)
+    x_T, xs = jax.lax.scan(step, x0, (betas, noises))
+    return jnp.concatenate([x0[None], xs], axis=0) if every_step else x_T
 
 
 @v.reference(alpha_bar_t=v.check_unit_interval)

@@ -13,10 +13,10 @@ def plot_schedules(betas_by_name: dict):
         betas = np.asarray(betas)
         t = np.arange(1, len(betas) + 1)
         alpha_bar = np.asarray(schedules.alpha_bars(betas))
-        axes[0].plot(t, betas, label=name)
+        axes[0].semilogy(t, betas, label=name)
         axes[1].plot(t, alpha_bar, label=name)
         axes[2].semilogy(t, np.asarray(schedules.signal_to_noise(betas)), label=name)
-    titles = [r"noise added per step $\beta_t$", r"signal kept $\bar\alpha_t$",
+    titles = [r"noise added per step $\beta_t$ (log scale)", r"signal kept $\bar\alpha_t$",
               r"signal-to-noise ratio $\bar\alpha_t / (1 - \bar\alpha_t)$"]
     for ax, title in zip(axes, titles):
         ax.set_title(title)
@@ -113,10 +113,9 @@ def plot_timing_curves(sizes, seconds_by_name: dict, xlabel="dimension", title="
     """Run time against problem size, one line per method."""
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for name, seconds in seconds_by_name.items():
-        ax.plot(sizes, np.asarray(seconds) * 1e6, "o-", label=name)
+        ax.semilogy(sizes, np.asarray(seconds) * 1e6, "o-", label=name)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("microseconds per call")
-    ax.set_ylim(bottom=0)
+    ax.set_ylabel("microseconds per call (log scale)")
     ax.set_title(title)
     ax.legend()
     return fig
