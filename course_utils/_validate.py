@@ -18,6 +18,15 @@ def _is_traced(value) -> bool:
     return isinstance(value, jax.core.Tracer)
 
 
+def _concrete(where: str, name: str, value):
+    """``value`` as a float64 numpy array, or a TypeError naming the argument."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: argument `{name}` must be a number or an array of numbers, "
+                        f"got {type(value).__name__} {value!r:.40}") from None
+
+
 def _describe(value) -> str:
     arr = np.asarray(value)
     if arr.size <= 6:
@@ -25,24 +34,11 @@ def _describe(value) -> str:
     return f"array of shape {arr.shape} with min {arr.min():.4g} and max {arr.max():.4g}"
 
 
-def as_float_array(where: str, name: str, value):
-    """Convert ``value`` to a floating JAX array, or raise a TypeError naming it."""
-    if isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(f"{where}: argument `{name}` must be a number or an array of numbers, got {type(value).__name__}")
-    try:
-        arr = jnp.asarray(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{where}: argument `{name}` must be a number or an array of numbers, got {type(value).__name__}") from exc
-    if not jnp.issubdtype(arr.dtype, jnp.floating):
-        arr = arr.astype(jnp.result_type(float))
-    return arr
-
-
 def check_open_unit(where: str, name: str, value) -> None:
     """Every element of ``value`` lies strictly between 0 and 1."""
     if _is_traced(value):
         return
-    arr = np.asarray(value)
+    arr = _concrete(where, name, value)
     if not np.all(np.isfinite(arr)) or not np.all((arr > 0) & (arr < 1)):
         raise ValueError(f"{where}: argument `{name}` must lie strictly between 0 and 1, got {_describe(arr)}")
 
@@ -51,7 +47,7 @@ def check_unit_interval(where: str, name: str, value, *, lower_open: bool = True
     """Every element lies in (0, 1] (or [0, 1] with ``lower_open=False``)."""
     if _is_traced(value):
         return
-    arr = np.asarray(value)
+    arr = _concrete(where, name, value)
     low_ok = (arr > 0) if lower_open else (arr >= 0)
     if not np.all(np.isfinite(arr)) or not np.all(low_ok & (arr <= 1)):
         interval = "(0, 1]" if lower_open else "[0, 1]"
@@ -61,7 +57,7 @@ def check_unit_interval(where: str, name: str, value, *, lower_open: bool = True
 def check_positive(where: str, name: str, value) -> None:
     if _is_traced(value):
         return
-    arr = np.asarray(value)
+    arr = _concrete(where, name, value)
     if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
         raise ValueError(f"{where}: argument `{name}` must be positive, got {_describe(arr)}")
 
@@ -128,6 +124,10 @@ def reference(static_argnames=(), **checks):
             except TypeError as exc:
                 raise TypeError(f"{where}{signature}: {exc}") from None
             bound.apply_defaults()
+            for name, value in bound.arguments.items():
+                if name not in checks and (value is None or isinstance(value, (str, bytes))):
+                    raise TypeError(f"{where}: argument `{name}` must be a number or an array of numbers, "
+                                    f"got {type(value).__name__} {value!r:.40}")
             for name, check in checks.items():
                 check(where, name, bound.arguments[name])
             return jitted(*bound.args, **bound.kwargs)
