@@ -1,0 +1,26 @@
+"""Helpers shared by the exercise definitions: random inputs of the usual kinds."""
+
+import numpy as np
+
+_SHAPES = [(), (5,), (3, 4), (2, 3, 2)]
+
+
+def array(rng, shape):
+    """Standard normal float32 values of the given shape."""
+    return np.asarray(rng.standard_normal(shape), dtype=np.float32)
+
+
+def shape(rng):
+    """One of a few shapes (a scalar, a vector, a matrix, a 3D array)."""
+    return _SHAPES[rng.integers(len(_SHAPES))]
+
+
+def f32(x):
+    return np.float32(x)
+
+
+def time_step(rng):
+    """A consistent (beta_t, alpha_bar_t, alpha_bar_prev) triple at a random step."""
+    beta_t = rng.uniform(1e-3, 0.5)
+    alpha_bar_prev = rng.uniform(0.01, 1.0)
+    return f32(beta_t), f32(alpha_bar_prev * (1 - beta_t)), f32(alpha_bar_prev)

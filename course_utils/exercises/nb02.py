@@ -1,0 +1,122 @@
+"""Exercises of notebook 02 (mean versus noise loss)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import forward, losses, schedules
+from ..grading import CheckFailure, Exercise, Hint, _call_student, register
+from .common import array as _array, f32 as _f32, shape as _shape, time_step as _time_step
+
+
+
+def _posterior_case(rng):
+    s = _shape(rng)
+    return (_array(rng, s), _array(rng, s), *_time_step(rng))
+
+
+def _pm(x0, xt, b, ab, abp, *, c0=None, ct=None):
+    return c0(b, ab, abp) * x0 + ct(b, ab, abp) * xt
+
+
+_C0 = lambda b, ab, abp: jnp.sqrt(abp) * b / (1 - ab)  # noqa: E731
+_CT = lambda b, ab, abp: jnp.sqrt(1 - b) * (1 - abp) / (1 - ab)  # noqa: E731
+
+register(Exercise(
+    name="posterior_mean",
+    reference=losses.posterior_mean,
+    make_case=_posterior_case,
+    edge_cases=[(np.ones(3, np.float32), np.zeros(3, np.float32), _f32(0.1), _f32(0.9), _f32(1.0))],
+    hints=[
+        Hint(lambda x0, xt, b, ab, abp: _CT(b, ab, abp) * x0 + _C0(b, ab, abp) * xt, "the two coefficients are swapped between x0 and x_t."),
+        Hint(lambda x0, xt, b, ab, abp: _C0(b, ab, abp) * x0 + jnp.sqrt(ab) * (1 - abp) / (1 - ab) * xt,
+             "the coefficient of x_t has sqrt(alpha_t) = sqrt(1 - beta_t), not sqrt(alpha_bar_t)."),
+        Hint(lambda x0, xt, b, ab, abp: jnp.sqrt(ab) * b / (1 - ab) * x0 + _CT(b, ab, abp) * xt,
+             "the coefficient of x0 has sqrt(alpha_bar_{t-1}), not sqrt(alpha_bar_t)."),
+        Hint(lambda x0, xt, b, ab, abp: abp * b / (1 - ab) * x0 + (1 - b) * (1 - abp) / (1 - ab) * xt,
+             "square roots are missing: sqrt(alpha_bar_{t-1}) and sqrt(alpha_t)."),
+    ],
+))
+
+register(Exercise(
+    name="posterior_variance",
+    reference=losses.posterior_variance,
+    make_case=lambda rng: _time_step(rng),
+    edge_cases=[(_f32(0.1), _f32(0.9), _f32(1.0))],
+    hints=[
+        Hint(lambda b, ab, abp: (1 - abp) / (1 - ab), "the ratio (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) multiplies beta_t."),
+        Hint(lambda b, ab, abp: (1 - ab) / (1 - abp) * b, "the ratio is upside down: (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)."),
+        Hint(lambda b, ab, abp: b + 0 * ab, "that is the forward variance beta_t; the posterior variance is smaller by (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)."),
+        Hint(lambda b, ab, abp: jnp.sqrt((1 - abp) / (1 - ab) * b), "you returned a standard deviation; return the variance."),
+    ],
+))
+
+
+def _mfn_case(rng):
+    s = _shape(rng)
+    b, ab, _ = _time_step(rng)
+    return _array(rng, s), _array(rng, s), b, ab
+
+
+register(Exercise(
+    name="mean_from_noise",
+    reference=losses.mean_from_noise,
+    make_case=_mfn_case,
+    hints=[
+        Hint(lambda x, e, b, ab: (x - b / (1 - ab) * e) / jnp.sqrt(1 - b), "the noise is divided by sqrt(1 - alpha_bar_t), not 1 - alpha_bar_t."),
+        Hint(lambda x, e, b, ab: (x - b / jnp.sqrt(1 - ab) * e) / (1 - b), "divide by sqrt(alpha_t), not alpha_t."),
+        Hint(lambda x, e, b, ab: (x - b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(ab), "divide by sqrt(alpha_t) = sqrt(1 - beta_t), not sqrt(alpha_bar_t)."),
+        Hint(lambda x, e, b, ab: x - b / jnp.sqrt(1 - ab) * e, "the whole bracket is divided by sqrt(alpha_t)."),
+        Hint(lambda x, e, b, ab: (x + b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(1 - b), "the predicted noise is subtracted from x_t, not added."),
+    ],
+))
+
+register(Exercise(
+    name="mean_loss",
+    reference=losses.mean_loss,
+    make_case=lambda rng: (lambda s: (_array(rng, s), _array(rng, s), _f32(rng.uniform(1e-3, 1.0))))(_shape(rng)),
+    hints=[
+        Hint(lambda m, mt, s2: jnp.sum((m - mt) ** 2) / s2, "the factor 1/2 is missing: divide by 2 * sigma2."),
+        Hint(lambda m, mt, s2: jnp.sum((m - mt) ** 2) / (2 * jnp.sqrt(s2)), "sigma2 is already the variance: divide by 2 * sigma2, not by its square root."),
+        Hint(lambda m, mt, s2: jnp.mean((m - mt) ** 2) / (2 * s2), "sum the squared errors over the coordinates; do not average them."),
+        Hint(lambda m, mt, s2: (m - mt) ** 2 / (2 * s2), "return a single number: sum over all coordinates."),
+        Hint(lambda m, mt, s2: jnp.sqrt(jnp.sum((m - mt) ** 2)) / (2 * s2), "the squared norm is needed, without a square root."),
+    ],
+))
+
+
+def _noise_loss_case(rng):
+    s = _shape(rng)
+    b, ab, abp = _time_step(rng)
+    sigma2 = b if rng.uniform() < 0.5 else losses.posterior_variance.raw(b, ab, abp) + _f32(1e-4)
+    return _array(rng, s), _array(rng, s), b, _f32(1 - b), ab, _f32(sigma2)
+
+
+def _weighted(weight):
+    return lambda e, et, b, a, ab, s2: weight(b, a, ab, s2) * jnp.sum((e - et) ** 2)
+
+
+register(Exercise(
+    name="noise_loss",
+    reference=losses.noise_loss,
+    make_case=_noise_loss_case,
+    hints=[
+        Hint(_weighted(lambda b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab))), "the weight has alpha_t, not alpha_bar_t, in the denominator: beta^2 / (2 sigma2 alpha_t (1 - alpha_bar_t))."),
+        Hint(_weighted(lambda b, a, ab, s2: b / (2 * s2 * a * (1 - ab))), "beta_t is squared in the weight."),
+        Hint(_weighted(lambda b, a, ab, s2: b**2 / (s2 * a * (1 - ab))), "the factor 1/2 is missing from the weight."),
+        Hint(_weighted(lambda b, a, ab, s2: b**2 / (2 * s2 * a * jnp.sqrt(1 - ab))), "the weight has 1 - alpha_bar_t, not its square root."),
+        Hint(lambda e, et, b, a, ab, s2: b**2 / (2 * s2 * a * (1 - ab)) * jnp.mean((e - et) ** 2), "sum the squared errors over the coordinates; do not average them."),
+    ],
+))
+
+register(Exercise(
+    name="simple_loss",
+    reference=losses.simple_loss,
+    make_case=lambda rng: (lambda s: (_array(rng, s), _array(rng, s)))(_shape(rng)),
+    hints=[
+        Hint(lambda e, et: jnp.mean((e - et) ** 2), "sum the squared errors over the coordinates; do not average them."),
+        Hint(lambda e, et: jnp.sum(jnp.abs(e - et)), "square the errors instead of taking absolute values."),
+        Hint(lambda e, et: jnp.sqrt(jnp.sum((e - et) ** 2)), "L_simple is the squared norm, without a square root."),
+        Hint(lambda e, et: (e - et) ** 2, "return a single number: sum over all coordinates."),
+    ],
+))
