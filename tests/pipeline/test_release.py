@@ -70,3 +70,15 @@ def test_notebook_structure(name):
     manual = [c for c in nb.cells if is_solution_cell(c) and c.cell_type == "markdown"]
     assert manual and all(nbgrader_meta(c).get("grade") for c in manual), "written questions are graded by hand"
     assert "take away" in nb.cells[-1].source.lower(), "the notebook ends with what to take away"
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_authoring_text_form_round_trips(name):
+    """export then build gives the solution notebook back byte for byte."""
+    import nbformat
+
+    from autograder import authoring
+
+    path = solution_path(name)
+    rebuilt = authoring.build(authoring.export(read(path)))
+    assert nbformat.writes(rebuilt) + "\n" == path.read_text()
