@@ -57,7 +57,9 @@ class Exercise:
     values under jit (sizes such as T). ``requires`` names a loop primitive
     the compiled function must contain (for exercises that teach lax.scan).
     ``property_check`` replaces the comparison with a reference for
-    exercises that are tested by their properties.
+    exercises that are tested by their properties. ``module_argnums`` are the
+    positions of flax.nnx modules (a model passed to a loss, say): they are
+    split into graph and state so that the function can be jitted.
     """
 
     name: str
@@ -71,6 +73,7 @@ class Exercise:
     requires: tuple = ()
     requires_message: str = ""
     property_check: Callable | None = None
+    module_argnums: tuple = ()
 
 
 _REGISTRY: dict[str, Exercise] = {}
@@ -93,6 +96,8 @@ def _fmt_number(x) -> str:
 
 def describe_value(value) -> str:
     """A short description of an input or output: dtype, shape and a few values."""
+    if hasattr(value, "__call__") and not hasattr(value, "shape"):
+        return f"a {type(value).__name__}"
     if isinstance(value, (bool, int)) and not isinstance(value, np.bool_):
         return repr(value)
     if isinstance(value, float):
@@ -187,6 +192,26 @@ def _fail(name: str, lines) -> None:
     raise CheckFailure("\n".join([f"{name}: " + lines[0], *lines[1:]]))
 
 
+def jit_call(fn, args, static_argnums=(), module_argnums=()):
+    """Call ``fn(*args)`` under jax.jit, passing flax.nnx modules at ``module_argnums`` as graph + state."""
+    if not module_argnums:
+        return _jit(fn, static_argnums=static_argnums)(*args)
+    from flax import nnx
+
+    graphs = {i: nnx.split(args[i]) for i in module_argnums}
+    rest = [a for i, a in _enumerate(args) if i not in graphs]
+
+    def with_modules(states, *rest_args):
+        full, it = [], iter(rest_args)
+        for i in range(_len(args)):
+            full.append(nnx.merge(graphs[i][0], states[i]) if i in graphs else next(it))
+        return fn(*full)
+
+    static = tuple(i - sum(1 for m in graphs if m < i) + 1 for i in static_argnums)
+    states = {i: g[1] for i, g in graphs.items()}
+    return _jit(with_modules, static_argnums=static)(states, *rest)
+
+
 def _call_student(ex: Exercise, fn, args, arg_names):
     """Run ``fn`` under jit on ``args``; return (output, notes) or raise CheckFailure."""
     notes = []
@@ -194,7 +219,7 @@ def _call_student(ex: Exercise, fn, args, arg_names):
     try:
         with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(captured), _precision("highest"):
             warnings.simplefilter("always")
-            out = _jit(fn, static_argnums=ex.static_argnums)(*args)
+            out = jit_call(fn, args, ex.static_argnums, ex.module_argnums)
             out = jax.tree_util.tree_map(_asarray, out)
         notes += [f"note: your function warned: {w.category.__name__}: {w.message}" for w in caught]
     except NotImplementedError:
@@ -225,7 +250,7 @@ def _run_variant(ex: Exercise, hint: Hint, args):
     """A hint's wrong variant on ``args``, compiled like the student's function (or None if it fails)."""
     try:
         with _precision("highest"):
-            return _jit(hint.variant, static_argnums=ex.static_argnums)(*args)
+            return jit_call(hint.variant, args, ex.static_argnums, ex.module_argnums)
     except Exception:  # noqa: BLE001 - a variant that does not apply to this input
         return None
 

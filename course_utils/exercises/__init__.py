@@ -6,4 +6,4 @@ with a numpy Generator so that a seed fixes them on every platform; arrays are
 float32.
 """
 
-from . import nb01, nb02  # noqa: F401
+from . import nb01, nb02, nb04  # noqa: F401

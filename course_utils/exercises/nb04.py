@@ -1,0 +1,161 @@
+"""Exercises of notebook 04 (denoising in 2D)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .. import embeddings, models, schedules, training, sampling
+from ..forward import q_sample
+from ..grading import CheckFailure, Exercise, Hint, _call_student, jit_call, register
+from .common import array as _array, f32 as _f32
+
+
+def _embedding_case(rng):
+    shape = [(), (7,), (3, 4)][rng.integers(3)]
+    t = rng.integers(1, 1001, size=shape).astype(np.int32)
+    return t, int(rng.choice([2, 8, 16, 32, 64]))
+
+
+def _sin_cos(t, dim, frequencies, order=("sin", "cos")):
+    angles = jnp.asarray(t, jnp.float32)[..., None] * frequencies
+    parts = {"sin": jnp.sin(angles), "cos": jnp.cos(angles)}
+    return jnp.concatenate([parts[order[0]], parts[order[1]]], axis=-1)
+
+
+def _freq(dim, scale=None):
+    half = dim // 2
+    return jnp.exp(-jnp.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / (scale or half))
+
+
+register(Exercise(
+    name="sinusoidal_embedding",
+    reference=embeddings.sinusoidal_embedding,
+    make_case=_embedding_case,
+    edge_cases=[(np.array([1, 2, 3], np.int32), 2), (np.array(0, np.int32), 8)],
+    static_argnums=(1,),
+    rtol=1e-4, atol=2e-4,  # sin of angles up to 1000 loses a few float32 digits
+    hints=[
+        Hint(lambda t, d: _sin_cos(t, d, _freq(d), ("cos", "sin")), "the sines come first, then the cosines."),
+        Hint(lambda t, d: _sin_cos(t, d, 1 / _freq(d)), "the frequencies decrease: omega_i = 10000 ** (-i / (dim / 2)), with a minus sign."),
+        Hint(lambda t, d: _sin_cos(t, d, _freq(d, scale=d)), "divide i by dim / 2 (the number of frequencies), not by dim."),
+        Hint(lambda t, d: jnp.stack([jnp.sin(jnp.asarray(t, jnp.float32)[..., None] * _freq(d)),
+                                     jnp.cos(jnp.asarray(t, jnp.float32)[..., None] * _freq(d))], axis=-1).reshape(jnp.shape(t) + (d,)),
+             "put all the sines first and all the cosines after (concatenate), not interleaved."),
+    ],
+))
+
+
+def _reference_model(seed, dim=2):
+    return models.MLPDenoiser(dim=dim, hidden=32, depth=2, time_dim=8, rngs=nnx.Rngs(int(seed)))
+
+
+def _loss_case(rng):
+    T = int(rng.choice([10, 50, 200]))
+    betas = np.linspace(1e-3, rng.uniform(0.05, 0.3), T).astype(np.float32)
+    alpha_bars = np.cumprod(1 - betas.astype(np.float64)).astype(np.float32)
+    n = int(rng.integers(1, 9))
+    return (_reference_model(rng.integers(1000)), _array(rng, (n, 2)), rng.integers(1, T + 1, size=n).astype(np.int32),
+            _array(rng, (n, 2)), alpha_bars)
+
+
+def _loss_with(make_x_t, target="noise", reduce=jnp.mean):
+    def loss(model, x0, t, noise, alpha_bars):
+        x_t = make_x_t(x0, t, noise, alpha_bars)
+        goal = noise if target == "noise" else x0
+        return reduce((goal - model(x_t, t)) ** 2)
+    return loss
+
+
+def _x_t(x0, t, noise, ab, shift=1, sqrt=True):
+    a = ab[jnp.clip(t - shift, 0, ab.shape[0] - 1)][:, None]
+    return (jnp.sqrt(a) * x0 + jnp.sqrt(1 - a) * noise) if sqrt else (a * x0 + (1 - a) * noise)
+
+
+register(Exercise(
+    name="ddpm_loss",
+    reference=training.ddpm_loss,
+    make_case=_loss_case,
+    module_argnums=(0,),
+    rtol=1e-4, atol=1e-6,
+    hints=[
+        Hint(_loss_with(lambda x0, t, e, ab: _x_t(x0, t, e, ab, shift=0)), "off by one: alpha_bar_t is alpha_bars[t - 1] (time steps count from 1)."),
+        Hint(_loss_with(lambda x0, t, e, ab: _x_t(x0, t, e, ab, sqrt=False)), "x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: the square roots are missing."),
+        Hint(_loss_with(lambda x0, t, e, ab: _x_t(x0, t, e, ab), target="x0"), "the network predicts the noise: compare its output with `noise`, not with x0."),
+        Hint(_loss_with(lambda x0, t, e, ab: _x_t(x0, t, e, ab), reduce=jnp.sum), "average the squared errors (jnp.mean) instead of summing them."),
+    ],
+))
+
+
+def _step_case(rng):
+    T = int(rng.choice([10, 50, 200]))
+    schedule = schedules.make_schedule(np.linspace(1e-3, rng.uniform(0.05, 0.3), T).astype(np.float32))
+    sigmas = np.asarray(jnp.sqrt(schedule.posterior_variances if rng.uniform() < 0.5 else schedule.betas))
+    n = int(rng.integers(1, 9))
+    return (_reference_model(rng.integers(1000)), _array(rng, (n, 2)), np.int32(rng.integers(1, T + 1)),
+            _array(rng, (n, 2)), np.asarray(schedule.betas), np.asarray(schedule.alpha_bars), sigmas)
+
+
+def _step_with(alpha=lambda b, ab: 1 - b, shift=1, noise_scale=lambda s: s, sign=-1):
+    def step(model, x, t, z, betas, alpha_bars, sigmas):
+        i = jnp.clip(t - shift, 0, betas.shape[0] - 1)
+        eps = model(x, jnp.full((x.shape[0],), t))
+        b, ab = betas[i], alpha_bars[i]
+        return (x + sign * b / jnp.sqrt(1 - ab) * eps) / jnp.sqrt(alpha(b, ab)) + noise_scale(sigmas[i]) * z
+    return step
+
+
+register(Exercise(
+    name="ddpm_step",
+    reference=sampling.ddpm_step,
+    make_case=_step_case,
+    module_argnums=(0,),
+    rtol=1e-4, atol=1e-5,
+    hints=[
+        Hint(_step_with(shift=0), "off by one: the coefficients of step t are betas[t - 1], alpha_bars[t - 1], sigmas[t - 1]."),
+        Hint(_step_with(alpha=lambda b, ab: ab), "divide by sqrt(alpha_t) = sqrt(1 - beta_t), not sqrt(alpha_bar_t)."),
+        Hint(_step_with(noise_scale=lambda s: s**2), "sigmas holds standard deviations: add sigma_t * z, not sigma_t ** 2 * z."),
+        Hint(_step_with(noise_scale=lambda s: 0.0 * s), "the noise term sigma_t * z is missing."),
+        Hint(_step_with(sign=+1), "subtract the predicted noise from x_t, do not add it."),
+    ],
+))
+
+
+def _check_denoiser(ex, cls):
+    """``MLPDenoiser(dim, rngs=...)``: maps (N, dim) points and (N,) steps to (N, dim), uses both, and is trainable."""
+    problems = []
+    for dim in (2, 3):
+        try:
+            model = cls(dim=dim, rngs=nnx.Rngs(0))
+        except NotImplementedError:
+            raise CheckFailure(f"{ex.name}: not implemented yet. Replace `raise NotImplementedError()` with your code.") from None
+        except Exception as exc:  # noqa: BLE001
+            raise CheckFailure(f"{ex.name}: creating `MLPDenoiser(dim={dim}, rngs=nnx.Rngs(0))` raised "
+                               f"{type(exc).__name__}: {exc}. Keep the signature __init__(self, dim, ..., *, rngs).") from None
+        x = jnp.asarray(np.random.default_rng(dim).standard_normal((5, dim)), jnp.float32)
+        t = jnp.array([1, 10, 50, 100, 200], jnp.int32)
+        out, _ = _call_student(ex, lambda m, x, t: m(x, t), (model, x, t), ["model", "x", "t"])
+        out = np.asarray(out)
+        if out.shape != (5, dim):
+            problems.append(f"with dim = {dim}, a batch x of shape (5, {dim}) must give shape (5, {dim}), got {out.shape}")
+            continue
+        if not np.all(np.isfinite(out)):
+            problems.append("the output contains NaN or infinite values")
+            continue
+        run = lambda m, x, t: m(x, t)  # noqa: E731
+        other_t = np.asarray(jit_call(run, (model, x, t + 37), (), (0,)))
+        other_x = np.asarray(jit_call(run, (model, x + 1.0, t), (), (0,)))
+        if np.allclose(other_t, out, atol=1e-6):
+            problems.append("the output does not change with t: feed the time embedding into the network")
+        if np.allclose(other_x, out, atol=1e-6):
+            problems.append("the output does not change with x: feed the noisy point into the network")
+        params = jax.tree.leaves(nnx.state(model, nnx.Param))
+        n_params = sum(p.size for p in params)
+        if n_params < 1000:
+            problems.append(f"the network has only {n_params} parameters: use hidden layers (e.g. 3 of width 128)")
+    if problems:
+        raise CheckFailure(f"{ex.name}: " + "\n".join(dict.fromkeys(problems)))
+    return f"maps (N, dim) points and (N,) time steps to (N, dim) noise predictions, using both ({n_params} parameters for dim = 3)."
+
+
+register(Exercise(name="MLPDenoiser", reference=None, property_check=_check_denoiser))
