@@ -57,14 +57,14 @@ def reverse_sigmas(schedule: Schedule, sigma: str):
     raise ValueError(f"reverse_sigmas: argument `sigma` must be 'beta' or 'beta_tilde', got {sigma!r}")
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "trajectory"))
-def _ddpm_scan(graphdef, state, x_T, noises, schedule, sigmas, *, trajectory):
+@functools.partial(jax.jit, static_argnames=("graphdef", "trajectory", "step"))
+def _ddpm_scan(graphdef, state, x_T, noises, schedule, sigmas, *, trajectory, step):
     model = nnx.merge(graphdef, state)
     T = schedule.betas.shape[0]
 
     def body(x, t_and_z):
         t, z = t_and_z
-        x_prev = ddpm_step(model, x, t, z, schedule.betas, schedule.alpha_bars, sigmas)
+        x_prev = step(model, x, t, z, schedule.betas, schedule.alpha_bars, sigmas)
         return x_prev, (x_prev if trajectory else None)
 
     x0, xs = jax.lax.scan(body, x_T, (jnp.arange(T, 0, -1), noises))
@@ -83,7 +83,7 @@ def _ddim_scan(graphdef, state, x_T, steps, alpha_bars, *, trajectory):
     return jnp.concatenate([x_T[None], xs]) if trajectory else x0
 
 
-def sample(model, x_T, key, schedule: Schedule, sigma="beta_tilde", trajectory=False):
+def sample(model, x_T, key, schedule: Schedule, sigma="beta_tilde", trajectory=False, step=ddpm_step):
     """Run the reverse process from ``x_T`` (N, ...) down to :math:`x_0`.
 
     ``sigma`` picks the noise of each reverse step: "beta" (:math:`\\sigma_t^2 =
@@ -91,7 +91,8 @@ def sample(model, x_T, key, schedule: Schedule, sigma="beta_tilde", trajectory=F
     noise: the deterministic DDIM update at every step; ``key`` is unused).
     Returns :math:`x_0`, or with ``trajectory=True`` every state from
     :math:`x_T` to :math:`x_0`, shape (T + 1, N, ...), where index ``i`` holds
-    :math:`x_{T - i}`.
+    :math:`x_{T - i}`. ``step`` is the function that takes one reverse step
+    (:func:`ddpm_step`, or your own with the same signature).
     """
     if sigma == "ddim":
         return ddim_sample(model, x_T, schedule, schedule.T, trajectory=trajectory)
@@ -99,7 +100,7 @@ def sample(model, x_T, key, schedule: Schedule, sigma="beta_tilde", trajectory=F
     # noises[i] is used at step t = T - i; no noise is added at the last step (t = 1).
     noises = jax.random.normal(key, (schedule.T,) + x_T.shape).at[-1].set(0.0)
     graphdef, state = nnx.split(model)
-    return _ddpm_scan(graphdef, state, x_T, noises, schedule, sigmas, trajectory=trajectory)
+    return _ddpm_scan(graphdef, state, x_T, noises, schedule, sigmas, trajectory=trajectory, step=step)
 
 
 def ddim_sample(model, x_T, schedule: Schedule, n_steps, trajectory=False):
