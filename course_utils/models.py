@@ -44,9 +44,9 @@ class WidenNarrowMLP(nnx.Module):
     """
 
     def __init__(self, shape=(3, 3), widths=(64, 256), time_dim: int = 16, *, rngs: nnx.Rngs):
-        self.shape = tuple(shape)
+        self.image_shape = tuple(shape)
         self.time_dim = time_dim
-        pixels = self.shape[0] * self.shape[1]
+        pixels = self.image_shape[0] * self.image_shape[1]
         up = [pixels + time_dim, *widths]
         self.widen = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(up[:-1], up[1:])])
         down = [*reversed(widths), widths[0]]

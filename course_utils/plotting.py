@@ -48,7 +48,7 @@ def plot_point_clouds(xs, steps, colour=None, title=None, limit=None):
     limit = limit or max(3.0, float(np.abs(xs[list(steps)]).max()))
     fig, axes = plt.subplots(1, len(steps), figsize=(2.6 * len(steps), 2.9), sharex=True, sharey=True)
     for ax, t in zip(np.atleast_1d(axes), steps):
-        ax.scatter(xs[t, :, 0], xs[t, :, 1], c=colour, cmap="viridis", s=2, alpha=0.7)
+        ax.scatter(xs[t, :, 0], xs[t, :, 1], s=2, alpha=0.7, **_colours(colour))
         ax.set_title(f"$t = {t}$")
         ax.set_xlim(-limit, limit)
         ax.set_ylim(-limit, limit)
@@ -121,8 +121,129 @@ def plot_timing_curves(sizes, seconds_by_name: dict, xlabel="dimension", title="
     return fig
 
 
+def _colours(colour):
+    """Scatter keywords: colour each point by ``colour`` (values in [0, 1]) when given."""
+    return {} if colour is None else {"c": np.asarray(colour), "cmap": "viridis", "vmin": 0, "vmax": 1}
+
+
 def _figure_and_axes(ax, figsize):
     if ax is None:
         fig, ax = plt.subplots(figsize=figsize)
         return fig, ax
     return ax.figure, ax
+
+
+# ---------------------------------------------------------------- notebook 04: points in 2D
+
+def plot_point_sets(sets: dict, title=None, limit=2.0, size=2.8):
+    """One scatter panel per entry of ``sets``: {panel title: points} or {panel title: (points, colour)}."""
+    fig, axes = plt.subplots(1, len(sets), figsize=(size * len(sets), size + 0.4), squeeze=False)
+    for ax, (name, value) in zip(axes[0], sets.items()):
+        points, colour = value if isinstance(value, tuple) else (value, None)
+        points = np.asarray(points)
+        ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.6, **_colours(colour))
+        ax.set_title(name, fontsize=10)
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+        ax.set_aspect("equal")
+        ax.set_xlabel("$x_1$")
+    axes[0][0].set_ylabel("$x_2$")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_samples(samples, data, title, ax=None, limit=2.0):
+    """Generated points (orange) over the data (grey), with ``title`` (put the quality number there)."""
+    fig, ax = _figure_and_axes(ax, (4, 4))
+    data, samples = np.asarray(data), np.asarray(samples)
+    ax.scatter(data[:, 0], data[:, 1], s=1, c="0.75", label="data")
+    ax.scatter(samples[:, 0], samples[:, 1], s=1, c="tab:orange", alpha=0.6, label="samples")
+    ax.set_xlim(-limit, limit)
+    ax.set_ylim(-limit, limit)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    return fig
+
+
+def plot_paths(paths, data, title, limit=2.5):
+    """Reverse-process paths of single points (``paths``: (T + 1, k, 2), from x_T to x_0) over the data."""
+    paths, data = np.asarray(paths), np.asarray(data)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.scatter(data[:, 0], data[:, 1], s=1, c="0.8", label="data")
+    colours = plt.cm.tab10(np.arange(paths.shape[1]) % 10)
+    for k in range(paths.shape[1]):
+        ax.plot(paths[:, k, 0], paths[:, k, 1], "-", lw=0.8, color=colours[k], alpha=0.8)
+        ax.plot(paths[-1, k, 0], paths[-1, k, 1], "o", ms=5, color=colours[k])
+    ax.plot(paths[0, :, 0], paths[0, :, 1], "k*", ms=12, label="start $x_T$")
+    ax.set_xlim(-limit, limit)
+    ax.set_ylim(-limit, limit)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.legend(loc="upper right")
+    return fig
+
+
+def plot_losses(losses, title="training loss", window=100):
+    """The loss of every training step (faint) and its running mean over ``window`` steps."""
+    losses = np.asarray(losses)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(losses, lw=0.5, alpha=0.3, label="every step")
+    if len(losses) >= window:
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(np.arange(window - 1, len(losses)), smooth, lw=1.5, label=f"mean of {window} steps")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def plot_image_grid(images, titles=None, title=None, vmin=-1.5, vmax=1.5):
+    """A row of small grey-scale images (e.g. 3x3), each with its own title."""
+    images = np.asarray(images)
+    fig, axes = plt.subplots(1, len(images), figsize=(1.6 * len(images), 2.0), squeeze=False)
+    for i, (ax, image) in enumerate(zip(axes[0], images)):
+        ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def animate_points(xs, colour=None, limit=2.5, frames=50, interval=80):
+    """An animation of points moving through the reverse process; ``xs``: (T + 1, N, 2) from x_T to x_0.
+
+    Returns a matplotlib ``FuncAnimation``; in a notebook show it with
+    ``IPython.display.HTML(anim.to_jshtml())``.
+    """
+    from matplotlib import animation
+
+    xs = np.asarray(xs)
+    steps = np.unique(np.linspace(0, xs.shape[0] - 1, frames).astype(int))
+    fig, ax = plt.subplots(figsize=(4, 4))
+    dots = ax.scatter(xs[0, :, 0], xs[0, :, 1], s=2, **_colours(colour))
+    ax.set_xlim(-limit, limit)
+    ax.set_ylim(-limit, limit)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    title = ax.set_title("")
+    T = xs.shape[0] - 1
+
+    def draw(i):
+        dots.set_offsets(xs[steps[i]])
+        title.set_text(f"reverse process, $t = {T - steps[i]}$")
+        return dots, title
+
+    anim = animation.FuncAnimation(fig, draw, frames=len(steps), interval=interval, blit=False)
+    plt.close(fig)
+    return anim

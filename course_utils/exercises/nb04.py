@@ -51,12 +51,17 @@ def _reference_model(seed, dim=2):
 
 
 def _loss_case(rng):
+    """A batch of 2D points, or (one case in three) a batch of 3x3 images with an image model."""
     T = int(rng.choice([10, 50, 200]))
     betas = np.linspace(1e-3, rng.uniform(0.05, 0.3), T).astype(np.float32)
     alpha_bars = np.cumprod(1 - betas.astype(np.float64)).astype(np.float32)
     n = int(rng.integers(1, 9))
-    return (_reference_model(rng.integers(1000)), _array(rng, (n, 2)), rng.integers(1, T + 1, size=n).astype(np.int32),
-            _array(rng, (n, 2)), alpha_bars)
+    if rng.uniform() < 1 / 3:
+        model = models.WidenNarrowMLP(widths=(16, 32), time_dim=8, rngs=nnx.Rngs(int(rng.integers(1000))))
+        shape = (n, 3, 3)
+    else:
+        model, shape = _reference_model(rng.integers(1000)), (n, 2)
+    return model, _array(rng, shape), rng.integers(1, T + 1, size=n).astype(np.int32), _array(rng, shape), alpha_bars
 
 
 def _loss_with(make_x_t, target="noise", reduce=jnp.mean):
@@ -68,7 +73,7 @@ def _loss_with(make_x_t, target="noise", reduce=jnp.mean):
 
 
 def _x_t(x0, t, noise, ab, shift=1, sqrt=True):
-    a = ab[jnp.clip(t - shift, 0, ab.shape[0] - 1)][:, None]
+    a = ab[jnp.clip(t - shift, 0, ab.shape[0] - 1)].reshape((-1,) + (1,) * (x0.ndim - 1))
     return (jnp.sqrt(a) * x0 + jnp.sqrt(1 - a) * noise) if sqrt else (a * x0 + (1 - a) * noise)
 
 
