@@ -131,5 +131,5 @@ def points_2d(name, key, n):
 def dot_images(n, size=3):
     """``n`` copies of a ``size`` x ``size`` image with one bright centre pixel (+1) on a dark background (-1)."""
     n = v.check_positive_int("dot_images", "n", n)
-    image = -jnp.ones((size, size), jnp.float32).at[size // 2, size // 2].set(1.0)
+    image = jnp.full((size, size), -1.0, jnp.float32).at[size // 2, size // 2].set(1.0)
     return jnp.broadcast_to(image, (n, size, size))

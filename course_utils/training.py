@@ -38,46 +38,61 @@ def _draw_batch(key, data, batch_size, T):
     return x0, t, jax.random.normal(k_noise, x0.shape)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "loss_fn", "batch_size", "n_steps"))
-def _train_chunk(graphdef, state, key, data, alpha_bars, *, loss_fn, batch_size, n_steps):
-    def one_step(state, key):
+@functools.partial(jax.jit, static_argnames=("graphdef", "loss_fn", "batch_size", "chunk"))
+def _train_chunk(graphdef, state, key, data, alpha_bars, n_steps, *, loss_fn, batch_size, chunk):
+    """Run ``n_steps`` (at most ``chunk``) optimisation steps in one compiled loop.
+
+    ``n_steps`` is a traced value, so runs of any length reuse one compilation.
+    Returns the new state and a (chunk,) array of losses (NaN past ``n_steps``).
+    """
+    def one_step(i, carry):
+        state, losses = carry
         model, optimizer = nnx.merge(graphdef, state)
-        x0, t, noise = _draw_batch(key, data, batch_size, alpha_bars.shape[0])
+        x0, t, noise = _draw_batch(jax.random.fold_in(key, i), data, batch_size, alpha_bars.shape[0])
         loss, grads = nnx.value_and_grad(loss_fn)(model, x0, t, noise, alpha_bars)
         optimizer.update(model, grads)
-        return nnx.state((model, optimizer)), loss
+        return nnx.state((model, optimizer)), losses.at[i].set(loss)
 
-    return jax.lax.scan(one_step, state, jax.random.split(key, n_steps))
+    return jax.lax.fori_loop(0, n_steps, one_step, (state, jnp.full((chunk,), jnp.nan, jnp.float32)))
+
+
+@functools.lru_cache(maxsize=None)
+def adam(learning_rate):
+    """Adam with a constant learning rate, one object per rate (so that compiled training loops are reused)."""
+    return optax.adam(learning_rate)
 
 
 def train(model, data, alpha_bars, *, steps, key, batch_size=128, learning_rate=1e-3,
-          loss_fn=ddpm_loss, optimizer=None, progress=None, chunks=20):
+          loss_fn=ddpm_loss, optimizer=None, progress=None, chunk=500):
     """Train ``model`` in place on ``data`` (N, ...) for ``steps`` Adam steps; return the loss of every step.
 
     Each step draws a batch of ``batch_size`` examples, time steps uniform in
     1..T and fresh noise, and calls ``loss_fn(model, x0, t, noise, alpha_bars)``
-    (:func:`ddpm_loss` by default). The steps run in ``chunks`` jitted
-    ``lax.scan`` calls of equal length, with a progress bar between them (off
-    in grading mode). ``optimizer`` (an ``optax`` transformation) defaults to
-    Adam with ``learning_rate``.
+    (:func:`ddpm_loss` by default). The steps run in compiled loops of at most
+    ``chunk`` steps, with a progress bar between them (off in grading mode).
+    ``optimizer`` is an ``optax`` transformation (default: Adam with
+    ``learning_rate``), or an ``nnx.Optimizer`` of this model from an earlier
+    call, to continue training where it stopped (learning-rate schedule and
+    Adam's moments included). Pass the same optax object to several calls to
+    reuse the compiled loop (a new object means a new compilation).
     """
     if steps < 1:
         raise ValueError(f"train: argument `steps` must be at least 1, got {steps}")
     data = jnp.asarray(data)
-    tx = optimizer or optax.adam(learning_rate)
-    opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    if isinstance(optimizer, nnx.Optimizer):
+        opt = optimizer
+    else:
+        opt = nnx.Optimizer(model, optimizer or adam(learning_rate), wrt=nnx.Param)
     graphdef, state = nnx.split((model, opt))
-    n_chunks = max(1, min(chunks, steps))
-    sizes = [steps // n_chunks] * n_chunks
-    sizes[-1] += steps - sum(sizes)
     show = (not config.fast_mode()) if progress is None else progress
     losses = []
     with tqdm(total=steps, disable=not show, desc="training", leave=False) as bar:
-        for size, chunk_key in zip(sizes, jax.random.split(key, n_chunks)):
-            state, chunk_losses = _train_chunk(graphdef, state, chunk_key, data, alpha_bars,
-                                               loss_fn=loss_fn, batch_size=batch_size, n_steps=size)
-            losses.append(chunk_losses)
-            bar.update(size)
-            bar.set_postfix(loss=f"{float(chunk_losses[-1]):.4f}")
+        for first in range(0, steps, chunk):
+            n = min(chunk, steps - first)
+            state, chunk_losses = _train_chunk(graphdef, state, jax.random.fold_in(key, first), data, alpha_bars, n,
+                                               loss_fn=loss_fn, batch_size=batch_size, chunk=chunk)
+            losses.append(chunk_losses[:n])
+            bar.update(n)
+            bar.set_postfix(loss=f"{float(chunk_losses[n - 1]):.4f}")
     nnx.update((model, opt), state)
     return np.asarray(jnp.concatenate(losses))
