@@ -37,6 +37,7 @@ _asarray = np.asarray
 _float = float
 _isfinite = math.isfinite
 _abs, _zip, _enumerate, _len = abs, zip, enumerate, len  # builtins can be replaced too
+_isinstance = isinstance
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,9 @@ class Exercise:
     exercises that are tested by their properties. ``module_argnums`` are the
     positions of flax.nnx modules (a model passed to a loss, say): they are
     split into graph and state so that the function can be jitted.
+    ``output_names`` name the elements of an exercise that returns a tuple
+    (``("mean", "variance")``): each is compared on its own, and messages
+    say which one is wrong.
     """
 
     name: str
@@ -74,6 +78,7 @@ class Exercise:
     requires_message: str = ""
     property_check: Callable | None = None
     module_argnums: tuple = ()
+    output_names: tuple = ()
 
 
 _REGISTRY: dict[str, Exercise] = {}
@@ -96,8 +101,10 @@ def _fmt_number(x) -> str:
 
 def describe_value(value) -> str:
     """A short description of an input or output: dtype, shape and a few values."""
-    if hasattr(value, "__call__") and not hasattr(value, "shape"):
+    if callable(value) and not isinstance(value, (np.ndarray, jax.Array)):
         return f"a {type(value).__name__}"
+    if _isinstance(value, (tuple, list)):
+        return "(" + ", ".join(describe_value(x) for x in value) + ")"
     if isinstance(value, (bool, int)) and not isinstance(value, np.bool_):
         return repr(value)
     if isinstance(value, float):
@@ -117,10 +124,18 @@ def _describe_args(names, args) -> str:
 
 # ---------------------------------------------------------------- comparing
 
-def _compare(expected, got, rtol, atol):
-    """Return None when ``got`` matches ``expected``, else a list of message lines."""
+def _compare(expected, got, rtol, atol, names=()):
+    """Return None when ``got`` matches ``expected``, else a list of message lines.
+
+    When ``expected`` is a tuple of outputs, each is compared on its own
+    (``names`` name them in messages).
+    """
     if got is None:
         return ["it returned None: did you forget the `return` statement?"]
+    if _isinstance(expected, (tuple, list)):
+        return _compare_outputs(expected, got, rtol, atol, names)
+    if _isinstance(got, (tuple, list)):
+        return [f"it returned a {type(got).__name__} of {_len(got)} values, expected a single array"]
     exp = _asarray(expected)
     try:
         out = _asarray(got)
@@ -166,6 +181,23 @@ def _compare(expected, got, rtol, atol):
     return lines
 
 
+def _compare_outputs(expected, got, rtol, atol, names):
+    """``_compare`` for a function that returns a tuple of arrays."""
+    n = _len(expected)
+    names = list(names) if _len(names) == n else [f"output {i + 1}" for i in range(n)]
+    listed = ", ".join(names)
+    if not _isinstance(got, (tuple, list)):
+        return [f"it returned a single {type(got).__name__}, expected a tuple of {n} values ({listed}).",
+                f"Return them together: `return {listed}`."]
+    if _len(got) != n:
+        return [f"it returned {_len(got)} values, expected {n} ({listed})"]
+    for name, exp, out in _zip(names, expected, got):
+        problem = _compare(exp, out, rtol, atol)
+        if problem is not None:
+            return [f"the {name} is wrong: {problem[0]}", *problem[1:]]
+    return None
+
+
 def _matches(a, b, rtol, atol) -> bool:
     try:
         return _compare(a, b, rtol, atol) is None
@@ -192,24 +224,42 @@ def _fail(name: str, lines) -> None:
     raise CheckFailure("\n".join([f"{name}: " + lines[0], *lines[1:]]))
 
 
+def _call_with_modules(fn, graphdefs, static_values, states, dynamic):
+    """``fn`` on arguments rebuilt from nnx graph definitions + states, static and dynamic values."""
+    from flax import nnx
+
+    n = _len(graphdefs) + _len(static_values) + _len(dynamic)
+    full, it = [], iter(dynamic)
+    modules, statics = dict(graphdefs), dict(static_values)
+    for i in range(n):
+        if i in modules:
+            full.append(nnx.merge(modules[i], states[i]))
+        elif i in statics:
+            full.append(statics[i])
+        else:
+            full.append(next(it))
+    return fn(*full)
+
+
+_jitted_with_modules = _jit(_call_with_modules, static_argnums=(0, 1, 2))
+
+
 def jit_call(fn, args, static_argnums=(), module_argnums=()):
-    """Call ``fn(*args)`` under jax.jit, passing flax.nnx modules at ``module_argnums`` as graph + state."""
+    """Call ``fn(*args)`` under jax.jit, passing flax.nnx modules at ``module_argnums`` as graph + state.
+
+    One compiled function serves every call with the same ``fn``, static
+    values and module structures (a new jit per call would recompile).
+    """
     if not module_argnums:
         return _jit(fn, static_argnums=static_argnums)(*args)
     from flax import nnx
 
-    graphs = {i: nnx.split(args[i]) for i in module_argnums}
-    rest = [a for i, a in _enumerate(args) if i not in graphs]
-
-    def with_modules(states, *rest_args):
-        full, it = [], iter(rest_args)
-        for i in range(_len(args)):
-            full.append(nnx.merge(graphs[i][0], states[i]) if i in graphs else next(it))
-        return fn(*full)
-
-    static = tuple(i - sum(1 for m in graphs if m < i) + 1 for i in static_argnums)
-    states = {i: g[1] for i, g in graphs.items()}
-    return _jit(with_modules, static_argnums=static)(states, *rest)
+    split = {i: nnx.split(args[i]) for i in module_argnums}
+    graphdefs = tuple((i, g) for i, (g, _) in sorted(split.items()))
+    states = {i: st for i, (_, st) in split.items()}
+    static_values = tuple((i, args[i]) for i in static_argnums)
+    dynamic = tuple(a for i, a in _enumerate(args) if i not in split and i not in static_argnums)
+    return _jitted_with_modules(fn, graphdefs, static_values, states, dynamic)
 
 
 def _call_student(ex: Exercise, fn, args, arg_names):
@@ -292,10 +342,10 @@ def check(name: str, fn: Callable, *, n_cases: int = 5, seed: int = 0, edge_case
     worst_note = []
     cases = _cases(ex, n_cases, seed, edge_cases)
     for number, args in enumerate(cases, start=1):
-        expected = ex.reference(*args)
+        expected = jit_call(ex.reference, args, ex.static_argnums, ex.module_argnums) if ex.module_argnums else ex.reference(*args)
         got, notes = _call_student(ex, fn, args, arg_names)
         worst_note += notes
-        problem = _compare(expected, got, ex.rtol, ex.atol)
+        problem = _compare(expected, got, ex.rtol, ex.atol, ex.output_names)
         if problem is None:
             continue
         lines = [f"wrong output on test input {number} of {len(cases)}.", "The input was:",

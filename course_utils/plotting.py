@@ -247,3 +247,133 @@ def animate_points(xs, colour=None, limit=2.5, frames=50, interval=80):
     anim = animation.FuncAnimation(fig, draw, frames=len(steps), interval=interval, blit=False)
     plt.close(fig)
     return anim
+
+
+# ---------------------------------------------------------------- notebook 03: the reverse process in 1D
+
+
+def add_band(ax, steps, mean, std, label=r"mean $\pm$ 2 std of $q(x_t)$", colour="0.5"):
+    """Shade ``mean`` ± 2 ``std`` against the time steps ``steps`` (arrays of the same length) on ``ax``."""
+    steps, mean, std = (np.asarray(a, np.float64) for a in (steps, mean, std))
+    ax.fill_between(steps, mean - 2 * std, mean + 2 * std, color=colour, alpha=0.2, lw=0, label=label)
+    ax.plot(steps, mean, color=colour, lw=1, ls="--")
+    return ax
+
+
+def plot_reverse_paths(paths, title="reverse trajectories", ax=None, band=None, last=None, linestyle="-", label=None):
+    r"""Lines of :math:`x_t` drawn from :math:`t = T` (left) to :math:`t = 0` (right).
+
+    ``paths`` has shape ``(T + 1, n)`` with ``paths[t]`` = :math:`x_t`;
+    ``band=(mean, std)`` (each of shape ``(T + 1,)``) shades where
+    :math:`x_t` should lie (see :func:`add_band`). Path ``i`` is always
+    drawn in colour ``C{i}``, so that two calls on the same axes (say solid
+    and ``linestyle="--"``, with a ``label`` each) pair up path by path.
+    ``last=k`` shows only the last ``k`` steps, :math:`t = k..0`.
+    """
+    paths = np.asarray(paths)
+    fig, ax = _figure_and_axes(ax, (7, 3.5))
+    drawn_before = bool(ax.lines)
+    steps = np.arange(paths.shape[0])
+    if band is not None:
+        add_band(ax, steps, *band)
+    for i in range(paths.shape[1]):
+        ax.plot(steps, paths[:, i], color=f"C{i % 10}", ls=linestyle, lw=1.2, label=label if i == 0 else None)
+    ax.set_xlim(steps[-1] if last is None else last, 0)
+    if last is not None:
+        shown = paths[: last + 1]
+        pad = 0.05 * (shown.max() - shown.min())
+        low, high = shown.min() - pad, shown.max() + pad
+        if drawn_before:  # a second set of paths on the same axes: show both
+            low, high = min(low, ax.get_ylim()[0]), max(high, ax.get_ylim()[1])
+        ax.set_ylim(low, high)
+    ax.set_xlabel(r"time step $t$ (the reverse process runs from $T$ to $0$)")
+    ax.set_ylabel("$x_t$")
+    ax.set_title(title)
+    if band is not None or label is not None:
+        ax.legend(loc="upper left")
+    return fig
+
+
+def _normal_density(grid, mean, std):
+    return np.exp(-0.5 * ((grid - mean) / std) ** 2) / (std * np.sqrt(2 * np.pi))
+
+
+def plot_marginals(samples_by_step: dict, normals: dict, title=None, bins=120, normal_label="forward marginal $q(x_t)$"):
+    r"""One panel per time step: density histograms of several sample sets against the Gaussian they should follow.
+
+    ``samples_by_step`` maps a step ``t`` to ``{label: samples}``; ``normals``
+    maps ``t`` to ``(mean, std)`` of the Gaussian drawn as a grey area. One
+    legend, under the panels, serves them all.
+    """
+    steps = list(samples_by_step)
+    fig, axes = plt.subplots(1, len(steps), figsize=(3.4 * len(steps), 3.5), layout="constrained")
+    axes = np.atleast_1d(axes)
+    for ax, t in zip(axes, steps):
+        mean, std = (float(v) for v in normals[t])
+        grid = np.linspace(mean - 4 * std, mean + 4 * std, 400)
+        density = _normal_density(grid, mean, std)
+        ax.fill_between(grid, density, color="0.82", lw=0, label=normal_label)
+        top = density.max()
+        for i, (label, values) in enumerate(samples_by_step[t].items()):  # thinner lines on top: all stay visible
+            heights, _, _ = ax.hist(np.asarray(values).ravel(), bins=bins, range=(grid[0], grid[-1]), density=True,
+                                    histtype="step", lw=2.4 if i == 0 else 1.2, label=label)
+            top = max(top, heights.max())
+        ax.set_ylim(0, 1.1 * top)
+        ax.set_title(f"$t = {t}$: $\\mathcal{{N}}({mean:.3g}, {std:.3g}^2)$")
+        ax.set_xlabel(f"$x_{{{t}}}$")
+    axes[0].set_ylabel("density")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_curves(x, panels: dict, xlabel="time step $t$", title=None, logx=False, styles=None):
+    r"""Panels of lines side by side. ``panels`` maps a panel title to ``(ylabel, {label: y})``.
+
+    ``styles`` maps a line label to matplotlib keyword arguments (e.g. ``{"exact": {"color": "k"}}``).
+    A label that appears in several panels gets the same colour in each.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 3.6))
+    axes = np.atleast_1d(axes)
+    colours = {}
+    for ax, (panel_title, (ylabel, lines)) in zip(axes, panels.items()):
+        for label, y in lines.items():
+            style = dict((styles or {}).get(label, {}))
+            style.setdefault("color", colours.setdefault(label, f"C{len(colours)}"))
+            ax.plot(np.asarray(x), np.asarray(y), label=label, **style)
+        if logx:
+            ax.set_xscale("log")
+        ax.set_title(panel_title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_errorbars(x, values_by_label: dict, yerr, reference=None, reference_label="target", xlabel="", ylabel="",
+                   title=None, logx=False, colours=None):
+    """Measured values against ``x`` with error bars ``yerr`` (a number or an array), one line per label.
+
+    ``reference`` draws a dashed horizontal line (the value the measurements aim at);
+    ``colours`` maps a label to a colour.
+    """
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for i, (label, values) in enumerate(values_by_label.items()):
+        ax.errorbar(x, values, yerr=yerr, marker="o", ms=4, capsize=3, lw=1.4, label=label,
+                    color=(colours or {}).get(label, f"C{i}"))
+    if reference is not None:
+        ax.axhline(reference, color="k", ls="--", lw=1, label=reference_label)
+    if logx:
+        ax.set_xscale("log")
+        ax.set_xticks(list(x), [str(v) for v in x])
+        ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize="small")
+    return fig

@@ -63,7 +63,7 @@ def test_notebook_structure(name):
     assert code_exercises
     from course_utils import grading
     for cell in code_exercises:
-        function = re.search(r"^def (\w+)\(", cell.source, re.M).group(1)
+        function = re.search(r"^(?:def|class) (\w+)\b", cell.source, re.M).group(1)
         assert function in grading.exercise_names(), f"{function} has no registered exercise"
         tests = [c for c in nb.cells if is_test_cell(c) and f'check("{function}", {function}' in c.source]
         assert tests, f"{name}: exercise {function} has no test cell"
