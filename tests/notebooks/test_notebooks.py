@@ -8,10 +8,16 @@ import pytest
 from conftest import (ASSIGNMENTS, errors, execute, is_test_cell, read, solution_path, stderr,
                       student_path, with_solutions)
 
+# One xdist group per notebook (run with `--dist loadgroup`): the executions of a
+# notebook are cached per worker, and different notebooks run on different workers.
+GROUPED = [pytest.param(name, marks=pytest.mark.xdist_group(name)) for name in ASSIGNMENTS]
 
-@pytest.fixture(scope="module")
+
+@pytest.fixture(scope="session")
 def executed(tmp_path_factory):
-    """Each notebook executed once per variant, shared by the tests below."""
+    """Each notebook executed once per variant, shared by the tests below (session scope: with
+    xdist a worker may interleave these tests with other modules', which would tear down a
+    module-scoped cache)."""
     cache = {}
 
     def run(name, variant):
@@ -24,14 +30,14 @@ def executed(tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("name", ASSIGNMENTS)
+@pytest.mark.parametrize("name", GROUPED)
 def test_solution_passes_every_test_cell(executed, name):
     nb = executed(name, "solution")
     failures = {c.metadata.nbgrader["grade_id"]: errors(c) for c in nb.cells if is_test_cell(c) and errors(c)}
     assert not failures, f"test cells failing in the solution of {name}: {failures}"
 
 
-@pytest.mark.parametrize("name", ASSIGNMENTS)
+@pytest.mark.parametrize("name", GROUPED)
 def test_solution_runs_without_errors_or_stderr_in_test_cells(executed, name):
     nb = executed(name, "solution")
     broken = {c.id: errors(c) for c in nb.cells if c.cell_type == "code" and errors(c)}
@@ -41,7 +47,7 @@ def test_solution_runs_without_errors_or_stderr_in_test_cells(executed, name):
     assert not noisy, f"test cells writing to stderr in {name}: {noisy}"
 
 
-@pytest.mark.parametrize("name", ASSIGNMENTS)
+@pytest.mark.parametrize("name", GROUPED)
 def test_released_notebook_fails_every_test_cell(executed, name):
     nb = executed(name, "student")
     passing = [c.metadata.nbgrader["grade_id"] for c in nb.cells if is_test_cell(c) and not errors(c)]
@@ -52,7 +58,7 @@ def test_released_notebook_fails_every_test_cell(executed, name):
                 f"{cell.metadata.nbgrader['grade_id']} should tell the student the exercise is not implemented yet: {errors(cell)}")
 
 
-@pytest.mark.parametrize("name", ASSIGNMENTS)
+@pytest.mark.parametrize("name", GROUPED)
 def test_released_notebook_passes_with_solutions_put_back(executed, name):
     nb = executed(name, "restored")
     failures = {c.metadata.nbgrader["grade_id"]: errors(c) for c in nb.cells if is_test_cell(c) and errors(c)}

@@ -16,6 +16,7 @@ from autograder.grade import grade, write_table
 from conftest import nbgrader_meta, read, solution_path, student_path, with_solutions
 
 NAME = "02_loss_comparison"
+pytestmark = pytest.mark.xdist_group("autograde")
 TAMPER = '''
 import numpy as np, jax.numpy as jnp
 np.allclose = lambda *a, **k: True
