@@ -27,3 +27,48 @@ def sinusoidal_embedding(t, dim):
     frequencies = jnp.exp(-jnp.log(10000.0) * jnp.arange(half, dtype=jnp.float32) / half)
     angles = jnp.asarray(t, jnp.float32)[..., None] * frequencies
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def _check_frequencies(where, name, W):
+    v.check_ndim(where, name, W, 1)
+
+
+@v.reference(W=_check_frequencies)
+def gaussian_fourier_embedding(t, W):
+    r"""Random Fourier features of a (continuous) time (Tancik et al. 2020; Song et al. 2021).
+
+    .. math::
+        e(t) = \big(\sin(2\pi W_0 t), \dots, \sin(2\pi W_{h-1} t),\
+                    \cos(2\pi W_0 t), \dots, \cos(2\pi W_{h-1} t)\big)
+
+    ``W`` has shape ``(h,)``: frequencies drawn once from :math:`\mathcal N(0, s^2)`
+    and then kept fixed (not trained; see :func:`fourier_frequencies`). ``t``
+    has any shape ``S`` (the models pass :math:`t / T \in (0, 1]`); the result
+    has shape ``(*S, 2h)``: all the sines, then all the cosines.
+    """
+    angles = 2 * jnp.pi * jnp.asarray(t, jnp.float32)[..., None] * jnp.asarray(W, jnp.float32)
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def fourier_frequencies(key, dim, scale=4.0):
+    """The fixed random frequencies of :func:`gaussian_fourier_embedding`: ``scale`` * N(0, 1), shape ``(dim // 2,)``."""
+    _check_dim("fourier_frequencies", "dim", dim)
+    import jax
+
+    return scale * jax.random.normal(key, (dim // 2,))
+
+
+NO_LABEL = -1
+"""The label that means "no label" (the unconditional model of classifier-free guidance)."""
+
+
+def class_one_hot(y, num_classes):
+    r"""One-hot codes of class labels with one extra slot for "no label", shape ``(*y.shape, num_classes + 1)``.
+
+    A label ``k`` in 0..K-1 sets slot ``k``; the label :data:`NO_LABEL` (-1)
+    sets the last slot, so that a linear layer on top of this code learns one
+    vector per class *and* one for "no label".
+    """
+    y = jnp.asarray(y)
+    index = jnp.where(y < 0, num_classes, y)
+    return (index[..., None] == jnp.arange(num_classes + 1)).astype(jnp.float32)

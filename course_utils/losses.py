@@ -72,3 +72,26 @@ def simple_loss(eps, eps_theta):
     r"""The unweighted :math:`L_{simple} = \lVert\epsilon - \epsilon_\theta\rVert^2` (a scalar)."""
     v.check_same_shape("simple_loss", "eps", eps, "eps_theta", eps_theta)
     return jnp.sum((eps - eps_theta) ** 2)
+
+
+# Losses for training a noise predictor on a batch (notebook 05): each is a mean over every element.
+
+
+def l2_loss(eps, eps_theta):
+    r"""Mean squared error :math:`\mathrm{mean}\,(\epsilon - \epsilon_\theta)^2` (:math:`L_{simple}` per coordinate)."""
+    return jnp.mean((eps - eps_theta) ** 2)
+
+
+def l1_loss(eps, eps_theta):
+    r"""Mean absolute error :math:`\mathrm{mean}\,|\epsilon - \epsilon_\theta|` (its minimiser is the conditional *median* of the noise)."""
+    return jnp.mean(jnp.abs(eps - eps_theta))
+
+
+def huber_loss(eps, eps_theta, delta=1.0):
+    r"""The Huber loss, quadratic for errors below ``delta`` and linear above, averaged over every element.
+
+    .. math::
+        h(r) = \tfrac12 r^2 \ (|r| \le \delta), \qquad \delta\,(|r| - \tfrac12\delta) \ (|r| > \delta)
+    """
+    r = jnp.abs(eps - eps_theta)
+    return jnp.mean(jnp.where(r <= delta, 0.5 * r**2, delta * (r - 0.5 * delta)))

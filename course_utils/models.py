@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .embeddings import sinusoidal_embedding
+from .embeddings import class_one_hot, fourier_frequencies, gaussian_fourier_embedding, sinusoidal_embedding
 
 
 class MLPDenoiser(nnx.Module):
@@ -66,3 +66,85 @@ class WidenNarrowMLP(nnx.Module):
             if skips and h.shape[-1] == skips[-1].shape[-1]:
                 h = h + skips.pop()
         return self.out(h).reshape(x.shape)
+
+
+class ClassEmbedding(nnx.Module):
+    """A learned vector per class and one for "no label": a linear layer on :func:`class_one_hot` codes.
+
+    ``y`` holds labels in 0..K-1, or -1 (:data:`course_utils.embeddings.NO_LABEL`)
+    for "no label"; the result has shape ``(*y.shape, dim)``.
+    """
+
+    def __init__(self, num_classes: int, dim: int, *, rngs: nnx.Rngs):
+        self.num_classes = num_classes
+        self.project = nnx.Linear(num_classes + 1, dim, use_bias=False, rngs=rngs)
+
+    def __call__(self, y):
+        return self.project(class_one_hot(y, self.num_classes))
+
+
+class TwoPixelUNet(nnx.Module):
+    r"""The conditional U-Net of notebook 05: noise prediction :math:`\epsilon_\theta(x_t, t, y)` for two-pixel images.
+
+    The image is a sequence of length 2 with one channel, shape (N, 2, 1).
+    Two encoder and two decoder blocks, each adding a projection of the
+    (time + class) embedding to its features (shapes are (N, length, channels)):
+
+    ===========  ======================================================  ==================
+    block        layers                                                  output
+    ===========  ======================================================  ==================
+    encoder 1    Conv1D kernel 2 + Dense(emb) + GroupNorm(4) + SiLU       (N, 1, c1)
+    encoder 2    Conv1D kernel 1 + Dense(emb) + GroupNorm(32) + SiLU      (N, 1, c2)
+    decoder 1    ConvTranspose1D kernel 1 + Dense(emb) + GroupNorm(4)     (N, 1, c1)
+                 + SiLU; concatenated with encoder 1's output and the
+                 two input pixels (skip connections)                      (N, 1, 2 c1 + 2)
+    decoder 2    ConvTranspose1D kernel 1 with 2 output channels, read
+                 as the two pixels                                        (N, 2)
+    ===========  ======================================================  ==================
+
+    The kernel-2 convolution ('VALID') sees both pixels at once and leaves a
+    sequence of length 1, so every later layer mixes channels only, and the
+    last layer's two output channels are the two pixels. (A length-2 design
+    with 'SAME' padding would leave the right pixel blind to the left one;
+    with circular padding the network would treat the two pixels
+    symmetrically and could not learn a mixture that is not.) The skip from
+    the input lets the scale of :math:`x_t` survive the group normalisations:
+    the exact noise predictor is nearly linear in :math:`x_t`.
+
+    The embedding is :math:`\mathrm{silu}(\mathrm{Dense}(\text{Fourier}(t / T))) + \text{class}(y)`,
+    with fixed random Fourier frequencies ``W`` and a :class:`ClassEmbedding`
+    (label -1 = "no label"). ``x``: (N, 2); ``t``: (N,) steps in 1..T;
+    ``y``: (N,) labels in -1..K-1. Returns (N, 2).
+    """
+
+    def __init__(self, T: int, num_classes: int = 2, channels=(32, 128), embed_dim: int = 32,
+                 fourier_scale: float = 4.0, *, rngs: nnx.Rngs):
+        c1, c2 = channels
+        self.T = T
+        self.W = nnx.Variable(fourier_frequencies(rngs.params(), embed_dim, fourier_scale))  # fixed, not trained
+        self.time_dense = nnx.Linear(embed_dim, embed_dim, rngs=rngs)
+        self.class_embed = ClassEmbedding(num_classes, embed_dim, rngs=rngs)
+        self.conv1 = nnx.Conv(1, c1, kernel_size=2, padding="VALID", rngs=rngs)
+        self.dense1 = nnx.Linear(embed_dim, c1, rngs=rngs)
+        self.norm1 = nnx.GroupNorm(c1, num_groups=4, rngs=rngs)
+        self.conv2 = nnx.Conv(c1, c2, kernel_size=1, rngs=rngs)
+        self.dense2 = nnx.Linear(embed_dim, c2, rngs=rngs)
+        self.norm2 = nnx.GroupNorm(c2, num_groups=32, rngs=rngs)
+        self.tconv2 = nnx.ConvTranspose(c2, c1, kernel_size=1, rngs=rngs)
+        self.dense3 = nnx.Linear(embed_dim, c1, rngs=rngs)
+        self.norm3 = nnx.GroupNorm(c1, num_groups=4, rngs=rngs)
+        self.tconv1 = nnx.ConvTranspose(2 * c1 + 2, 2, kernel_size=1, rngs=rngs)
+
+    def embed(self, t, y):
+        """The embedding of time step and label, shape (N, embed_dim)."""
+        fourier = gaussian_fourier_embedding.raw(jnp.asarray(t, jnp.float32) / self.T, self.W[...])
+        return jax.nn.silu(self.time_dense(fourier)) + self.class_embed(y)
+
+    def __call__(self, x, t, y):
+        emb = self.embed(t, y)
+        h = x[:, :, None]                                                           # (N, 2, 1)
+        h1 = jax.nn.silu(self.norm1(self.conv1(h) + self.dense1(emb)[:, None, :]))  # (N, 1, c1)
+        h2 = jax.nn.silu(self.norm2(self.conv2(h1) + self.dense2(emb)[:, None, :]))  # (N, 1, c2)
+        h = jax.nn.silu(self.norm3(self.tconv2(h2) + self.dense3(emb)[:, None, :]))  # (N, 1, c1)
+        h = self.tconv1(jnp.concatenate([h, h1, x[:, None, :]], axis=-1))          # (N, 1, 2)
+        return h[:, 0, :]

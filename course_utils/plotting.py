@@ -377,3 +377,104 @@ def plot_errorbars(x, values_by_label: dict, yerr, reference=None, reference_lab
         ax.set_title(title)
     ax.legend(fontsize="small")
     return fig
+
+
+# ---------------------------------------------------------------- notebook 05: guided diffusion on two pixels
+
+_PIXEL_EXTENT = (-1.6, 1.6, -1.6, 1.6)
+
+
+def true_density_grid(density_fn, extent=_PIXEL_EXTENT, size=120):
+    """``density_fn`` evaluated on a ``size`` x ``size`` grid: (xs, ys, density[y, x]), like ``metrics.kde_on_grid``."""
+    xs = np.linspace(extent[0], extent[1], size)
+    ys = np.linspace(extent[2], extent[3], size)
+    grid = np.stack(np.meshgrid(xs, ys), axis=-1).astype(np.float32)  # (size, size, 2), [y, x]
+    return xs, ys, np.asarray(density_fn(grid))
+
+
+def _density_panel(ax, grid, title, cmap="Blues"):
+    xs, ys, density = grid
+    ax.contourf(xs, ys, density, levels=14, cmap=cmap)
+    ax.set_xlim(xs[0], xs[-1])
+    ax.set_ylim(ys[0], ys[-1])
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("left pixel $x_1$")
+
+
+def plot_trajectory_on_densities(path, estimated: dict, true_grid, T):
+    """One reverse path over the estimated densities of :math:`x_t` (one panel per t) and over the true data density.
+
+    ``path``: (T + 1, 2), index i holding :math:`x_{T - i}`; ``estimated``:
+    {t: (xs, ys, density)} (KDEs of many samples at step t); ``true_grid``:
+    (xs, ys, density) of the data. Each panel draws the path from :math:`x_T`
+    down to :math:`x_t` and marks :math:`x_t`.
+    """
+    path = np.asarray(path)
+    steps = sorted(estimated, reverse=True)
+    fig, axes = plt.subplots(1, len(steps) + 1, figsize=(2.9 * (len(steps) + 1), 3.3), sharey=True)
+    for ax, t in zip(axes, steps):
+        _density_panel(ax, estimated[t], f"estimated $p(x_t)$, $t = {t}$")
+        ax.plot(path[: T - t + 1, 0], path[: T - t + 1, 1], "-", color="tab:red", lw=1.2)
+        ax.plot(*path[T - t], "o", color="tab:red", ms=6)
+        ax.plot(*path[0], "k*", ms=10)
+    _density_panel(axes[-1], true_grid, "true data density $p(x_0)$", cmap="Greens")
+    axes[-1].plot(path[:, 0], path[:, 1], "-", color="tab:red", lw=1.2, label="path")
+    axes[-1].plot(*path[-1], "o", color="tab:red", ms=6, label="$x_0$")
+    axes[-1].plot(*path[0], "k*", ms=10, label="$x_T$")
+    axes[-1].legend(loc="lower left", fontsize=8)
+    axes[0].set_ylabel("right pixel $x_2$")
+    fig.suptitle("one reverse trajectory (red, from the black star) over the density of $x_t$ estimated from many samples")
+    return fig
+
+
+def plot_steps_grid(rows: dict, true_grid, max_points=5000):
+    """The 4 x 2 grid: one row per T; samples over the true density (left), their estimated density (right).
+
+    ``rows``: {row title: (samples (n, 2), (xs, ys, kde))}.
+    """
+    fig, axes = plt.subplots(len(rows), 2, figsize=(7.2, 3.4 * len(rows)), squeeze=False)
+    for (label, (samples, kde)), (left, right) in zip(rows.items(), axes):
+        samples = np.asarray(samples)[:max_points]
+        _density_panel(left, true_grid, f"{label}: samples on the true density", cmap="Greens")
+        left.scatter(samples[:, 0], samples[:, 1], s=1, c="tab:orange", alpha=0.35)
+        _density_panel(right, kde, f"{label}: density estimated from the samples")
+        left.set_ylabel("right pixel $x_2$")
+    return fig
+
+
+def plot_guided_paths(paths: dict, true_grid, title):
+    """Reverse paths from the same :math:`x_T`, one per label (``paths``: {label: (T + 1, 2)}), over the true density."""
+    fig, ax = plt.subplots(figsize=(5.2, 5.0))
+    _density_panel(ax, true_grid, title, cmap="Greens")
+    colours = ["tab:blue", "tab:red", "tab:purple", "tab:orange"]
+    for colour, (label, path) in zip(colours, paths.items()):
+        path = np.asarray(path)
+        ax.plot(path[:, 0], path[:, 1], "-", color=colour, lw=1.3, label=label)
+        ax.plot(*path[-1], "o", color=colour, ms=7)
+    first = np.asarray(next(iter(paths.values())))
+    ax.plot(*first[0], "k*", ms=13, label="shared start $x_T$")
+    ax.set_ylabel("right pixel $x_2$")
+    ax.legend(loc="lower left", fontsize=8)
+    return fig
+
+
+def plot_eps_fields(fields: dict, density_grids: dict, title):
+    """Learned against exact noise predictions as arrows, one panel per time step.
+
+    ``fields``: {t: (points (n, 2), exact (n, 2), learned (n, 2), mse)};
+    ``density_grids``: {t: (xs, ys, density of x_t)} drawn underneath.
+    """
+    steps = list(fields)
+    fig, axes = plt.subplots(1, len(steps), figsize=(3.6 * len(steps), 3.8), squeeze=False)
+    for ax, t in zip(axes[0], steps):
+        points, exact, learned, mse = (np.asarray(a) for a in fields[t])
+        _density_panel(ax, density_grids[t], f"$t = {t}$: MSE {float(mse):.2e}", cmap="Greys")
+        ax.quiver(points[:, 0], points[:, 1], exact[:, 0], exact[:, 1], color="k", angles="xy", scale_units="xy",
+                  scale=8, width=0.006, label=r"exact $\epsilon^*$")
+        ax.quiver(points[:, 0], points[:, 1], learned[:, 0], learned[:, 1], color="tab:red", angles="xy",
+                  scale_units="xy", scale=8, width=0.003, label=r"learned $\epsilon_\theta$")
+    axes[0][0].set_ylabel("right pixel $x_2$")
+    axes[0][0].legend(loc="lower left", fontsize=8)
+    fig.suptitle(title)
+    return fig

@@ -1,0 +1,213 @@
+"""Exercises of notebook 05 (classifier-free guidance on two-pixel images).
+
+``drop_labels`` takes a PRNG key: the cases pass raw ``uint32[2]`` keys
+(``jax.random.PRNGKey``), which print as numbers in messages. The reference
+draws one uniform per label with ``jax.random.bernoulli(key, p_uncond, y.shape)``,
+and the exercise text asks for exactly that call, so that the same key gives
+the same labels. ``TwoPixelUNet`` is tested by running the student's class with
+the weights of the reference model and comparing the outputs.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .. import embeddings, guidance, models
+from ..grading import CheckFailure, Exercise, Hint, _call_student, _compare, describe_value, jit_call, register
+
+
+# ---------------------------------------------------------------- gaussian_fourier_embedding
+
+
+def _fourier_case(rng):
+    shape = [(), (7,), (3, 4)][rng.integers(3)]
+    t = np.asarray(rng.uniform(0.0, 1.0, size=shape), np.float32)
+    W = np.asarray(rng.normal(0, rng.uniform(1, 8), size=int(rng.choice([1, 4, 8, 16]))), np.float32)
+    return t, W
+
+
+def _fourier_with(scale=2 * jnp.pi, order=("sin", "cos"), interleave=False):
+    def embedding(t, W):
+        angles = scale * jnp.asarray(t, jnp.float32)[..., None] * W
+        parts = {"sin": jnp.sin(angles), "cos": jnp.cos(angles)}
+        if interleave:
+            return jnp.stack([parts["sin"], parts["cos"]], axis=-1).reshape(angles.shape[:-1] + (-1,))
+        return jnp.concatenate([parts[order[0]], parts[order[1]]], axis=-1)
+    return embedding
+
+
+register(Exercise(
+    name="gaussian_fourier_embedding",
+    reference=embeddings.gaussian_fourier_embedding,
+    make_case=_fourier_case,
+    edge_cases=[(np.array([0.0, 0.5, 1.0], np.float32), np.array([1.0, -2.0], np.float32)),
+                (np.array(0.25, np.float32), np.array([3.0], np.float32))],
+    rtol=1e-4, atol=2e-5,
+    hints=[
+        Hint(_fourier_with(scale=1.0), "the angles are 2 pi W t: the factor 2 pi is missing."),
+        Hint(_fourier_with(order=("cos", "sin")), "the sines come first, then the cosines."),
+        Hint(_fourier_with(interleave=True), "put all the sines first and all the cosines after (concatenate), not interleaved."),
+    ],
+))
+
+
+# ---------------------------------------------------------------- drop_labels
+
+
+def _drop_case(rng):
+    n = int(rng.choice([8, 32]))
+    key = np.asarray(jax.random.PRNGKey(int(rng.integers(2**31))))
+    y = np.asarray(rng.integers(0, int(rng.choice([2, 10])), size=n), np.int32)
+    return key, y, np.float32(rng.uniform(0.2, 0.8))
+
+
+def _drop_with(keep_when_drawn=False, fill=embeddings.NO_LABEL):
+    def drop(key, y, p_uncond):
+        mask = jax.random.bernoulli(key, p_uncond, jnp.shape(y))
+        return jnp.where(mask, y, fill) if keep_when_drawn else jnp.where(mask, fill, y)
+    return drop
+
+
+register(Exercise(
+    name="drop_labels",
+    reference=guidance.drop_labels,
+    make_case=_drop_case,
+    edge_cases=[(np.asarray(jax.random.PRNGKey(5)), np.arange(10, dtype=np.int32) % 2, np.float32(0.0)),
+                (np.asarray(jax.random.PRNGKey(6)), np.arange(10, dtype=np.int32) % 2, np.float32(1.0))],
+    rtol=0.0, atol=0.0,
+    hints=[
+        Hint(_drop_with(keep_when_drawn=True), "the mask is reversed: a label is dropped (set to -1) where "
+                                               "bernoulli(key, p_uncond) is True, so that a fraction p_uncond is dropped."),
+        Hint(_drop_with(fill=0), "a dropped label becomes -1 (\"no label\"), not 0: 0 is a real class."),
+    ],
+))
+
+
+# ---------------------------------------------------------------- guided_eps
+
+
+@functools.lru_cache(maxsize=None)
+def _reference_unet(seed):
+    """A small TwoPixelUNet with fixed random weights (made once per seed: creating models is slow)."""
+    return models.TwoPixelUNet(T=50, channels=(8, 32), embed_dim=8, rngs=nnx.Rngs(int(seed) % 3))
+
+
+def _guided_case(rng):
+    n = 8
+    model = _reference_unet(int(rng.integers(3)))
+    x = np.asarray(rng.normal(size=(n, 2)), np.float32)
+    t = rng.integers(1, 51, size=n).astype(np.int32)
+    y = rng.integers(0, 2, size=n).astype(np.int32)
+    return model, x, t, y, np.float32(rng.uniform(0.5, 4.0))
+
+
+def _guided_with(kind):
+    def guided(model, x_t, t, y, w):
+        cond = model(x_t, t, y)
+        uncond = model(x_t, t, jnp.full(jnp.shape(y), 0 if kind == "zero" else -1, jnp.int32))
+        if kind == "swapped":
+            return (w + 1) * uncond - w * cond
+        if kind == "no_plus_one":
+            return w * cond + (1 - w) * uncond
+        return (w + 1) * cond - w * uncond
+    return guided
+
+
+register(Exercise(
+    name="guided_eps",
+    reference=guidance.guided_eps,
+    make_case=_guided_case,
+    module_argnums=(0,),
+    rtol=1e-4, atol=1e-5,
+    edge_cases=[(_reference_unet(0), np.zeros((4, 2), np.float32), np.array([1, 10, 25, 50], np.int32),
+                 np.array([0, 1, 0, 1], np.int32), np.float32(0.0)),
+                (_reference_unet(1), np.ones((4, 2), np.float32), np.array([50, 50, 1, 1], np.int32),
+                 np.array([1, 1, 0, 0], np.int32), np.float32(3.0))],
+    hints=[
+        Hint(_guided_with("swapped"), "the conditional prediction gets the weight (w + 1) and the unconditional one -w, not the other way round."),
+        Hint(_guided_with("no_plus_one"), "that is w eps(y) + (1 - w) eps(none), another convention: this course uses "
+                                          "(w + 1) eps(x, t, y) - w eps(x, t, none), so that w = 0 is the plain conditional model."),
+        Hint(_guided_with("zero"), "the unconditional prediction uses the label -1 (\"no label\"), not 0 (a real class)."),
+    ],
+))
+
+
+# ---------------------------------------------------------------- TwoPixelUNet
+
+
+def _unet_variant(kind):
+    """The reference forward pass with one known slip (for the messages of the check below)."""
+    def forward(model, x, t, y):
+        emb = model.embed(t, y)
+        act = (lambda z: z) if kind == "no_silu" else jax.nn.silu
+        add = (lambda z, d: z) if kind == "no_embedding" else (lambda z, d: z + d(emb)[:, None, :])
+        block = (lambda z, d, norm: norm(act(add(z, d)))) if kind == "norm_after" else (lambda z, d, norm: act(norm(add(z, d))))
+        h = x[:, :, None]
+        h1 = block(model.conv1(h), model.dense1, model.norm1)
+        h2 = block(model.conv2(h1), model.dense2, model.norm2)
+        h = block(model.tconv2(h2), model.dense3, model.norm3)
+        skips = [h, h1, x[:, None, :]]
+        if kind == "skip_order":
+            skips = [h1, h, x[:, None, :]]
+        return model.tconv1(jnp.concatenate(skips, axis=-1))[:, 0, :]
+    return forward
+
+
+_UNET_SLIPS = [
+    ("no_silu", "the SiLU activations are missing: each of the first three blocks ends with jax.nn.silu."),
+    ("no_embedding", "the blocks do not add the embedding: add self.denseK(emb)[:, None, :] to each conv's output, before the norm."),
+    ("norm_after", "the order in a block is conv + dense(emb), then GroupNorm, then SiLU (you applied SiLU before the norm)."),
+    ("skip_order", "concatenate in the order [decoder 1's output, encoder 1's output (h1), the input pixels]."),
+]
+
+
+def _unet_cases():
+    rng = np.random.default_rng(505)
+    cases = []
+    for n in (8, 8, 8):  # one shape: one compilation
+        x = np.asarray(rng.normal(size=(n, 2)), np.float32)
+        t = rng.integers(1, 51, size=n).astype(np.int32)
+        y = rng.integers(-1, 2, size=n).astype(np.int32)
+        cases.append((x, t, y))
+    return cases
+
+
+def _forward(model, x, t, y):
+    return model(x, t, y)
+
+
+def _check_unet(ex, cls):
+    """``TwoPixelUNet(T, ..., rngs=...)``: the student's __call__ against the reference, with the same weights."""
+    try:
+        model = cls(T=50, rngs=nnx.Rngs(0))
+    except NotImplementedError:
+        raise CheckFailure(f"{ex.name}: not implemented yet. Replace `raise NotImplementedError()` with your code.") from None
+    except Exception as exc:  # noqa: BLE001
+        raise CheckFailure(f"{ex.name}: creating `TwoPixelUNet(T=50, rngs=nnx.Rngs(0))` raised "
+                           f"{type(exc).__name__}: {exc}. Keep the constructor given in the exercise.") from None
+    reference = models.TwoPixelUNet(T=50, rngs=nnx.Rngs(0))
+    try:
+        nnx.update(reference, nnx.state(model))
+    except Exception:  # noqa: BLE001
+        raise CheckFailure(f"{ex.name}: the model's layers differ from the reference's. Keep the constructor "
+                           "(__init__) given in the exercise and write only __call__.") from None
+    for number, (x, t, y) in enumerate(_unet_cases(), start=1):
+        got, _ = _call_student(ex, _forward, (model, x, t, y), ["model", "x", "t", "y"])
+        expected = np.asarray(jit_call(_forward, (reference, x, t, y), (), (0,)))
+        problem = _compare(expected, got, 1e-4, 1e-5)
+        if problem is None:
+            continue
+        lines = [f"{ex.name}: wrong output on test input {number}: x of shape {x.shape}, t = {t.tolist()}, y = {y.tolist()}.",
+                 f"  expected: {describe_value(expected)}", f"  got:      {describe_value(got)}", *("  " + p for p in problem)]
+        for kind, message in _UNET_SLIPS:
+            variant = np.asarray(_unet_variant(kind)(reference, jnp.asarray(x), jnp.asarray(t), jnp.asarray(y)))
+            if _compare(variant, got, 1e-4, 1e-5) is None:
+                lines.append(f"Likely slip: {message}")
+        raise CheckFailure("\n".join(lines))
+    return "maps (N, 2) images, (N,) steps and (N,) labels to (N, 2) noise predictions, exactly as the reference does."
+
+
+register(Exercise(name="TwoPixelUNet", reference=None, property_check=_check_unet))
