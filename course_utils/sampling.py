@@ -58,9 +58,12 @@ def reverse_sigmas(schedule: Schedule, sigma: str):
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "trajectory", "step"))
-def _ddpm_scan(graphdef, state, x_T, noises, schedule, sigmas, *, trajectory, step):
+def _ddpm_scan(graphdef, state, x_T, key, schedule, sigmas, *, trajectory, step):
     model = nnx.merge(graphdef, state)
     T = schedule.betas.shape[0]
+    # noises[i] is used at step t = T - i; no noise is added at the last step (t = 1). Drawn here, in
+    # one call before the loop, so that the draw is compiled together with the loop (not op by op).
+    noises = jax.random.normal(key, (T,) + x_T.shape).at[-1].set(0.0)
 
     def body(x, t_and_z):
         t, z = t_and_z
@@ -97,10 +100,8 @@ def sample(model, x_T, key, schedule: Schedule, sigma="beta_tilde", trajectory=F
     if sigma == "ddim":
         return ddim_sample(model, x_T, schedule, schedule.T, trajectory=trajectory)
     sigmas = reverse_sigmas(schedule, sigma)
-    # noises[i] is used at step t = T - i; no noise is added at the last step (t = 1).
-    noises = jax.random.normal(key, (schedule.T,) + x_T.shape).at[-1].set(0.0)
     graphdef, state = nnx.split(model)
-    return _ddpm_scan(graphdef, state, x_T, noises, schedule, sigmas, trajectory=trajectory, step=step)
+    return _ddpm_scan(graphdef, state, x_T, key, schedule, sigmas, trajectory=trajectory, step=step)
 
 
 def ddim_sample(model, x_T, schedule: Schedule, n_steps, trajectory=False):
