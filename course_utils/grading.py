@@ -24,7 +24,7 @@ import inspect
 import io
 import math
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import jax
 import numpy as np

@@ -22,16 +22,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
-from . import config
 from .embeddings import NO_LABEL
 from .forward import q_sample
 from .losses import huber_loss, l1_loss, l2_loss, mean_from_noise
 from .schedules import Schedule
-from .training import adam
+from .training import run_in_chunks
 
 
 # ---------------------------------------------------------------- the data
@@ -263,24 +260,12 @@ def train_conditional(model, data, labels, alpha_bars, *, steps, key, p_uncond=0
     data, labels = jnp.asarray(data), jnp.asarray(labels, jnp.int32)
     if labels.shape != data.shape[:1]:
         raise ValueError(f"train_conditional: `labels` must have shape ({data.shape[0]},), got {labels.shape}")
-    if isinstance(optimizer, nnx.Optimizer):
-        opt = optimizer
-    else:
-        opt = nnx.Optimizer(model, optimizer or adam(learning_rate), wrt=nnx.Param)
-    graphdef, state = nnx.split((model, opt))
-    show = (not config.fast_mode()) if progress is None else progress
-    history = []
-    with tqdm(total=steps, disable=not show, desc="training", leave=False) as bar:
-        for first in range(0, steps, chunk):
-            n = min(chunk, steps - first)
-            state, chunk_losses = _train_chunk(graphdef, state, jax.random.fold_in(key, first), data, labels,
-                                               alpha_bars, jnp.float32(p_uncond), n, batch_size=batch_size,
-                                               chunk=chunk, loss=loss, drop_fn=drop_fn)
-            history.append(chunk_losses[:n])
-            bar.update(n)
-            bar.set_postfix(loss=f"{float(chunk_losses[n - 1]):.4f}")
-    nnx.update((model, opt), state)
-    return np.asarray(jnp.concatenate(history))
+    def run(graphdef, state, chunk_key, n):
+        return _train_chunk(graphdef, state, chunk_key, data, labels, alpha_bars, jnp.float32(p_uncond), n,
+                            batch_size=batch_size, chunk=chunk, loss=loss, drop_fn=drop_fn)
+
+    return run_in_chunks(model, run, optimizer=optimizer, learning_rate=learning_rate, steps=steps, key=key,
+                         chunk=chunk, progress=progress)
 
 
 # ---------------------------------------------------------------- measuring

@@ -85,6 +85,23 @@ def train(model, data, alpha_bars, *, steps, key, batch_size=128, learning_rate=
     if steps < 1:
         raise ValueError(f"train: argument `steps` must be at least 1, got {steps}")
     data = jnp.asarray(data)
+
+    def run(graphdef, state, key, n):
+        return _train_chunk(graphdef, state, key, data, alpha_bars, n, loss_fn=loss_fn, batch_size=batch_size, chunk=chunk)
+
+    return run_in_chunks(model, run, optimizer=optimizer, learning_rate=learning_rate, steps=steps, key=key,
+                         chunk=chunk, progress=progress)
+
+
+def run_in_chunks(model, run_chunk, *, optimizer, learning_rate, steps, key, chunk, progress):
+    """The loop shared by the training functions: optimizer, chunks of compiled steps, progress bar.
+
+    ``run_chunk(graphdef, state, key, n)`` runs ``n`` steps (n <= chunk) on the
+    split (model, optimizer) and returns the new state and a (chunk,) array of
+    losses. ``optimizer``: an optax transformation (default Adam with
+    ``learning_rate``) or an ``nnx.Optimizer`` of ``model`` to continue with.
+    Updates ``model`` in place and returns the loss of every step.
+    """
     if isinstance(optimizer, nnx.Optimizer):
         opt = optimizer
     else:
@@ -95,8 +112,7 @@ def train(model, data, alpha_bars, *, steps, key, batch_size=128, learning_rate=
     with tqdm(total=steps, disable=not show, desc="training", leave=False) as bar:
         for first in range(0, steps, chunk):
             n = min(chunk, steps - first)
-            state, chunk_losses = _train_chunk(graphdef, state, jax.random.fold_in(key, first), data, alpha_bars, n,
-                                               loss_fn=loss_fn, batch_size=batch_size, chunk=chunk)
+            state, chunk_losses = run_chunk(graphdef, state, jax.random.fold_in(key, first), n)
             losses.append(chunk_losses[:n])
             bar.update(n)
             bar.set_postfix(loss=f"{float(chunk_losses[n - 1]):.4f}")

@@ -1,12 +1,11 @@
 """Exercises of notebook 01 (the forward process)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import forward, losses, schedules
+from .. import forward, schedules
 from ..grading import CheckFailure, Exercise, Hint, _call_student, register
-from .common import array as _array, f32 as _f32, shape as _shape, time_step as _time_step
+from .common import array as _array, f32 as _f32, shape as _shape
 
 
 register(Exercise(

@@ -1,11 +1,10 @@
 """Exercises of notebook 02 (mean versus noise loss)."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import forward, losses, schedules
-from ..grading import CheckFailure, Exercise, Hint, _call_student, register
+from .. import losses
+from ..grading import Exercise, Hint, register
 from .common import array as _array, f32 as _f32, shape as _shape, time_step as _time_step
 
 

@@ -7,9 +7,8 @@ import numpy as np
 from flax import nnx
 
 from .. import embeddings, models, schedules, training, sampling
-from ..forward import q_sample
 from ..grading import CheckFailure, Exercise, Hint, _call_student, jit_call, register
-from .common import array as _array, f32 as _f32
+from .common import array as _array
 
 
 def _embedding_case(rng):
