@@ -103,17 +103,38 @@ def check_time_index(where: str, name: str, t, T: int) -> None:
         raise ValueError(f"{where}: argument `{name}` must lie in 1..{T} (time steps count from 1), got {_describe(arr)}")
 
 
+# Every reference runs inside a jax.named_scope named REFERENCE_SCOPE + ":" + its
+# qualified name, so that the checker can see in the jaxpr of a student's
+# function whether it calls a reference (jitted, or through ``.raw``).
+REFERENCE_SCOPE = "course_utils_reference"
+
+
+def reference_marker(fn) -> str:
+    """The scope name that marks calls of the reference ``fn`` (``course_utils.losses.mean_loss``)."""
+    fn = getattr(fn, "raw", fn)
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
 def reference(static_argnames=(), **checks):
     """Jit a reference function and check its arguments before each call.
 
     ``checks`` maps argument names to check functions ``f(where, name, value)``;
     they run on the arguments as passed (before jit), so that a bad value gives
     a clear error instead of a NaN. The undecorated function is kept as
-    ``.raw`` (to inline it in other traced code without a nested jit).
+    ``.raw`` (to inline it in other traced code without a nested jit). Both
+    trace inside a named scope that marks them as this reference (see
+    ``REFERENCE_SCOPE``).
     """
 
     def decorate(fn):
-        jitted = jax.jit(fn, static_argnames=static_argnames)
+        scope = f"{REFERENCE_SCOPE}:{fn.__module__}.{fn.__qualname__}"
+
+        @functools.wraps(fn)
+        def marked(*args, **kwargs):
+            with jax.named_scope(scope):
+                return fn(*args, **kwargs)
+
+        jitted = jax.jit(marked, static_argnames=static_argnames)
         signature = inspect.signature(fn)
         where = fn.__name__
 
@@ -132,7 +153,7 @@ def reference(static_argnames=(), **checks):
                 check(where, name, bound.arguments[name])
             return jitted(*bound.args, **bound.kwargs)
 
-        wrapper.raw = fn
+        wrapper.raw = marked
         return wrapper
 
     return decorate

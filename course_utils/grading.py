@@ -316,6 +316,53 @@ def _check_requires(ex: Exercise, fn, args) -> None:
         _fail(ex.name, [ex.requires_message or f"it must use one of {ex.requires}."])
 
 
+def _references_called(ex: Exercise, fn, args) -> set:
+    """The course_utils references whose marked scope (``_validate.REFERENCE_SCOPE``) appears in the jaxpr of ``fn(*args)``."""
+    from ._validate import REFERENCE_SCOPE
+
+    if ex.module_argnums:
+        from flax import nnx
+
+        split = {i: nnx.split(args[i]) for i in ex.module_argnums}
+        graphdefs = tuple((i, g) for i, (g, _) in sorted(split.items()))
+        statics = tuple((i, args[i]) for i in ex.static_argnums)
+        dynamic = tuple(a for i, a in _enumerate(args) if i not in split and i not in ex.static_argnums)
+        closed = _make_jaxpr(lambda st, dyn: _call_with_modules(fn, graphdefs, statics, st, dyn))(
+            {i: st for i, (_, st) in split.items()}, dynamic)
+    else:
+        closed = _make_jaxpr(fn, static_argnums=ex.static_argnums)(*args)
+    found, todo = set(), [closed.jaxpr]
+    while todo:
+        jaxpr = todo.pop()
+        for eqn in jaxpr.eqns:
+            for part in str(eqn.source_info.name_stack).split("/"):
+                if part.startswith(REFERENCE_SCOPE + ":"):
+                    found.add(part[_len(REFERENCE_SCOPE) + 1:])
+            for value in eqn.params.values():
+                for sub in (value if _isinstance(value, (tuple, list)) else (value,)):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        todo.append(inner)
+    return found
+
+
+def _check_not_reference(ex: Exercise, fn, args) -> None:
+    """Fail when ``fn`` calls the exercise's own reference (or a course_utils function of the same name)."""
+    if ex.reference is None:
+        return
+    from ._validate import reference_marker
+
+    own = reference_marker(ex.reference)
+    try:
+        called = _references_called(ex, fn, args)
+    except Exception:  # noqa: BLE001 - the value check has already run the function
+        return
+    forbidden = sorted(m for m in called if m == own or m.rsplit(".", 1)[-1] == ex.name)
+    if forbidden:
+        _fail(ex.name, [f"it calls the reference implementation {forbidden[0]} instead of computing the result.",
+                        "Write the computation yourself; calling the course's reference earns no points for this exercise."])
+
+
 def _cases(ex: Exercise, n_cases: int, seed: int, edge_cases: bool):
     cases = [ex.make_case(np.random.default_rng([seed, i])) for i in range(n_cases)]
     if edge_cases:
@@ -357,6 +404,7 @@ def check(name: str, fn: Callable, *, n_cases: int = 5, seed: int = 0, edge_case
         lines += [f"Likely slip: {s}" for s in slips]
         _fail(name, lines)
     _check_requires(ex, fn, cases[0])
+    _check_not_reference(ex, fn, cases[0])
     print(f"{name}: passed {len(cases)} of {len(cases)} test inputs." + ("".join("\n  " + n for n in dict.fromkeys(worst_note))))
 
 
