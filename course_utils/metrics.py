@@ -77,3 +77,16 @@ def kde_on_grid(points, extent=(-3.0, 3.0, -3.0, 3.0), size=120, bandwidth=None)
     ky = np.exp(-0.5 * ((ys[:, None] - points[None, :, 1]) / h) ** 2)
     density = ky @ kx.T / (n * 2 * np.pi * h**2)
     return xs, ys, density
+
+
+def __getattr__(name):
+    """``classifier_accuracy`` and ``Accuracy`` of :mod:`course_utils.classifier`, imported on first use.
+
+    (Lazily, so that importing course_utils does not import the classifier, and
+    ``python -m course_utils.classifier`` runs its module only once.)
+    """
+    if name in ("classifier_accuracy", "Accuracy"):
+        from . import classifier
+
+        return getattr(classifier, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

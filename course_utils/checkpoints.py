@@ -1,0 +1,103 @@
+"""Saving and loading flax.nnx models: one msgpack file holding the weights and a metadata dict.
+
+The file is ``flax.serialization.msgpack_serialize`` of
+``{"format": ..., "metadata": <JSON text>, "state": <pure dict of arrays>}``:
+plain arrays and text, no pickle, so loading a file never runs code. The state
+is everything in the model except its random-number state (``nnx.RngState``),
+which a fresh model brings with it. The metadata (configuration, the command
+that made the file, the date, measured quality) is any JSON-serialisable dict.
+"""
+
+import json
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, serialization
+
+FORMAT = "course_utils.checkpoint/1"
+
+
+def _check_model(where, model):
+    if not isinstance(model, nnx.Module):
+        raise TypeError(f"{where}: argument `model` must be a flax.nnx Module, got {type(model).__name__}")
+
+
+def _saved_state(model):
+    """The model's state without its random-number state, as a nested dict of arrays."""
+    return nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.RngState)))
+
+
+def save_model(model, path, metadata=None):
+    """Write ``model``'s weights and ``metadata`` (a JSON-serialisable dict) to ``path``; return the path.
+
+    Parent folders are created; the file is written whole or not at all.
+    """
+    _check_model("save_model", model)
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict):
+        raise TypeError(f"save_model: argument `metadata` must be a dict, got {type(metadata).__name__}")
+    try:
+        metadata_text = json.dumps(metadata)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"save_model: argument `metadata` must be JSON-serialisable ({exc})") from None
+    state = jax.tree_util.tree_map(np.asarray, _saved_state(model))
+    payload = serialization.msgpack_serialize({"format": FORMAT, "metadata": metadata_text, "state": state})
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(payload)
+    os.replace(partial, path)
+    return path
+
+
+def _read(where, path):
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}: no checkpoint file at {str(path)!r}")
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+    except Exception as exc:  # msgpack raises several unrelated types on a damaged file
+        raise ValueError(f"{where}: {path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{where}: {path} is not a checkpoint written by course_utils.checkpoints.save_model")
+    return payload
+
+
+def read_metadata(path):
+    """The metadata dict stored in the checkpoint at ``path`` (without loading any weights into a model)."""
+    return json.loads(_read("read_metadata", path)["metadata"])
+
+
+def _leaves(tree):
+    """{"a/b/0/kernel": array} for a nested dict of arrays."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(str(getattr(k, "key", k)) for k in keys): leaf for keys, leaf in flat}
+
+
+def load_model(model, path):
+    """Load the weights at ``path`` into ``model`` (built with the same configuration); return the metadata.
+
+    Every parameter must match in name, shape and dtype; otherwise a ValueError
+    lists the differences and the model is left unchanged.
+    """
+    _check_model("load_model", model)
+    payload = _read("load_model", path)
+    target = _saved_state(model)
+    want, have = _leaves(target), _leaves(payload["state"])
+    problems = [f"`{k}` is in the model but not in the file" for k in want.keys() - have.keys()]
+    problems += [f"`{k}` is in the file but not in the model" for k in have.keys() - want.keys()]
+    problems += [f"`{k}` has shape {tuple(have[k].shape)} {have[k].dtype} in the file but "
+                 f"{tuple(want[k].shape)} {want[k].dtype} in the model"
+                 for k in sorted(want.keys() & have.keys())
+                 if (have[k].shape, have[k].dtype) != (want[k].shape, want[k].dtype)]
+    if problems:
+        shown = "; ".join(sorted(problems)[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8 else "")
+        raise ValueError(f"load_model: the checkpoint {path} does not fit this model (was it built with another "
+                         f"configuration? the file's metadata: {payload['metadata'][:300]}): {shown}")
+    state = nnx.state(model, nnx.Not(nnx.RngState))
+    nnx.replace_by_pure_dict(state, jax.tree_util.tree_map(jnp.asarray, payload["state"]))
+    nnx.update(model, state)
+    return json.loads(payload["metadata"])
