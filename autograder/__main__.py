@@ -1,42 +1,136 @@
-"""python -m autograder {release,grade} ...: the instructor's commands."""
+"""python -m autograder {release,grade,feedback,export,report,demo}: the instructor's commands.
+
+Every command runs from the repository root. ``grade`` works in a course
+directory (``--workdir``, default ``grading/``) that ``feedback``, ``export``
+and ``report`` read afterwards; see the README's instructor section.
+"""
 
 import argparse
+import os
 import sys
+import zipfile
 from pathlib import Path
 
 from . import course
 
+DEFAULT_WORKDIR = course.REPO / "grading"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def write_bundle(names: list[str], path: Path) -> Path:
+    """A zip of the released notebooks (``NAME/NAME.ipynb`` and their files) to hand to students."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for name in names:
+            for file in sorted((course.NOTEBOOKS / name).rglob("*")):
+                if file.is_file() and ".ipynb_checkpoints" not in file.parts:
+                    bundle.write(file, file.relative_to(course.NOTEBOOKS))
+    return path
+
+
+def _print_results(results) -> None:
+    for r in results:
+        score = f"{r.score:g} / {r.max_score:g}" if r.graded else "-"
+        print(f"{r.student:>20}  {score:>9}  {r.status}{': ' + r.reason if r.reasons else ''}")
+
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_release = sub.add_parser("release", help="regenerate notebooks/ (student versions) from solutions/")
-    p_release.add_argument("assignments", nargs="*", help="assignment names (default: all)")
+    p = sub.add_parser("release", help="regenerate notebooks/ (student versions) from solutions/")
+    p.add_argument("assignments", nargs="*", help="assignment names (default: all)")
+    p.add_argument("--bundle", type=Path, default=None, help="also write a zip of the released notebooks for students")
 
-    p_grade = sub.add_parser("grade", help="autograde a folder of submissions and write a grade table")
-    p_grade.add_argument("assignment", help="for example 01_forward_process")
-    p_grade.add_argument("submissions", type=Path, help="a folder with one folder per student")
-    p_grade.add_argument("--workdir", type=Path, default=course.REPO / "grading",
-                         help="nbgrader's course directory (default: grading/ in the repository)")
-    p_grade.add_argument("--timeout", type=int, default=120, help="time limit per cell, in seconds (default 120)")
-    p_grade.add_argument("--out", type=Path, default=None, help="the grade table (default: WORKDIR/grades_ASSIGNMENT.csv)")
+    p = sub.add_parser("grade", help="autograde a folder or zip of submissions")
+    p.add_argument("assignment", help="for example 01_forward_process")
+    p.add_argument("submissions", type=Path,
+                   help="a folder (or zip) with one folder per student, or notebooks named STUDENT_anything.ipynb")
+    p.add_argument("--workers", type=_positive, default=os.cpu_count() or 1,
+                   help="submissions graded at once (default: the number of cores)")
+    p.add_argument("--timeout", type=_positive, default=120, help="time limit per cell, in seconds (default 120)")
+    p.add_argument("--notebook-timeout", type=_positive, default=900,
+                   help="time limit for a whole notebook, in seconds (default 900)")
+    p.add_argument("--memory-mb", type=_positive, default=4096, help="memory limit of a kernel, in MiB (default 4096)")
+    p.add_argument("--output-kb", type=_positive, default=200, help="output kept per cell, in kB (default 200)")
+    p.add_argument("--allow-network", action="store_true", help="let the kernels use the network")
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="do not warm a JAX compilation cache with the solution (slower, same scores)")
+    p.add_argument("--out", type=Path, default=None, help="the grade table (default: WORKDIR/grades_ASSIGNMENT.csv)")
+
+    for name, what in (("feedback", "write one feedback page per student (WORKDIR/feedback/STUDENT/ASSIGNMENT.html)"),
+                       ("export", "write the grade table, hand-graded points included (CSV)"),
+                       ("report", "write the HTML class report")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("assignment")
+        p.add_argument("--out", type=Path, default=None, help="where to write it (default: in WORKDIR)")
+
+    p = sub.add_parser("demo", help="grade a synthetic class end to end and write export, feedback and report")
+    p.add_argument("--assignment", default="02_loss_comparison", help="the notebook (default 02_loss_comparison)")
+    p.add_argument("--workers", type=_positive, default=os.cpu_count() or 1)
+
+    for p in sub.choices.values():
+        if p.prog.split()[-1] != "release":
+            p.add_argument("--workdir", type=Path,
+                           default=DEFAULT_WORKDIR if p.prog.split()[-1] != "demo" else course.REPO / "grading-demo",
+                           help="nbgrader's course directory (default: grading/, or grading-demo/ for demo)")
 
     args = parser.parse_args(argv)
     if args.command == "release":
         from .release import release
 
-        for name in args.assignments or course.assignments():
+        names = [course.check_assignment(n) for n in args.assignments] or course.assignments()
+        for name in names:
             print(f"released {release(name).relative_to(course.REPO)}")
+        if args.bundle:
+            print(f"student bundle: {write_bundle(names, args.bundle)}")
         return 0
-    from .grade import grade, write_table
+    if args.command == "demo":
+        from .demo import run_demo
 
-    results = grade(args.assignment, args.submissions, args.workdir, args.timeout)
-    out = write_table(results, args.out or Path(args.workdir) / f"grades_{args.assignment}.csv")
-    for r in results:
-        score = f"{r.score:g} / {r.max_score:g}" if r.status == "graded" else "-"
-        print(f"{r.student:>20}  {score:>9}  {r.status}")
-    print(f"grade table: {out}")
+        course.check_assignment(args.assignment)
+        out = run_demo(args.assignment, args.workdir, args.workers)
+        _print_results(out["results"])
+        print(f"gradebook: {args.workdir / 'gradebook.db'}\nexport: {out['export']}\n"
+              f"feedback: {out['feedback'][0].parent.parent}/STUDENT/{args.assignment}.html\nreport: {out['report']}")
+        return 0
+
+    from .grade import grade, load_results, write_table
+
+    course.check_assignment(args.assignment)
+    if args.command == "grade":
+        limits = course.Limits(timeout=args.timeout, notebook_timeout=args.notebook_timeout,
+                               memory_mb=args.memory_mb, output_bytes=args.output_kb * 1000,
+                               network=args.allow_network)
+        results = grade(args.assignment, args.submissions, args.workdir, limits, workers=args.workers,
+                        compile_cache=not args.no_compile_cache)
+        out = write_table(results, args.out or args.workdir / f"grades_{args.assignment}.csv")
+        _print_results(results)
+        print(f"grade table: {out}")
+        return 0
+    results = load_results(args.workdir, args.assignment)
+    if args.command == "export":
+        print(f"grade table: {write_table(results, args.out or args.workdir / f'grades_{args.assignment}.csv')}")
+    elif args.command == "feedback":
+        from .feedback import write_feedback
+
+        paths = write_feedback(results, args.assignment, args.out or args.workdir / "feedback")
+        print(f"feedback for {len(paths)} students in {paths[0].parent.parent if paths else args.out}")
+    else:
+        from .report import write_report
+
+        out = write_report(results, args.assignment, args.out or args.workdir / f"report_{args.assignment}.html")
+        print(f"report: {out}")
     return 0
 
 

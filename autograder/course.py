@@ -6,16 +6,38 @@ nbgrader command runs in a separate work directory that this module builds
 and fills; nothing nbgrader writes (gradebook, logs) lands in the repository.
 """
 
+import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = REPO / "solutions"
 NOTEBOOKS = REPO / "notebooks"
 COURSE_ID = "diffusion-jax"
+KERNEL_NAME = "autograder-sandbox"
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one submission may use while it is graded (see README, "Limits")."""
+
+    timeout: int = 120  # seconds per cell (nbgrader's Execute.timeout)
+    notebook_timeout: int = 900  # seconds for the whole notebook
+    memory_mb: int = 4096  # address space of the kernel (RLIMIT_AS)
+    output_bytes: int = 200_000  # output kept per cell
+    network: bool = False  # allow the kernel to use the network
+
+    def __post_init__(self):
+        for name, low in (("timeout", 1), ("notebook_timeout", 1), ("memory_mb", 256), ("output_bytes", 1000)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"Limits: `{name}` must be an integer of at least {low}, got {value!r}")
 
 # Written into each work directory as nbgrader_config.py.
 CONFIG_TEMPLATE = '''\
@@ -26,6 +48,25 @@ c.CourseDirectory.root = {root!r}
 # nbgrader reads; ExecutePreprocessor.timeout is ignored once it is set.
 c.Execute.timeout = {timeout}
 c.Execute.interrupt_on_timeout = True
+c.Execute.error_on_timeout = {{
+    "ename": "CellTimeoutError",
+    "evalue": "the cell ran longer than the time limit of {timeout} s and was interrupted",
+    "traceback": ["CellTimeoutError: the cell ran longer than the time limit of {timeout} s and was interrupted"],
+}}
+# Grading kernels start through autograder/sandbox.py (memory, file size and
+# network limits), and nbgrader's Execute step is replaced by one that limits
+# output, survives a dead kernel and keeps warnings from zeroing a test cell.
+import sys  # noqa: E402
+sys.path.insert(0, {repo!r})
+from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
+from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades  # noqa: E402
+from autograder.execute import LimitedExecute  # noqa: E402
+c.Autograde.autograde_preprocessors = [LimitedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                       SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+c.Execute.kernel_name = {kernel!r}
+c.LimitedExecute.max_output_bytes = {output_bytes}
+c.LimitedExecute.notebook_timeout = {notebook_timeout}
+{transport}
 # A student who deleted a test cell gets it back (and fails it if it fails).
 c.OverwriteCells.add_missing_cells = True
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
@@ -53,29 +94,81 @@ def environment(workdir: Path, fast: bool = True) -> dict:
     and grading mode shortens every training run.
     """
     env = dict(os.environ)
-    jupyter = workdir / ".jupyter"
+    jupyter = Path(workdir) / ".jupyter"
     env.update(
         JUPYTER_CONFIG_DIR=str(jupyter / "config"),
         JUPYTER_DATA_DIR=str(jupyter / "data"),
-        JUPYTER_RUNTIME_DIR=str(jupyter / "runtime"),
+        JUPYTER_RUNTIME_DIR=str(runtime_dir(workdir)),
         IPYTHONDIR=str(jupyter / "ipython"),
         MPLBACKEND="Agg",
         PYTHONWARNINGS="ignore",
         PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     )
-    for name in ("config", "data", "runtime", "ipython"):
+    for name in ("config", "data", "ipython"):
         (jupyter / name).mkdir(parents=True, exist_ok=True)
+    runtime_dir(workdir).mkdir(parents=True, exist_ok=True)
     if fast:
         env["COURSE_FAST"] = "1"
     return env
 
 
-def prepare_workdir(workdir: Path, assignment: str, timeout: int = 120) -> Path:
-    """Create the course directory and copy the assignment's source into it."""
+def runtime_dir(workdir: Path) -> Path:
+    """Jupyter's runtime directory for ``workdir``: short, because kernels talk over Unix sockets there
+    (a socket path is limited to about 100 characters)."""
+    digest = hashlib.sha1(str(Path(workdir).resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"ag-{digest}"
+
+
+def kernel_transport(workdir: Path, isolated: bool) -> dict:
+    """How the grading process reaches a kernel: over Unix sockets in the runtime directory when the kernel
+    has no network (one kernel at a time per course directory, so the socket names can be fixed)."""
+    if not isolated:
+        return {"transport": "tcp"}
+    return {"transport": "ipc", "ip": str(runtime_dir(workdir) / "kernel")}
+
+
+def transport_config(workdir: Path, isolated: bool) -> str:
+    return "\n".join(f"c.KernelManager.{k} = {v!r}" for k, v in kernel_transport(workdir, isolated).items())
+
+
+def write_config(workdir: Path, limits: Limits = Limits(), jax_cache: Path | None = None) -> None:
+    """nbgrader_config.py and the sandboxed kernel spec of the course directory ``workdir``.
+
+    ``jax_cache``: a JAX compilation cache of which every kernel gets a private copy (``autograder/sandbox.py``).
+    """
+    from .sandbox import network_isolation_available
+
+    isolate = not limits.network and network_isolation_available()
+    (workdir / "nbgrader_config.py").write_text(CONFIG_TEMPLATE.format(
+        course_id=COURSE_ID, root=str(workdir), timeout=limits.timeout, repo=str(REPO), kernel=KERNEL_NAME,
+        output_bytes=limits.output_bytes, notebook_timeout=limits.notebook_timeout,
+        transport=transport_config(workdir, isolate)))
+    launcher = [sys.executable, str(REPO / "autograder" / "sandbox.py"), "--memory-mb", str(limits.memory_mb)]
+    if jax_cache is not None:
+        launcher += ["--jax-cache", str(jax_cache)]
+    spec = {
+        "argv": [*launcher, *(["--no-network"] if isolate else []), "--",
+                 sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (autograder sandbox)",
+        "language": "python",
+        "metadata": {"network_isolated": isolate},
+    }
+    kernel_dir = workdir / ".jupyter" / "data" / "kernels" / KERNEL_NAME
+    kernel_dir.mkdir(parents=True, exist_ok=True)
+    (kernel_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+
+
+def network_isolated(workdir: Path) -> bool:
+    """Whether the kernels of ``workdir`` run without network (from its kernel spec)."""
+    spec = Path(workdir) / ".jupyter" / "data" / "kernels" / KERNEL_NAME / "kernel.json"
+    return json.loads(spec.read_text())["metadata"]["network_isolated"]
+
+
+def prepare_workdir(workdir: Path, assignment: str, limits: Limits = Limits(), jax_cache: Path | None = None) -> Path:
+    """Create the course directory (configuration, kernel spec) and copy the assignment's source into it."""
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "nbgrader_config.py").write_text(
-        CONFIG_TEMPLATE.format(course_id=COURSE_ID, root=str(workdir), timeout=int(timeout)))
+    write_config(workdir, limits, jax_cache)
     source = workdir / "source" / assignment
     if source.exists():
         shutil.rmtree(source)
