@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validate as v
+from . import config
 
 
 def swiss_roll(key, n, noise=0.02):
@@ -324,7 +325,7 @@ def _load_mnist(split, dataset, cache_dir, base_url, checksums, fallback, progre
 
 
 def load_mnist(split="train", *, dataset="mnist", cache_dir=None, base_url=None, checksums=None,
-               fallback=True, progress=True):
+               fallback=True, progress=None):
     """MNIST (or Fashion-MNIST) digits as ``(images, labels)``.
 
     ``images``: float32 numpy array (N, 28, 28, 1) scaled to [-1, 1]; ``labels``:
@@ -338,12 +339,14 @@ def load_mnist(split="train", *, dataset="mnist", cache_dir=None, base_url=None,
     directory of "diffusion-course"). A checksum mismatch is an error. When no
     mirror answers and ``fallback`` is true, MNIST falls back to
     :func:`mnist_fallback` (4,000 train / 1,000 test digits) and prints one line
-    saying so; Fashion-MNIST has no offline copy.
+    saying so; Fashion-MNIST has no offline copy. ``progress``: show a download
+    progress bar (default: yes, except in grading mode).
     """
     _check_choice("load_mnist", "split", split, _SPLIT_PREFIX)
     _check_choice("load_mnist", "dataset", dataset, MNIST_FILES)
     if checksums is not None and not isinstance(checksums, dict):
         raise TypeError(f"load_mnist: argument `checksums` must be a dict (file name -> 'md5:...'), got {checksums!r:.60}")
+    progress = (not config.fast_mode()) if progress is None else progress
     images, labels, _ = _load_mnist(split, dataset, cache_dir, base_url, checksums, fallback, progress)
     return images, labels
 

@@ -241,3 +241,11 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "a" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match=r"cannot read the image .*broken\.png"):
         data.load_image_folder(tmp_path / "a")
+
+
+def test_progress_bar_only_when_asked(mnist_site, tmp_path, capsys):
+    server, checksums, _ = mnist_site
+    data.load_mnist("test", base_url=server.url, checksums=checksums, cache_dir=tmp_path / "a", progress=False)
+    assert capsys.readouterr().err == ""
+    data.load_mnist("test", base_url=server.url, checksums=checksums, cache_dir=tmp_path / "b", progress=True)
+    assert "100%" in capsys.readouterr().err
