@@ -28,7 +28,7 @@ from .embeddings import NO_LABEL
 from .forward import q_sample
 from .losses import huber_loss, l1_loss, l2_loss, mean_from_noise
 from .schedules import Schedule
-from .training import run_in_chunks
+from .training import data_parallel_shardings, run_in_chunks
 
 
 # ---------------------------------------------------------------- the data
@@ -169,6 +169,23 @@ def guided_eps(model, x_t, t, y, w):
     return (w + 1) * eps_cond - w * eps_uncond
 
 
+class Guided(nnx.Module):
+    r"""A conditional model with its labels and guidance weight fixed: ``Guided(model, y, w)(x, t)`` is the guided noise.
+
+    It turns a conditional model into the unconditional ``model(x, t)`` that
+    the samplers of :mod:`course_utils.sampling` (DDIM among them) expect.
+    ``y``: (N,) labels, one per image of the batch; ``w``: the guidance weight.
+    """
+
+    def __init__(self, model, y, w):
+        self.model = model
+        self.y = nnx.Variable(jnp.asarray(y, jnp.int32))
+        self.w = nnx.Variable(jnp.float32(w))
+
+    def __call__(self, x, t):
+        return guided_eps(self.model, x, t, self.y[...], self.w[...])
+
+
 def guided_step(model, x_t, t, z, y, w, schedule: Schedule, sigmas, eps_fn=guided_eps):
     r"""One DDPM step with the guided noise prediction: notebook 04's step with ``eps_fn(model, x_t, t, y, w)``."""
     eps = eps_fn(model, x_t, jnp.full((x_t.shape[0],), t), y, w)
@@ -224,9 +241,10 @@ def conditional_loss(model, x0, t, noise, alpha_bars, y, loss="l2"):
     return LOSSES[loss](noise, model(x_t, t, y))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "batch_size", "chunk", "loss", "drop_fn"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "batch_size", "chunk", "loss", "drop_fn", "sharding"))
 def _train_chunk(graphdef, state, key, data, labels, alpha_bars, p_uncond, n_steps, *, batch_size, chunk, loss,
-                 drop_fn):
+                 drop_fn, sharding=None):
+    """``n_steps`` steps in one compiled loop; with ``sharding``, each batch is split over the devices."""
     def one_step(i, carry):
         state, losses = carry
         model, optimizer = nnx.merge(graphdef, state)
@@ -235,11 +253,16 @@ def _train_chunk(graphdef, state, key, data, labels, alpha_bars, p_uncond, n_ste
         x0, y = data[index], drop_fn(k_drop, labels[index], p_uncond)
         t = jax.random.randint(k_t, (batch_size,), 1, alpha_bars.shape[0] + 1)
         noise = jax.random.normal(k_noise, x0.shape)
+        if sharding is not None:
+            x0, y, t, noise = jax.lax.with_sharding_constraint((x0, y, t, noise), sharding)
         value, grads = nnx.value_and_grad(conditional_loss)(model, x0, t, noise, alpha_bars, y, loss)
         optimizer.update(model, grads)
         return nnx.state((model, optimizer)), losses.at[i].set(value)
 
-    return jax.lax.fori_loop(0, n_steps, one_step, (state, jnp.full((chunk,), jnp.nan, jnp.float32)))
+    start = (state, jnp.full((chunk,), jnp.nan, jnp.float32))
+    if chunk == 1:  # one step, without a loop: XLA's CPU convolutions run several times slower inside loops
+        return one_step(0, start)
+    return jax.lax.fori_loop(0, n_steps, one_step, start)
 
 
 def train_conditional(model, data, labels, alpha_bars, *, steps, key, p_uncond=0.1, batch_size=256,
@@ -252,6 +275,11 @@ def train_conditional(model, data, labels, alpha_bars, *, steps, key, p_uncond=0
     default), so that the same network learns the unconditional model too;
     ``loss`` is "l1", "l2" or "huber". ``optimizer``: an optax transformation
     or an ``nnx.Optimizer`` from an earlier call (to continue training).
+
+    With several devices (GPUs, TPU cores, or CPU devices made with
+    ``jax.config.update("jax_num_cpu_devices", n)``), training is data
+    parallel: the model and the data are copied to every device, each batch
+    is split between them, and XLA adds up the gradients.
     """
     if steps < 1:
         raise ValueError(f"train_conditional: argument `steps` must be at least 1, got {steps}")
@@ -260,9 +288,15 @@ def train_conditional(model, data, labels, alpha_bars, *, steps, key, p_uncond=0
     data, labels = jnp.asarray(data), jnp.asarray(labels, jnp.int32)
     if labels.shape != data.shape[:1]:
         raise ValueError(f"train_conditional: `labels` must have shape ({data.shape[0]},), got {labels.shape}")
+    batch, replicated = data_parallel_shardings(batch_size, "train_conditional")
+    if replicated is not None:
+        data, labels, alpha_bars = jax.device_put((data, labels, alpha_bars), replicated)
+
     def run(graphdef, state, chunk_key, n):
+        if replicated is not None:
+            state = jax.device_put(state, replicated)
         return _train_chunk(graphdef, state, chunk_key, data, labels, alpha_bars, jnp.float32(p_uncond), n,
-                            batch_size=batch_size, chunk=chunk, loss=loss, drop_fn=drop_fn)
+                            batch_size=batch_size, chunk=chunk, loss=loss, drop_fn=drop_fn, sharding=batch)
 
     return run_in_chunks(model, run, optimizer=optimizer, learning_rate=learning_rate, steps=steps, key=key,
                          chunk=chunk, progress=progress)

@@ -93,6 +93,24 @@ def train(model, data, alpha_bars, *, steps, key, batch_size=128, learning_rate=
                          chunk=chunk, progress=progress)
 
 
+def data_parallel_shardings(batch_size, where="train"):
+    """(batch, replicated) shardings over every local device, or (None, None) when there is only one.
+
+    ``batch`` splits the first axis of an array between the devices;
+    ``replicated`` puts a whole copy on each. ``batch_size`` must be a
+    multiple of the number of devices.
+    """
+    devices = jax.local_devices()
+    if len(devices) == 1:
+        return None, None
+    if batch_size % len(devices):
+        raise ValueError(f"{where}: argument `batch_size` ({batch_size}) must be a multiple of the number of "
+                         f"devices ({len(devices)}) for data-parallel training")
+    mesh = jax.sharding.Mesh(np.array(devices), ("data",))
+    return (jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")),
+            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
 def run_in_chunks(model, run_chunk, *, optimizer, learning_rate, steps, key, chunk, progress):
     """The loop shared by the training functions: optimizer, chunks of compiled steps, progress bar.
 

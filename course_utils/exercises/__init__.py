@@ -9,3 +9,4 @@ float32.
 from . import nb01, nb02, nb04  # noqa: F401
 from . import nb03  # noqa: F401,E402  (notebook 03)
 from . import nb05  # noqa: F401,E402  (notebook 05)
+from . import nb06  # noqa: F401,E402  (notebook 06)

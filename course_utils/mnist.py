@@ -1,0 +1,265 @@
+r"""Notebook 06: class-conditional diffusion on MNIST with the :class:`~course_utils.unet.UNet`.
+
+This module holds what the notebook and the training script share: the
+schedules (T = 200), training with label dropout (classifier-free guidance),
+guided DDPM and DDIM sampling, the measures of quality (the shipped
+classifier's accuracy on guided samples, and diversity within each digit),
+and the shipped checkpoint.
+
+Train the checkpoint that ships with the course (the command is recorded in
+the file's metadata)::
+
+    python -m course_utils.mnist train --config cpu --steps 3000 --out course_utils/weights/mnist_unet_cpu.msgpack
+
+On a machine with several devices (GPUs, or CPU cores made into devices with
+``--cpu-devices``), training and sampling are data parallel.
+"""
+
+import argparse
+import datetime
+import functools
+import importlib.resources
+import shlex
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from . import checkpoints, classifier, data, unet
+from .guidance import Guided, guided_step, train_conditional
+from .sampling import ddim_step, reverse_sigmas
+from .schedules import cosine_betas, linear_betas, make_schedule
+from .training import data_parallel_shardings
+
+T = 200
+"""The number of diffusion steps of notebook 06."""
+
+CONFIGS = {"cpu": unet.CPU_CONFIG, "gpu": unet.GPU_CONFIG}
+SHIPPED = {"cpu": "weights/mnist_unet_cpu.msgpack"}
+"""The checkpoints that ship with course_utils, by configuration name."""
+
+
+def make_betas(kind="cosine", T=T):
+    r"""The betas of notebook 06: "cosine", or "linear" rescaled to T steps.
+
+    The linear schedule of Ho et al. goes from :math:`10^{-4}` to 0.02 in
+    1000 steps; with fewer steps both ends are multiplied by 1000 / T, so
+    that :math:`\bar\alpha_T` is about as small as with 1000 steps.
+    """
+    if kind == "cosine":
+        return cosine_betas(T)
+    if kind == "linear":
+        return linear_betas(T, 1e-4 * 1000 / T, 0.02 * 1000 / T)
+    raise ValueError(f"make_betas: argument `kind` must be 'cosine' or 'linear', got {kind!r}")
+
+
+def new_model(config="cpu", seed=0, **blocks):
+    """A freshly initialised U-Net; ``config`` is "cpu", "gpu" or a :class:`~course_utils.unet.UNetConfig`.
+
+    ``blocks``: ``residual_block=`` and ``attention=`` classes to build it with
+    (see :class:`~course_utils.unet.UNet`).
+    """
+    config = CONFIGS[config] if isinstance(config, str) else config
+    return unet.UNet(config, rngs=nnx.Rngs(seed), **blocks)
+
+
+@functools.lru_cache(maxsize=None)
+def optimizer_for(steps, learning_rate=2e-3, warmup=100):
+    """Adam with a short linear warm-up and a cosine decay to 5 % over ``steps`` (one object per setting)."""
+    schedule = optax.warmup_cosine_decay_schedule(0.0, learning_rate, min(warmup, steps // 2), steps,
+                                                  end_value=0.05 * learning_rate)
+    return optax.adam(schedule)
+
+
+def train_unet(model, images, labels, schedule, *, steps, key, batch_size=64, learning_rate=2e-3, optimizer=None,
+               p_uncond=0.1, progress=None):
+    """Train ``model`` in place with label dropout (see :func:`course_utils.guidance.train_conditional`).
+
+    One compiled step per call (``chunk=1``): convolutions inside a compiled
+    loop run several times slower on a CPU (see :func:`sample_digits`).
+    """
+    optimizer = optimizer if optimizer is not None else optimizer_for(steps, learning_rate)
+    return train_conditional(model, images, labels, schedule.alpha_bars, steps=steps, key=key, p_uncond=p_uncond,
+                             batch_size=batch_size, optimizer=optimizer, progress=progress, chunk=1)
+
+
+def _spread(*arrays):
+    """Split the first axis of each array over the local devices (when there are several and it divides)."""
+    if arrays[0].shape[0] % len(jax.local_devices()):
+        return arrays
+    batch, _ = data_parallel_shardings(arrays[0].shape[0])
+    return arrays if batch is None else jax.device_put(arrays, batch)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _ddpm_step(graphdef, state, x, t, z, y, w, schedule, sigmas):
+    return guided_step(nnx.merge(graphdef, state), x, t, z, y, w, schedule, sigmas)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _ddim_step(graphdef, state, x, t, t_prev, y, w, alpha_bars):
+    return ddim_step(Guided(nnx.merge(graphdef, state), y, w), x, t, t_prev, alpha_bars)
+
+
+def sample_digits(model, key, labels, schedule, *, w=2.0, sampler="ddpm", n_steps=20, trajectory=False):
+    r"""Guided samples of the digits ``labels`` (N,), shape (N, 28, 28, 1), clipped to [-1, 1].
+
+    ``sampler``: "ddpm" (all T steps, :math:`\sigma_t^2 = \tilde\beta_t`) or
+    "ddim" (``n_steps`` deterministic steps). ``w``: the guidance weight.
+    With ``trajectory=True`` returns every visited state (unclipped), first
+    axis from :math:`x_T` to :math:`x_0`.
+
+    The loop over time steps is a Python loop of one compiled step, not a
+    ``lax.scan``: on a CPU, XLA runs convolutions inside a compiled loop
+    several times slower than on their own (``benchmarks/unet_mnist.py``);
+    a step of the U-Net is long enough that Python's overhead does not count.
+    """
+    if sampler not in ("ddpm", "ddim"):
+        raise ValueError(f"sample_digits: argument `sampler` must be 'ddpm' or 'ddim', got {sampler!r}")
+    labels = jnp.asarray(labels, jnp.int32)
+    shape = (labels.shape[0],) + (28, 28, model.config.image_channels)
+    k_start, k_noise = jax.random.split(key)
+    x, labels = _spread(jax.random.normal(k_start, shape), labels)
+    graphdef, state = nnx.split(model)
+    w = jnp.float32(w)
+    states = [x]
+    if sampler == "ddpm":
+        sigmas = reverse_sigmas(schedule, "beta_tilde")
+        for t in range(schedule.T, 0, -1):
+            z = jax.random.normal(jax.random.fold_in(k_noise, t), shape) if t > 1 else jnp.zeros(shape)
+            x = _ddpm_step(graphdef, state, x, t, _spread(z)[0], labels, w, schedule, sigmas)
+            if trajectory:
+                states.append(x)
+    else:
+        if not 1 <= n_steps <= schedule.T:
+            raise ValueError(f"sample_digits: argument `n_steps` must lie in 1..T = {schedule.T}, got {n_steps}")
+        visited = np.round(np.linspace(schedule.T, 0, n_steps + 1)).astype(int)
+        for t, t_prev in zip(visited[:-1], visited[1:]):
+            x = _ddim_step(graphdef, state, x, int(t), int(t_prev), labels, w, schedule.alpha_bars)
+            if trajectory:
+                states.append(x)
+    return jnp.stack(states) if trajectory else jnp.clip(x, -1.0, 1.0)
+
+
+def within_class_spread(images, labels):
+    """The mean distance between two images of the same digit, for each digit (10,): a measure of diversity.
+
+    Images that are all the same give 0; real MNIST digits give about 9-10
+    (pixels in [-1, 1]).
+    """
+    x = np.asarray(images, np.float64).reshape(len(images), -1)
+    labels = np.asarray(labels)
+    spread = np.full(10, np.nan)
+    for digit in range(10):
+        group = x[labels == digit]
+        if len(group) > 1:
+            squared = (group ** 2).sum(1)
+            d2 = np.maximum(squared[:, None] + squared[None, :] - 2 * group @ group.T, 0.0)
+            spread[digit] = np.sqrt(d2)[np.triu_indices(len(group), 1)].mean()
+    return spread
+
+
+def evaluate(model, schedule, key, *, per_digit=50, w=2.0, sampler="ddim", n_steps=20, batch=250):
+    """Sample ``per_digit`` images of each digit and measure them.
+
+    Returns a dict: ``accuracy`` (the shipped classifier's, overall),
+    ``per_digit_accuracy`` (10,), ``spread`` (mean within-digit distance, (10,)),
+    ``seconds`` (sampling time), and the ``samples`` and their ``labels``.
+    """
+    labels = np.repeat(np.arange(10), per_digit)
+    start = time.perf_counter()
+    parts = [sample_digits(model, jax.random.fold_in(key, i), labels[i:i + batch], schedule, w=w, sampler=sampler,
+                           n_steps=n_steps) for i in range(0, len(labels), batch)]
+    samples = np.asarray(jnp.concatenate(parts))
+    seconds = time.perf_counter() - start
+    accuracy = classifier.classifier_accuracy(samples, labels)
+    return {"accuracy": accuracy.overall, "per_digit_accuracy": np.asarray(accuracy.per_class),
+            "spread": within_class_spread(samples, labels), "seconds": seconds, "samples": samples,
+            "labels": labels}
+
+
+def shipped_path(config="cpu"):
+    """A context manager giving the file of the shipped checkpoint of ``config``."""
+    if config not in SHIPPED:
+        raise ValueError(f"shipped_path: no checkpoint ships for `config` {config!r}; shipped: {sorted(SHIPPED)}")
+    return importlib.resources.as_file(importlib.resources.files("course_utils") / SHIPPED[config])
+
+
+def load_pretrained(config="cpu", **blocks):
+    """The shipped U-Net of ``config`` (built with ``blocks``, as :func:`new_model`) and its metadata."""
+    model = new_model(config, **blocks)
+    with shipped_path(config) as path:
+        metadata = checkpoints.load_model(model, path)
+    return model, metadata
+
+
+def _train_command(args, argv):
+    if args.cpu_devices > 1:
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+    images, labels, source = data._load_mnist("train", dataset="mnist", cache_dir=None, base_url=None,
+                                              checksums=None, fallback=True, progress=True)
+    schedule = make_schedule(make_betas(args.schedule))
+    model = new_model(args.config, args.seed)
+    devices = jax.local_devices()
+    print(f"training the {args.config} U-Net on {len(labels):,} digits ({source}) for {args.steps} steps of batch "
+          f"{args.batch_size} on {len(devices)} {devices[0].platform} device(s)")
+    start = time.perf_counter()
+    losses = train_unet(model, images, labels, schedule, steps=args.steps, key=jax.random.key(args.seed),
+                        batch_size=args.batch_size, learning_rate=args.learning_rate, progress=True)
+    seconds = time.perf_counter() - start
+    print(f"trained in {seconds:.0f} s; saving before the evaluation")
+    checkpoints.save_model(model, args.out, {"config": args.config, "unevaluated": True})
+    quality = evaluate(model, schedule, jax.random.key(args.seed + 1), per_digit=args.eval_per_digit, w=args.w)
+    n_params = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
+    metadata = {
+        "config": args.config,
+        "command": "python -m course_utils.mnist " + " ".join(shlex.quote(a) for a in argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"jax": jax.__version__},
+        "device": f"{len(devices)} x {devices[0].device_kind}",
+        "train_data": source,
+        "schedule": args.schedule,
+        "T": T,
+        "training": {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                     "seed": args.seed, "seconds": round(seconds, 1),
+                     "final_loss": float(np.mean(losses[-100:]))},
+        "parameters": n_params,
+        "evaluation": {"sampler": "ddim", "n_steps": 20, "w": args.w, "per_digit": args.eval_per_digit,
+                       "seed": args.seed + 1, "accuracy": quality["accuracy"],
+                       "per_digit_accuracy": [float(a) for a in quality["per_digit_accuracy"]],
+                       "spread": [float(s) for s in quality["spread"]]},
+    }
+    path = checkpoints.save_model(model, args.out, metadata)
+    print(f"trained in {seconds:.0f} s; final loss {metadata['training']['final_loss']:.4f}; "
+          f"guided accuracy {quality['accuracy']:.3f} (w = {args.w}, DDIM 20 steps); per digit: "
+          + " ".join(f"{d}:{a:.2f}" for d, a in enumerate(quality["per_digit_accuracy"])))
+    print(f"{n_params:,} parameters; saved {path} ({path.stat().st_size / 1024:.0f} KiB)")
+
+
+def main(argv=None):
+    """``python -m course_utils.mnist train --out PATH``: train the U-Net on MNIST (or its offline fallback) and save it."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m course_utils.mnist", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train the U-Net and save it with its measured quality")
+    train.add_argument("--out", required=True, help="where to write the checkpoint (.msgpack)")
+    train.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
+    train.add_argument("--steps", type=int, default=3000)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--learning-rate", type=float, default=2e-3)
+    train.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--w", type=float, default=2.0, help="guidance weight of the evaluation")
+    train.add_argument("--eval-per-digit", type=int, default=50)
+    train.add_argument("--cpu-devices", type=int, default=1,
+                       help="on a CPU, split it into this many devices for data parallelism (one per core)")
+    args = parser.parse_args(argv)
+    _train_command(args, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+r"""The U-Net of notebook 06: a class-conditional noise predictor for 28 x 28 images.
+
+Shapes follow JAX's convention for images: (N, height, width, channels).
+
+The network has four residual blocks on the way down and four on the way up
+(the *paths*), a middle block, self-attention at the two lowest resolutions,
+and an embedding of the time step and the class label that every residual
+block adds to its features::
+
+    28x28  conv_in ─ down[0] ──────────────────────────── up[0] ─ conv_out
+              (avg-pool 2x2)                          (nearest 2x)
+    14x14           down[1] ──────────────────── up[1]
+              (avg-pool 2x2)                  (nearest 2x)
+     7x7              down[2]+attn ──── up[2]+attn
+                         down[3]+attn ─ up[3]+attn
+                              middle (res + attn + res)
+
+Each up block takes the output of the down block at the same level,
+concatenated to its input (the skip connections), so fine detail from the
+way down reaches the output without passing through the bottleneck.
+
+Speed on a CPU. XLA computes a 3x3 convolution and its input gradient well,
+but the gradient with respect to the kernel runs on one core and, for some
+shapes, more than ten times slower than the forward pass (on this course's
+2-core machine: 28x28 images with 32 channels at batch 128, 28 ms forward
+and 300-550 ms for the kernel gradient). :func:`conv2d` therefore has its own
+gradient rule that computes the kernel gradient on slices of 16 examples and
+adds them up: the same sum, in pieces that fit in the cache (see
+``benchmarks/unet_mnist.py`` for the measurements).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from .embeddings import sinusoidal_embedding
+from .models import ClassEmbedding
+
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+KERNEL_GRAD_SLICE = 16
+"""How many examples each piece of the kernel gradient of :func:`conv2d` covers."""
+
+
+def _conv(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMENSIONS)
+
+
+@jax.custom_vjp
+def conv2d(x, kernel):
+    """A 'SAME' convolution with stride 1: ``x`` (N, H, W, C_in), ``kernel`` (kh, kw, C_in, C_out)."""
+    return _conv(x, kernel)
+
+
+def _conv2d_forward(x, kernel):
+    return _conv(x, kernel), (x, kernel)
+
+
+def _kernel_gradient(x, kernel, g):
+    _, pullback = jax.vjp(lambda k: _conv(x, k), kernel)
+    return pullback(g)[0]
+
+
+def _conv2d_backward(residuals, g):
+    x, kernel = residuals
+    _, pullback = jax.vjp(lambda x_: _conv(x_, kernel), x)
+    dx = pullback(g)[0]
+    n = x.shape[0]
+    starts = range(0, n, KERNEL_GRAD_SLICE)
+    dkernel = sum(_kernel_gradient(x[s:s + KERNEL_GRAD_SLICE], kernel, g[s:s + KERNEL_GRAD_SLICE]) for s in starts)
+    return dx, dkernel
+
+
+conv2d.defvjp(_conv2d_forward, _conv2d_backward)
+
+
+class Conv(nnx.Module):
+    """A 'SAME' convolution with stride 1 and a bias, computed by :func:`conv2d`."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *, rngs: nnx.Rngs):
+        init = nnx.initializers.lecun_normal()
+        self.kernel = nnx.Param(init(rngs.params(), (kernel_size, kernel_size, in_channels, out_channels)))
+        self.bias = nnx.Param(jnp.zeros((out_channels,)))
+
+    def __call__(self, x):
+        return conv2d(x, self.kernel[...]) + self.bias[...]
+
+
+def _groups(channels: int) -> int:
+    """Groups for GroupNorm: 8 where the channels allow it."""
+    return 8 if channels % 8 == 0 else 1
+
+
+class ResidualBlock(nnx.Module):
+    r"""Two 3x3 convolutions with the embedding added in between, plus a skip connection.
+
+    .. math::
+        h = \mathrm{conv}_1(\mathrm{silu}(\mathrm{GN}_1(x))) + W_e\,\mathrm{silu}(e), \qquad
+        \mathrm{out} = \mathrm{conv}_2(\mathrm{silu}(\mathrm{GN}_2(h))) + \mathrm{skip}(x)
+
+    where ``skip`` is the identity when the channel counts agree and a 1x1
+    convolution otherwise. ``x``: (N, H, W, in_channels); ``emb``: (N, emb_dim).
+    Returns (N, H, W, out_channels).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, *, rngs: nnx.Rngs):
+        self.norm1 = nnx.GroupNorm(in_channels, num_groups=_groups(in_channels), rngs=rngs)
+        self.conv1 = Conv(in_channels, out_channels, rngs=rngs)
+        self.emb_proj = nnx.Linear(emb_dim, out_channels, rngs=rngs)
+        self.norm2 = nnx.GroupNorm(out_channels, num_groups=_groups(out_channels), rngs=rngs)
+        self.conv2 = Conv(out_channels, out_channels, rngs=rngs)
+        self.skip = Conv(in_channels, out_channels, kernel_size=1, rngs=rngs) if in_channels != out_channels else None
+
+    def __call__(self, x, emb):
+        h = self.conv1(jax.nn.silu(self.norm1(x)))
+        h = h + self.emb_proj(jax.nn.silu(emb))[:, None, None, :]
+        h = self.conv2(jax.nn.silu(self.norm2(h)))
+        return h + (x if self.skip is None else self.skip(x))
+
+
+class SelfAttention(nnx.Module):
+    r"""Multi-head self-attention over the pixels of a feature map, with a residual connection.
+
+    Every pixel is a token of ``channels`` numbers. After a group norm,
+    queries, keys and values are linear maps of the tokens, split into
+    ``num_heads`` heads of ``channels // num_heads`` numbers each:
+
+    .. math::
+        \mathrm{head}_i = \mathrm{softmax}\!\Big(\frac{Q_i K_i^\top}{\sqrt{d}}\Big) V_i, \qquad
+        \mathrm{out} = x + W_o\,[\mathrm{head}_1, \dots, \mathrm{head}_h]
+
+    ``x``: (N, H, W, channels); returns the same shape.
+    """
+
+    def __init__(self, channels: int, num_heads: int = 4, *, rngs: nnx.Rngs):
+        if channels % num_heads:
+            raise ValueError(f"SelfAttention: `channels` ({channels}) must be divisible by `num_heads` ({num_heads})")
+        self.num_heads = num_heads
+        self.norm = nnx.GroupNorm(channels, num_groups=_groups(channels), rngs=rngs)
+        self.qkv = nnx.Linear(channels, 3 * channels, rngs=rngs)
+        self.out = nnx.Linear(channels, channels, rngs=rngs)
+
+    def __call__(self, x):
+        n, h, w, c = x.shape
+        d = c // self.num_heads
+        qkv = self.qkv(self.norm(x)).reshape(n, h * w, 3, self.num_heads, d)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (N, tokens, heads, d)
+        weights = jax.nn.softmax(jnp.einsum("nqhd,nkhd->nhqk", q, k) / jnp.sqrt(d), axis=-1)
+        heads = jnp.einsum("nhqk,nkhd->nqhd", weights, v).reshape(n, h, w, c)
+        return x + self.out(heads)
+
+
+def _pool(x):
+    """2x2 average pooling."""
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def _upsample(x):
+    """Nearest-neighbour upsampling by 2."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+    """The sizes of a :class:`UNet`.
+
+    ``channels``: the channels of the four levels (28, 14, 7 and 7 pixels for
+    MNIST); ``attention``: which levels have self-attention; ``emb_dim``: the
+    size of the time + class embedding; ``num_classes``: labels 0..K-1 (and
+    -1 for "no label"); ``image_channels``: 1 for grey images.
+    """
+
+    channels: tuple = (16, 32, 64, 64)
+    attention: tuple = (False, False, True, True)
+    emb_dim: int = 128
+    num_heads: int = 4
+    num_classes: int = 10
+    image_channels: int = 1
+
+
+CPU_CONFIG = UNetConfig()
+"""Sized to train on a 2-core CPU in minutes."""
+
+GPU_CONFIG = UNetConfig(channels=(64, 128, 256, 256), emb_dim=256)
+"""Wider, for a GPU."""
+
+POOL_AFTER = (True, True, False, False)
+"""Which levels halve the resolution after their down block (28 -> 14 -> 7)."""
+
+
+class UNet(nnx.Module):
+    r"""The noise predictor :math:`\epsilon_\theta(x_t, t, y)` for images (see the module docstring).
+
+    ``x``: (N, H, W, image_channels) with H and W divisible by 4; ``t``: (N,)
+    time steps; ``y``: (N,) labels in 0..K-1, or -1 for "no label". Returns
+    the predicted noise, the shape of ``x``.
+
+    ``residual_block`` and ``attention`` are the classes of the blocks (the
+    notebook passes its own, with the same constructor and layer names, so
+    that the shipped weights load into either).
+    """
+
+    def __init__(self, config: UNetConfig = CPU_CONFIG, *, rngs: nnx.Rngs, residual_block=None, attention=None):
+        block = residual_block or ResidualBlock
+        attention_block = attention or SelfAttention
+        self.config = config
+        c, e = config.channels, config.emb_dim
+        self.time_in = nnx.Linear(c[0], e, rngs=rngs)
+        self.time_out = nnx.Linear(e, e, rngs=rngs)
+        self.class_embed = ClassEmbedding(config.num_classes, e, rngs=rngs)
+        self.conv_in = Conv(config.image_channels, c[0], rngs=rngs)
+
+        def attention(level):
+            return attention_block(c[level], config.num_heads, rngs=rngs) if config.attention[level] else None
+
+        ins = (c[0],) + c[:-1]
+        self.down = nnx.List([block(ins[i], c[i], e, rngs=rngs) for i in range(4)])
+        self.down_attention = nnx.List([attention(i) for i in range(4)])
+        self.middle1 = block(c[3], c[3], e, rngs=rngs)
+        self.middle_attention = attention_block(c[3], config.num_heads, rngs=rngs)
+        self.middle2 = block(c[3], c[3], e, rngs=rngs)
+        # up[i] works at level i: its input comes from level i + 1 (or the middle), plus the skip of down[i].
+        outs_above = c[1:] + (c[3],)
+        self.up = nnx.List([block(outs_above[i] + c[i], c[i], e, rngs=rngs) for i in range(4)])
+        self.up_attention = nnx.List([attention(i) for i in range(4)])
+        self.norm_out = nnx.GroupNorm(c[0], num_groups=_groups(c[0]), rngs=rngs)
+        self.conv_out = Conv(c[0], config.image_channels, rngs=rngs)
+
+    def embed(self, t, y):
+        """The embedding of time step and label, shape (N, emb_dim)."""
+        time = self.time_out(jax.nn.silu(self.time_in(sinusoidal_embedding.raw(t, self.config.channels[0]))))
+        return time + self.class_embed(y)
+
+    def __call__(self, x, t, y):
+        emb = self.embed(t, y)
+        h = self.conv_in(x)
+        skips = []
+        for level in range(4):
+            h = self.down[level](h, emb)
+            if self.down_attention[level] is not None:
+                h = self.down_attention[level](h)
+            skips.append(h)
+            if POOL_AFTER[level]:
+                h = _pool(h)
+        h = self.middle2(self.middle_attention(self.middle1(h, emb)), emb)
+        for level in reversed(range(4)):
+            if POOL_AFTER[level]:
+                h = _upsample(h)
+            h = self.up[level](jnp.concatenate([h, skips[level]], axis=-1), emb)
+            if self.up_attention[level] is not None:
+                h = self.up_attention[level](h)
+        return self.conv_out(jax.nn.silu(self.norm_out(h)))
