@@ -42,17 +42,17 @@ correctness check fails.
 
 import argparse
 import datetime
-import gc
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import QUIET_THRESHOLD, CpuLoad, Worker, cpu_info, fmt_ms, median_ratio, serve, wait_until_quiet
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -65,7 +65,6 @@ LEARNING_RATE = 1e-3
 BATCHES = (32, 128, 1024)
 MATMUL_N = 2048
 MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "1073741824"}
-QUIET_THRESHOLD = 0.10
 # Steps per timed call (about 0.1-0.5 s each on this machine), full run and --quick.
 STEPS = {32: 1500, 128: 1000, 1024: 150}
 STEPS_QUICK = {32: 200, 128: 100, 1024: 20}
@@ -87,97 +86,12 @@ def sampling_flops(n=N_SAMPLE, steps=T):
     return steps * forward_matmul_flops(n)
 
 
-# --------------------------------------------------------------------------- machine load
-# (the same measurement as benchmarks/forward_process.py; kept here so that the
-# PyTorch worker never imports JAX)
-
-class CpuLoad:
-    """Share of the machine's CPU time that other processes and the hypervisor took during a block.
-
-    From /proc/stat (all CPUs) and this process's own CPU time:
-    others = (busy jiffies - ours) / all jiffies, steal = stolen / all jiffies.
-    """
-
-    HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-    @staticmethod
-    def _read():
-        try:
-            with open("/proc/stat") as f:
-                x = [int(v) for v in f.readline().split()[1:9]]
-        except (OSError, ValueError):
-            return None
-        x += [0] * (8 - len(x))
-        user, nice, system, idle, iowait, irq, softirq, steal = x
-        return sum(x), sum(x) - idle - iowait - steal, steal, time.process_time()
-
-    def __enter__(self):
-        self.start = self._read()
-        return self
-
-    def __exit__(self, *exc):
-        end = self._read()
-        if self.start is None or end is None:
-            self.others = self.steal = None
-            return
-        total = max(end[0] - self.start[0], 1)
-        ours = (end[3] - self.start[3]) * self.HZ
-        self.others = max(0.0, (end[1] - self.start[1] - ours) / total)
-        self.steal = (end[2] - self.start[2]) / total
-
-
-def wait_until_quiet(max_seconds, threshold=QUIET_THRESHOLD, window=2.0):
-    """Wait (at most max_seconds) until other processes use under `threshold` of the CPUs."""
-    deadline = time.monotonic() + max_seconds
-    while True:
-        with CpuLoad() as load:
-            time.sleep(window)
-        if load.others is None or load.others < threshold:
-            return True
-        if time.monotonic() > deadline:
-            print(f"  still busy (other processes {100 * load.others:.0f} %), going on", flush=True)
-            return False
-        print(f"  waiting for a quiet machine: other processes use {100 * load.others:.0f} % of the CPUs", flush=True)
-
-
-def cpu_info():
-    model, flags, count = "unknown", set(), 0
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key, value = key.strip(), value.strip()
-                if key == "model name" and model == "unknown":
-                    model = value
-                elif key == "flags" and not flags:
-                    flags = set(value.split())
-                elif key == "processor":
-                    count += 1
-    except OSError:
-        pass
-    return dict(model=model, logical_cpus=count or os.cpu_count(),
-                avx2="avx2" in flags, avx512f="avx512f" in flags)
-
-
-def measure(fn, block):
-    """One timed call: wall and process-CPU seconds, minor page faults, and the machine's load meanwhile."""
-    gc.collect()
-    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    with CpuLoad() as load:
-        c0, w0 = time.process_time(), time.perf_counter()
-        block(fn())
-        w1, c1 = time.perf_counter(), time.process_time()
-    f1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    return dict(wall=w1 - w0, cpu=c1 - c0, faults=f1 - f0, others=load.others, steal=load.steal)
-
-
 # --------------------------------------------------------------------------- JAX worker
 
 def jax_worker(cfg):
     """Build, compile and check every JAX method; return (methods, info). Writes the shared inputs to cfg['dir']."""
 
     import jax
-    import jax.numpy as jnp
     import jaxlib
     import numpy as np
     from flax import nnx
@@ -497,76 +411,13 @@ def cold_worker(which):
 
 
 def worker_main(kind, cfg):
-    """Serve timed calls over stdin/stdout (one JSON object per line) until told to quit."""
-    proto = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)                       # anything else printed to stdout goes to stderr
-    sys.stdout = sys.stderr
+    """Serve timed calls over stdin/stdout until told to quit (see machine.serve)."""
     if kind.startswith("cold_"):
-        proto.write(json.dumps(cold_worker(kind[5:])) + "\n")
-        return 0
-    t0 = time.perf_counter()
-    methods, info, block = (jax_worker if kind == "jax" else torch_worker)(cfg)
-    info["setup_seconds"] = time.perf_counter() - t0
-    info["methods"] = {name: units for name, (_, units) in methods.items()}
-    proto.write(json.dumps(dict(ready=True, info=info)) + "\n")
-    for line in sys.stdin:
-        msg = json.loads(line)
-        if msg["cmd"] == "quit":
-            break
-        fn, units = methods[msg["name"]]
-        proto.write(json.dumps(dict(measure(fn, block), units=units)) + "\n")
-    return 0
+        return serve(lambda: cold_worker(kind[5:]), one_shot=True)
+    return serve(lambda: (jax_worker if kind == "jax" else torch_worker)(cfg))
 
 
 # --------------------------------------------------------------------------- coordinator
-
-class Worker:
-    def __init__(self, kind, label, cfg, env_extra=None):
-        env = dict(os.environ, **(env_extra or {}))
-        env.setdefault("TQDM_DISABLE", "1")
-        self.label = label
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--worker-config", json.dumps(cfg)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1)
-        self.info = None
-
-    def wait_ready(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker {self.label} died during setup (exit status {self.proc.wait()})")
-        self.info = json.loads(line)["info"]
-        return self.info
-
-    def time(self, name):
-        self.proc.stdin.write(json.dumps(dict(cmd="time", name=name)) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"worker {self.label} died while timing {name} (exit status {self.proc.wait()})")
-        return json.loads(line)
-
-    def close(self):
-        try:
-            self.proc.stdin.write(json.dumps(dict(cmd="quit")) + "\n")
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def median_ratio(wall, num, den):
-    """Median over rounds of wall[num][r] / wall[den][r] (both measured in the same round)."""
-    per_round = [a / b for a, b in zip(wall[num], wall[den])]
-    return dict(median=statistics.median(per_round), min=min(per_round), max=max(per_round),
-                per_round=per_round)
-
-
-def fmt_ms(x):
-    return f"{x:,.0f}" if x >= 100 else (f"{x:,.1f}" if x >= 10 else f"{x:.2f}")
-
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -607,12 +458,12 @@ def main(argv=None):
         workers = {}
         try:
             # JAX first (it writes the shared inputs), then the two PyTorch workers, one at a time.
-            workers["jax"] = Worker("jax", "jax", cfg_json)
+            workers["jax"] = Worker(__file__, "jax", "jax", cfg_json)
             info_jax = workers["jax"].wait_ready()
             print(f"  JAX worker ready ({info_jax['setup_seconds']:.0f} s: compiled and warmed up)", flush=True)
-            workers["torch"] = Worker("torch", "torch", cfg_json)
+            workers["torch"] = Worker(__file__, "torch", "torch", cfg_json)
             workers["torch"].wait_ready()
-            workers["torch_mmap"] = Worker("torch", "torch_mmap", cfg_json, MMAP_ENV)
+            workers["torch_mmap"] = Worker(__file__, "torch", "torch_mmap", cfg_json, MMAP_ENV)
             workers["torch_mmap"].wait_ready()
             print("  PyTorch workers ready", flush=True)
 

@@ -41,6 +41,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import QUIET_THRESHOLD, CpuLoad, cpu_info, fmt_ms, wait_until_quiet
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -352,85 +354,7 @@ def run_checks(finals, shapes, data, N):
     return checks
 
 
-# --------------------------------------------------------------------------- machine
-
-def cpu_info():
-    model, flags, count = "unknown", set(), 0
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key, value = key.strip(), value.strip()
-                if key == "model name" and model == "unknown":
-                    model = value
-                elif key == "flags" and not flags:
-                    flags = set(value.split())
-                elif key == "processor":
-                    count += 1
-    except OSError:
-        pass
-    return dict(model=model, logical_cpus=count or os.cpu_count(),
-                avx2="avx2" in flags, avx512f="avx512f" in flags)
-
-
-class CpuLoad:
-    """How much of the machine other processes and the hypervisor took while a block ran.
-
-    From /proc/stat (all CPUs) and this process's own CPU time:
-    others = (busy jiffies - ours) / all jiffies, steal = stolen / all jiffies.
-    0.5 on a 2-CPU machine means one whole core was busy with something else.
-    """
-
-    HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-    @staticmethod
-    def _read():
-        try:
-            with open("/proc/stat") as f:
-                x = [int(v) for v in f.readline().split()[1:9]]
-        except (OSError, ValueError):
-            return None
-        x += [0] * (8 - len(x))
-        user, nice, system, idle, iowait, irq, softirq, steal = x
-        return sum(x), sum(x) - idle - iowait - steal, steal, time.process_time()
-
-    def __enter__(self):
-        self.start = self._read()
-        return self
-
-    def __exit__(self, *exc):
-        end = self._read()
-        if self.start is None or end is None:
-            self.others = self.steal = None
-            return
-        total = max(end[0] - self.start[0], 1)
-        ours = (end[3] - self.start[3]) * self.HZ
-        self.others = max(0.0, (end[1] - self.start[1] - ours) / total)
-        self.steal = (end[2] - self.start[2]) / total
-
-
-QUIET_THRESHOLD = 0.10
-
-
-def wait_until_quiet(max_seconds, threshold=QUIET_THRESHOLD, window=2.0):
-    """Wait (at most max_seconds) until other processes use under `threshold` of the CPUs."""
-    deadline = time.monotonic() + max_seconds
-    while True:
-        with CpuLoad() as load:
-            time.sleep(window)
-        if load.others is None or load.others < threshold:
-            return True
-        if time.monotonic() > deadline:
-            print(f"  still busy (other processes {100 * load.others:.0f} %), going on", flush=True)
-            return False
-        print(f"  waiting for a quiet machine: other processes use {100 * load.others:.0f} % of the CPUs", flush=True)
-
-
 # --------------------------------------------------------------------------- report
-
-def fmt_ms(x):
-    return f"{x:,.1f}" if x >= 10 else f"{x:.2f}"
-
 
 def write_markdown(path, res, cmd):
     t = res["timings_ms"]

@@ -5,9 +5,9 @@ grading); each function computes one equation and is named after its result.
 The grading checker is imported on its own: ``from course_utils.grading import check``.
 """
 
-from . import (analytic, config, data, embeddings, forward, guidance, losses, metrics, models, notebook, plotting, sampling,
-               schedules, timing, training)
+from . import (analytic, checkpoints, classifier, config, data, embeddings, forward, guidance, losses, metrics, mnist, models,
+               notebook, plotting, sampling, schedules, timing, training, unet)
 
 __version__ = "0.1.0"
-__all__ = ["analytic", "config", "data", "embeddings", "forward", "guidance", "losses", "metrics", "models", "notebook", "plotting",
-           "sampling", "schedules", "timing", "training"]
+__all__ = ["analytic", "checkpoints", "classifier", "config", "data", "embeddings", "forward", "guidance", "losses", "metrics",
+           "mnist", "models", "notebook", "plotting", "sampling", "schedules", "timing", "training", "unet"]

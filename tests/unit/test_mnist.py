@@ -1,0 +1,95 @@
+"""Notebook 06's MNIST module: schedules, diversity, sampling, and the shipped checkpoint's recorded quality."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from course_utils import checkpoints, mnist, unet
+from course_utils.schedules import make_schedule
+
+TINY = unet.UNetConfig(channels=(8, 8, 16, 16), emb_dim=16, num_heads=2)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_both_schedules_end_in_noise(kind):
+    schedule = make_schedule(mnist.make_betas(kind))
+    assert schedule.T == mnist.T
+    assert float(schedule.alpha_bars[-1]) < 1e-3
+    assert float(schedule.alpha_bars[0]) > 0.99
+
+
+def test_cosine_keeps_more_signal_midway_than_linear():
+    """The reason notebook 06 uses the cosine schedule: linear destroys the image early."""
+    cosine, linear = (make_schedule(mnist.make_betas(k)).alpha_bars for k in ("cosine", "linear"))
+    assert float(cosine[mnist.T // 2]) > 2 * float(linear[mnist.T // 2])
+
+
+def test_make_betas_rejects_unknown_kinds():
+    with pytest.raises(ValueError, match="`kind`"):
+        mnist.make_betas("quadratic")
+
+
+def test_within_class_spread_against_a_double_loop():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(30, 4, 4, 1))
+    labels = rng.integers(0, 3, 30)
+    spread = mnist.within_class_spread(images, labels)
+    for digit in range(3):
+        group = images[labels == digit].reshape(-1, 16)
+        pairs = [np.linalg.norm(a - b) for i, a in enumerate(group) for b in group[i + 1:]]
+        assert spread[digit] == pytest.approx(np.mean(pairs), rel=1e-9)
+    assert np.isnan(spread[3:]).all()  # no images of digits 3..9
+    same = mnist.within_class_spread(np.ones((4, 2, 2, 1)), np.zeros(4, int))
+    assert same[0] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return mnist.new_model(TINY)
+
+
+@pytest.mark.parametrize("sampler, n_states", [("ddpm", mnist.T + 1), ("ddim", 6)])
+def test_sample_digits_shapes(tiny_model, sampler, n_states):
+    schedule = make_schedule(mnist.make_betas("cosine"))
+    labels = jnp.arange(4)
+    x = mnist.sample_digits(tiny_model, jax.random.key(0), labels, schedule, sampler=sampler, n_steps=5)
+    assert x.shape == (4, 28, 28, 1) and float(jnp.abs(x).max()) <= 1.0
+    path = mnist.sample_digits(tiny_model, jax.random.key(0), labels, schedule, sampler=sampler, n_steps=5,
+                               trajectory=True)
+    assert path.shape == (n_states, 4, 28, 28, 1)
+    np.testing.assert_allclose(jnp.clip(path[-1], -1, 1), x, atol=1e-5)
+
+
+def test_sample_digits_rejects_bad_arguments(tiny_model):
+    schedule = make_schedule(mnist.make_betas("cosine"))
+    with pytest.raises(ValueError, match="`sampler`"):
+        mnist.sample_digits(tiny_model, jax.random.key(0), jnp.arange(2), schedule, sampler="euler")
+    with pytest.raises(ValueError, match="`n_steps`"):
+        mnist.sample_digits(tiny_model, jax.random.key(0), jnp.arange(2), schedule, sampler="ddim", n_steps=0)
+
+
+def test_shipped_checkpoint_is_small_and_says_how_it_was_made():
+    with mnist.shipped_path("cpu") as path:
+        assert path.stat().st_size < 10 * 2 ** 20
+        metadata = checkpoints.read_metadata(path)
+    assert metadata["command"].startswith("python -m course_utils.mnist train")
+    assert metadata["config"] == "cpu" and "evaluation" in metadata
+
+
+@pytest.mark.xdist_group("mnist_checkpoint")
+def test_shipped_checkpoint_reproduces_its_recorded_accuracy():
+    """Guided samples of the shipped U-Net, 10 per digit, as the training script measured (w, DDIM steps)."""
+    model, metadata = mnist.load_pretrained("cpu")
+    recorded = metadata["evaluation"]
+    schedule = make_schedule(mnist.make_betas(metadata["schedule"]))
+    result = mnist.evaluate(model, schedule, jax.random.key(12345), per_digit=10, w=recorded["w"],
+                            n_steps=recorded["n_steps"], batch=100)
+    n = 100
+    p = recorded["accuracy"]
+    tolerance = 4 * math.sqrt(max(p * (1 - p), 0.01) / n)  # a binomial spread of 100 samples
+    assert abs(result["accuracy"] - p) <= tolerance, (result["accuracy"], p, tolerance)
+    # The samples are digits of many shapes, not copies of one image.
+    assert np.nanmin(result["spread"]) > 0.5 * np.nanmin(recorded["spread"])

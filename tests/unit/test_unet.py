@@ -1,0 +1,142 @@
+"""The MNIST U-Net: its convolution and gradient against XLA's, its blocks against numpy, and data-parallel training."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from course_utils import unet
+
+SMALL = unet.UNetConfig(channels=(8, 8, 16, 16), emb_dim=16, num_heads=2)
+
+
+def _lax_conv(x, kernel):
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_conv2d_and_its_gradients_equal_xla_convolution():
+    """20 examples: the kernel gradient is summed over slices of 16 and 4."""
+    kx, kk, kg = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (20, 7, 6, 3))
+    kernel = jax.random.normal(kk, (3, 3, 3, 5))
+    g = jax.random.normal(kg, (20, 7, 6, 5))
+    np.testing.assert_allclose(unet.conv2d(x, kernel), _lax_conv(x, kernel), rtol=1e-5, atol=1e-5)
+    ours = jax.vjp(unet.conv2d, x, kernel)[1](g)
+    xla = jax.vjp(_lax_conv, x, kernel)[1](g)
+    for a, b in zip(ours, xla):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv2d_against_numpy():
+    rng = np.random.default_rng(1)
+    x, kernel = rng.normal(size=(2, 5, 4, 3)), rng.normal(size=(3, 3, 3, 2))
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    expected = np.zeros((2, 5, 4, 2))
+    for i in range(3):
+        for j in range(3):
+            expected += np.einsum("nhwc,cd->nhwd", padded[:, i:i + 5, j:j + 4], kernel[i, j])
+    np.testing.assert_allclose(unet.conv2d(jnp.float32(x), jnp.float32(kernel)), expected, rtol=1e-4, atol=1e-4)
+
+
+def _numpy_group_norm(x, groups, scale, bias, eps=1e-6):
+    n, h, w, c = x.shape
+    g = x.reshape(n, h * w, groups, c // groups)
+    mean = g.mean(axis=(1, 3), keepdims=True)
+    var = g.var(axis=(1, 3), keepdims=True)
+    return ((g - mean) / np.sqrt(var + eps)).reshape(x.shape) * scale + bias
+
+
+def test_self_attention_against_numpy():
+    block = unet.SelfAttention(8, num_heads=2, rngs=nnx.Rngs(0))
+    x = np.random.default_rng(2).normal(size=(2, 3, 2, 8))
+    h = _numpy_group_norm(x, 8, np.asarray(block.norm.scale[...]), np.asarray(block.norm.bias[...]),
+                          eps=block.norm.epsilon)
+    tokens = h.reshape(2, 6, 8) @ np.asarray(block.qkv.kernel[...]) + np.asarray(block.qkv.bias[...])
+    out = np.zeros((2, 6, 8))
+    for head in range(2):
+        q, k, v = (tokens[:, :, part * 8 + head * 4: part * 8 + head * 4 + 4] for part in range(3))
+        scores = q @ k.transpose(0, 2, 1) / 2.0
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        weights /= weights.sum(-1, keepdims=True)
+        out[:, :, head * 4:head * 4 + 4] = weights @ v
+    expected = x + (out @ np.asarray(block.out.kernel[...]) + np.asarray(block.out.bias[...])).reshape(x.shape)
+    np.testing.assert_allclose(block(jnp.float32(x)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_self_attention_treats_pixels_as_a_set():
+    """Permuting the pixels permutes the output (attention has no notion of position)."""
+    block = unet.SelfAttention(8, num_heads=2, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(3), (1, 4, 4, 8))
+    perm = np.random.default_rng(4).permutation(16)
+    shuffled = x.reshape(1, 16, 8)[:, perm].reshape(x.shape)
+    np.testing.assert_allclose(block(shuffled).reshape(1, 16, 8), block(x).reshape(1, 16, 8)[:, perm], atol=1e-5)
+
+
+def test_residual_block_adds_its_input_and_uses_the_embedding():
+    block = unet.ResidualBlock(8, 8, 4, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(5), (2, 4, 4, 8))
+    emb = jax.random.normal(jax.random.key(6), (2, 4))
+    # With the second convolution zeroed, the block is the identity.
+    block.conv2.kernel[...] = jnp.zeros_like(block.conv2.kernel[...])
+    block.conv2.bias[...] = jnp.zeros_like(block.conv2.bias[...])
+    np.testing.assert_allclose(block(x, emb), x, atol=1e-6)
+    changed = unet.ResidualBlock(8, 16, 4, rngs=nnx.Rngs(0))
+    assert changed(x, emb).shape == (2, 4, 4, 16)
+    assert not np.allclose(changed(x, emb), changed(x, emb + 1.0))
+
+
+def test_unet_shapes_and_conditioning():
+    model = unet.UNet(SMALL, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(7), (4, 8, 8, 1))
+    t, y = jnp.array([1, 50, 100, 200]), jnp.array([0, 3, 9, -1])
+    out = model(x, t, y)
+    assert out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
+    assert not np.allclose(out, model(x, t, jnp.array([1, 3, 9, -1])))
+    assert not np.allclose(out, model(x, t + 1, y))
+
+
+def test_self_attention_rejects_channels_that_do_not_split_into_heads():
+    with pytest.raises(ValueError, match="num_heads"):
+        unet.SelfAttention(10, num_heads=4, rngs=nnx.Rngs(0))
+
+
+_TWO_DEVICES = textwrap.dedent("""
+    import json, sys
+    import jax
+    jax.config.update("jax_num_cpu_devices", int(sys.argv[1]))
+    import jax.numpy as jnp
+    from flax import nnx
+    from course_utils import guidance, schedules, unet
+    config = unet.UNetConfig(channels=(8, 8, 16, 16), emb_dim=16, num_heads=2)
+    model = unet.UNet(config, rngs=nnx.Rngs(0))
+    data = jax.random.uniform(jax.random.key(1), (32, 8, 8, 1)) * 2 - 1
+    labels = jnp.arange(32) % 10
+    ab = schedules.make_schedule(schedules.cosine_betas(50)).alpha_bars
+    losses = guidance.train_conditional(model, data, labels, ab, steps=3, key=jax.random.key(2), batch_size=8,
+                                        chunk=1, progress=False)
+    leaf = jax.tree_util.tree_leaves(nnx.state(model, nnx.Param))[0]
+    print(json.dumps(dict(devices=len(jax.devices()), losses=[float(v) for v in losses],
+                          param_devices=len(leaf.sharding.device_set))))
+""")
+
+
+def _train_on(devices):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TQDM_DISABLE="1")
+    out = subprocess.run([sys.executable, "-c", _TWO_DEVICES, str(devices)], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_training_is_data_parallel_over_two_cpu_devices_and_matches_one_device():
+    one, two = _train_on(1), _train_on(2)
+    assert one["devices"] == 1 and two["devices"] == 2
+    assert two["param_devices"] == 2, "the trained parameters should be replicated on both devices"
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-4)
