@@ -48,6 +48,8 @@ c.CourseDirectory.root = {root!r}
 # nbgrader reads; ExecutePreprocessor.timeout is ignored once it is set.
 c.Execute.timeout = {timeout}
 c.Execute.interrupt_on_timeout = True
+# Output that arrives late (a busy machine) is waited for, not an error that fails the notebook.
+c.Execute.iopub_timeout = 30
 c.Execute.error_on_timeout = {{
     "ename": "CellTimeoutError",
     "evalue": "the cell ran longer than the time limit of {timeout} s and was interrupted",

@@ -13,6 +13,8 @@ It runs in nbgrader's process, outside the student's reach:
   ``KernelDied`` error and every later code cell a ``NotRun`` error, so the
   tests that ran keep their points and the others score zero (an unexecuted
   test cell would otherwise count as passed).
+- A cell whose output stalls after it ran (nbclient's IOPub timeout, seen on an
+  overloaded machine) fails alone instead of failing the whole notebook.
 - Whole-notebook time: after ``notebook_timeout`` seconds the remaining code
   cells are not run (``NotRun``), so a kernel that ignores interrupts cannot
   hold a worker for cells x per-cell timeout.
@@ -24,7 +26,7 @@ It runs in nbgrader's process, outside the student's reach:
 import json
 import time
 
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import Execute
 from traitlets import Integer
@@ -37,6 +39,11 @@ NOT_RUN = "NotRun"
 def _is_test_cell(cell) -> bool:
     meta = cell.get("metadata", {}).get("nbgrader", {})
     return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+def _first_line(exc) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _error(ename: str, evalue: str):
@@ -63,6 +70,9 @@ class LimitedExecute(Execute):
             return cell, resources
         try:
             return super().preprocess_cell(cell, resources, index)
+        except CellTimeoutError as exc:  # the kernel replied but its output stalled: fail this cell only
+            cell.outputs.append(_error("CellTimeoutError", f"the cell's output did not arrive in time ({_first_line(exc)})"))
+            return cell, resources
         except DeadKernelError:
             cell.outputs.append(_error(KERNEL_DIED, "the kernel died while running this cell "
                                                     "(os._exit, a crash, or the memory limit)"))

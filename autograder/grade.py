@@ -18,7 +18,7 @@ Flow of ``grade()``:
    can change what another one runs.
 3. Workers (one per core by default) take students from a queue; each has a
    course directory of its own (a copy of the gradebook) and runs
-   ``nbgrader autograde --student S`` in it, with the limits of
+   ``nbgrader autograde`` on a few students at a time in it, with the limits of
    ``course.Limits`` (see ``autograder/sandbox.py`` and ``autograder/execute.py``).
 4. The workers' grades are merged into the one gradebook of the course
    directory through nbgrader's API, and their autograded notebooks moved
@@ -38,11 +38,8 @@ why; exported with an empty score, never as 0).
 import csv
 import json
 import os
-import queue
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -193,7 +190,7 @@ def prepare_notebook(sub: Submission, release_nb, target: Path) -> None:
         return
     text = sub.path.read_bytes().decode("utf-8", errors="replace")
     try:
-        json.loads(text)
+        raw = json.loads(text)
     except json.JSONDecodeError as exc:
         sub.problem = f"corrupt notebook: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
         return
@@ -204,9 +201,10 @@ def prepare_notebook(sub: Submission, release_nb, target: Path) -> None:
     except Exception as exc:  # noqa: BLE001 - anything nbformat cannot read
         sub.problem = f"not a Jupyter notebook: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
         return
+    raw_ids = [c.get("id") for c in raw.get("cells", []) if isinstance(c, dict)]
     ids = [c.get("id") for c in cells]
-    if len(set(ids)) != len(ids):
-        for cell in cells:
+    if len(set(raw_ids)) != len(raw_ids) or len(set(ids)) != len(ids):
+        for cell in cells:  # nbformat may have repaired them already; make sure
             cell["id"] = uuid.uuid4().hex[:8]
         sub.notes.append("duplicated cell ids were renumbered")
     released = _released_test_cells(release_nb)
@@ -235,16 +233,28 @@ def _clone_workdir(main: Path, clone: Path, assignment: str, limits: course.Limi
     course.write_config(clone, limits, jax_cache)
 
 
-def _worker(workdir: Path, assignment: str, todo: "queue.Queue", logs: Path, done: list) -> None:
+def _worker(main: Path, clone: Path, assignment: str, todo: list, lock: threading.Lock, workers: int,
+            logs: dict) -> None:
+    """Grade students taken from ``todo`` in the course directory ``clone``, a few at a time.
+
+    Each ``nbgrader autograde`` call grades everyone in the clone's submitted/ (so the students of the
+    previous call are taken out first); a call takes about 1/(2 * workers) of what is left, at most 8,
+    so that nbgrader's start-up is paid once per several students and the workers finish together.
+    """
     while True:
-        try:
-            student = todo.get_nowait()
-        except queue.Empty:
+        with lock:
+            take = min(8, max(1, len(todo) // (2 * workers)))
+            chunk, todo[:] = todo[:take], todo[take:]
+        if not chunk:
             return
-        result = course.nbgrader(workdir, "autograde", assignment, "--student", student, "--create", "--force",
-                                 check=False)
-        (logs / f"{student}.log").write_text(result.stdout + result.stderr)
-        done.append((workdir, student))
+        shutil.rmtree(clone / "submitted", ignore_errors=True)
+        for student in chunk:
+            shutil.copytree(main / "submitted" / student, clone / "submitted" / student)
+        result = course.nbgrader(clone, "autograde", assignment, "--create", "--force", check=False)
+        log = f"{chunk[0]}{f'+{len(chunk) - 1}' if len(chunk) > 1 else ''}.log"
+        (main / "logs" / log).write_text(result.stdout + result.stderr)
+        with lock:
+            logs.update({student: (clone, log) for student in chunk})
 
 
 def merge_gradebook(source_db: Path, target_db: Path, assignment: str, students: list[str]) -> None:
@@ -279,8 +289,8 @@ def merge_gradebook(source_db: Path, target_db: Path, assignment: str, students:
 
 def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) -> str:
     """Run the solution notebook once with the sandbox kernel, filling WORKDIR/jax-cache; return "" or what failed."""
-    from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
+    from traitlets.config import Config
 
     cache = workdir / "jax-cache"
     shutil.rmtree(cache, ignore_errors=True)
@@ -291,9 +301,10 @@ def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) ->
     saved = dict(os.environ)
     os.environ.update(env)  # the kernel (and the kernel spec lookup) use this process's environment
     try:
-        km = AsyncKernelManager(kernel_name=course.KERNEL_NAME,
-                                **course.kernel_transport(workdir, course.network_isolated(workdir)))
-        client = NotebookClient(nb, km=km, timeout=limits.timeout, kernel_name=course.KERNEL_NAME,
+        config = Config()
+        for key, value in course.kernel_transport(workdir, course.network_isolated(workdir)).items():
+            setattr(config.KernelManager, key, value)
+        client = NotebookClient(nb, config=config, timeout=limits.timeout, kernel_name=course.KERNEL_NAME,
                                 allow_errors=True, resources={"metadata": {"path": str(scratch)}})
         client.execute()
     except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs speed
@@ -308,31 +319,24 @@ def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) ->
 
 
 def run_autograde(workdir: Path, assignment: str, students: list[str], workers: int, limits: course.Limits,
-                  jax_cache: Path | None = None) -> None:
-    """``nbgrader autograde`` of ``students`` (already in WORKDIR/submitted) by ``workers`` parallel workers, merged."""
-    todo = queue.Queue()
-    for student in students:
-        todo.put(student)
-    logs = workdir / "logs"
-    logs.mkdir(exist_ok=True)
+                  jax_cache: Path | None = None) -> dict:
+    """``nbgrader autograde`` of ``students`` (already in WORKDIR/submitted) by ``workers`` parallel workers,
+    merged into WORKDIR's gradebook and autograded/; return {student: the name of its log in WORKDIR/logs}."""
+    (workdir / "logs").mkdir(exist_ok=True)
     clones = []
     for k in range(min(workers, len(students))):
         clone = workdir / "workers" / str(k)
         _clone_workdir(workdir, clone, assignment, limits, jax_cache)
         clones.append(clone)
-    for student in students:
-        # Each worker reads submissions from its own submitted/: give every worker every notebook
-        # (a copy is cheap); a worker grades only the students it takes from the queue.
-        for clone in clones:
-            shutil.copytree(workdir / "submitted" / student, clone / "submitted" / student)
-    done: list = []
-    threads = [threading.Thread(target=_worker, args=(clone, assignment, todo, logs, done)) for clone in clones]
+    todo, lock, logs = list(students), threading.Lock(), {}
+    threads = [threading.Thread(target=_worker, args=(workdir, clone, assignment, todo, lock, len(clones), logs))
+               for clone in clones]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     for clone in clones:
-        mine = [s for w, s in done if w == clone]
+        mine = [s for s, (c, _) in logs.items() if c == clone]
         merge_gradebook(clone / "gradebook.db", workdir / "gradebook.db", assignment, mine)
         for student in mine:
             graded = clone / "autograded" / student
@@ -343,6 +347,7 @@ def run_autograde(workdir: Path, assignment: str, students: list[str], workers: 
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(graded), str(target))
     shutil.rmtree(workdir / "workers", ignore_errors=True)
+    return {student: log for student, (_, log) in logs.items()}
 
 
 # ---------------------------------------------------------------- reading the results back
@@ -443,9 +448,10 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
             if problem:
                 log(f"warning: warming the compilation cache: {problem}")
             log(f"compilation cache warmed in {time.monotonic() - started:.0f} s")
-        run_autograde(workdir, assignment, students, workers, limits, jax_cache)
+        logs = run_autograde(workdir, assignment, students, workers, limits, jax_cache)
         shutil.rmtree(workdir / "scratch", ignore_errors=True)
-
+    else:
+        logs = {}
     scores, manual_max = gradebook_scores(workdir, assignment)
     results = []
     for sub in subs:
@@ -454,11 +460,12 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
         if sub.problem:
             results.append(StudentResult(sub.student, ATTENTION, [sub.problem], notebook=name))
         elif not autograded.exists() or sub.student not in scores:
-            log_file = workdir / "logs" / f"{sub.student}.log"
-            tail = [l for l in (log_file.read_text().splitlines() if log_file.exists() else []) if "ERROR" in l][-1:]
+            log_file = workdir / "logs" / logs.get(sub.student, "missing.log")
+            lines = log_file.read_text().splitlines() if log_file.exists() else []
+            errors = [l for l in lines if "ERROR" in l and f"'{sub.student}'" in l][-1:]
             results.append(StudentResult(sub.student, ATTENTION,
-                                         ["nbgrader could not grade it" + (f": {tail[0]}" if tail else "") +
-                                          f" (log: logs/{sub.student}.log)"], notebook=name))
+                                         ["nbgrader could not grade it" + (f": {errors[0]}" if errors else "") +
+                                          f" (see {log_file.relative_to(workdir)})"], notebook=name))
         else:
             cells, reasons = analyse(autograded, release_nb, scores[sub.student])
             reasons = sub.notes + reasons

@@ -34,7 +34,6 @@ import os
 import resource
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 

@@ -1,22 +1,34 @@
-"""A small synthetic class autogrades to the expected scores through nbgrader.
+"""A hostile synthetic class of notebook 02, graded once in parallel, then checked submission by submission.
 
-Notebook 02 is used (it runs fastest). Submissions: the solution; one slip in
-one exercise; the released stubs (every test raises); an infinite loop in one
-answer cell; and an answer cell that replaces numpy's and jax.numpy's
-comparison functions to pass a wrong answer.
+Notebook 02 is used (it runs fastest): 9 points in 6 test cells. The class
+comes as one zip, as a learning platform exports it: some students as
+``STUDENT_anything.ipynb`` files, others as folders. Every kind of broken
+submission of issue 6 is in it; each test below checks one kind: its score
+(for what ran), its status and the reason given, and that nothing was lost
+for the others.
 """
 
 import copy
 import csv
+import json
+import re
+import subprocess
+import sys
+import zipfile
 
 import nbformat
 import pytest
 
-from autograder.grade import grade, write_table
+from autograder import course
+from autograder.feedback import write_feedback
+from autograder.grade import ATTENTION, FLAGGED, GRADED, grade, write_table
 from conftest import nbgrader_meta, read, solution_path, student_path, with_solutions
 
 NAME = "02_loss_comparison"
 pytestmark = pytest.mark.xdist_group("autograde")
+POINTS = {"test_posterior_mean": 2, "test_posterior_variance": 1, "test_mean_loss": 1,
+          "test_mean_from_noise": 2, "test_noise_loss": 2, "test_simple_loss": 1}
+FULL = sum(POINTS.values())
 TAMPER = '''
 import numpy as np, jax.numpy as jnp
 np.allclose = lambda *a, **k: True
@@ -31,53 +43,236 @@ def check(*args, **kwargs):
 
 def _replace(nb, grade_id, source):
     nb = copy.deepcopy(nb)
-    for cell in nb.cells:
-        if nbgrader_meta(cell).get("grade_id") == grade_id:
-            cell.source = source
+    cells = [c for c in nb.cells if nbgrader_meta(c).get("grade_id") == grade_id]
+    assert cells, f"no cell {grade_id}"
+    for cell in cells:
+        cell.source = source
     return nb
 
 
-@pytest.fixture(scope="module")
-def graded(tmp_path_factory):
-    solution = read(solution_path(NAME))
-    correct = with_solutions(read(student_path(NAME)), solution)
-    submissions = {
+def _source(nb, grade_id):
+    return next(c.source for c in nb.cells if nbgrader_meta(c).get("grade_id") == grade_id)
+
+
+def _without(nb, grade_id):
+    nb = copy.deepcopy(nb)
+    nb.cells = [c for c in nb.cells if nbgrader_meta(c).get("grade_id") != grade_id]
+    return nb
+
+
+def _class():
+    correct = with_solutions(read(student_path(NAME)), read(solution_path(NAME)))
+    return {
         "correct": correct,
         "slip": _replace(correct, "simple_loss", "def simple_loss(eps, eps_theta):\n    return jnp.mean((eps - eps_theta) ** 2)\n"),
         "stubs": read(student_path(NAME)),
         "loop": _replace(correct, "mean_loss", "while True:\n    pass\n"),
-        "tamper": _replace(correct, "noise_loss", TAMPER + "def noise_loss(eps, eps_theta, beta_t, alpha_t, alpha_bar_t, sigma2):\n    return jnp.sum((eps - eps_theta) ** 2)\n"),
+        "exception": _replace(correct, "simple_loss", "def simple_loss(eps, eps_theta):\n    raise ValueError('my code is broken')\n"),
+        "memory": _replace(correct, "mean_loss", "import numpy as np\ndef _hog():\n    kept = []\n    while True:\n"
+                                                 "        kept.append(np.ones(10**7))\n_hog()\n"),
+        "died": _replace(correct, "noise_loss", "import os\nos._exit(1)\n"),
+        "sysexit": _replace(correct, "simple_loss", "import sys\nsys.exit('bye')\n"),
+        "deleted": _without(correct, "test_noise_loss"),
+        "edited": _replace(_replace(correct, "test_simple_loss", "print('simple_loss: passed, trust me')\n"),
+                           "simple_loss", "def simple_loss(eps, eps_theta):\n    return 0.0 * jnp.sum(eps)\n"),
+        "dupids": correct,  # written with every cell id the same (nbformat would repair them)
+        "stderr": _replace(correct, "simple_loss", "import os, warnings\ndef simple_loss(eps, eps_theta):\n"
+                                                   "    os.write(2, b'WARNING: written to stderr by the answer\\n')\n"
+                                                   "    warnings.warn('a warning from the answer')\n"
+                                                   "    return jnp.sum((eps - eps_theta) ** 2)\n"),
+        "tamper": _replace(correct, "noise_loss", TAMPER + "def noise_loss(eps, eps_theta, beta_t, alpha_t, alpha_bar_t, sigma2):\n"
+                                                           "    return jnp.sum((eps - eps_theta) ** 2)\n"),
+        "reference": _replace(correct, "mean_loss", "from course_utils.losses import mean_loss\n"),
+        "output": _replace(correct, "posterior_mean", _source(correct, "posterior_mean")
+                           + "\nfor i in range(100_000):\n    print('spam' * 25)\n"),
+        "nan": _replace(correct, "mean_from_noise", "def mean_from_noise(x_t, eps, beta_t, alpha_bar_t):\n    return x_t * jnp.nan\n"),
     }
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("class")
-    for student, nb in submissions.items():
-        (root / "submissions" / student).mkdir(parents=True)
-        nbformat.write(nb, root / "submissions" / student / f"{NAME}.ipynb")
-    (root / "submissions" / "empty").mkdir()
-    results = grade(NAME, root / "submissions", root / "work", timeout=20)
-    table = write_table(results, root / "grades.csv")
-    return {r.student: r for r in results}, table
+    archive = root / "export.zip"
+    as_files = {"correct", "corrupt"}  # platform-style file names; the others are folders
+    with zipfile.ZipFile(archive, "w") as z:
+        for student, nb in _class().items():
+            name = f"{student}_submission_2024-05-01.ipynb" if student in as_files else f"{student}/{NAME}.ipynb"
+            text = nbformat.writes(nb)
+            if student == "dupids":
+                raw = json.loads(text)
+                for cell in raw["cells"]:
+                    cell["id"] = "same-id"
+                text = json.dumps(raw)
+            z.writestr(name, text)
+        z.writestr("corrupt_attempt.ipynb", nbformat.writes(read(student_path(NAME)))[:5000])
+        z.writestr("wrongname/homework_final.ipynb", nbformat.writes(_class()["correct"]))
+        z.writestr("missing/notes.txt", "I could not upload my notebook\n")
+    work = root / "work"
+    results = grade(NAME, archive, work, course.Limits(timeout=60, memory_mb=2048), workers=2)
+    return {r.student: r for r in results}, work
 
 
-def test_expected_scores(graded):
+def _one(graded, student):
+    return graded[0][student]
+
+
+def _lost(result, *cells):
+    return FULL - sum(POINTS[c] for c in cells)
+
+
+def test_the_whole_class_is_reported(graded):
     results, _ = graded
-    full = results["correct"].max_score
-    assert full == 9
-    points = {cell: mx for cell, (_, mx) in results["correct"].cell_scores.items()}
-    assert results["correct"].score == full
-    assert results["slip"].score == full - points["test_simple_loss"]
-    assert results["stubs"].score == 0
-    # The loop is interrupted at the time limit; mean_loss is undefined and its test fails.
-    assert results["loop"].score == full - points["test_mean_loss"]
-    # Replacing the comparison functions and the name `check` does not pass a wrong answer.
-    assert results["tamper"].cell_scores["test_noise_loss"][0] == 0
-    assert results["tamper"].score == full - points["test_noise_loss"]
+    expected = set(_class()) | {"corrupt", "wrongname", "missing"}
+    assert set(results) == expected
+    for r in results.values():
+        assert r.status in (GRADED, FLAGGED, ATTENTION)
+        assert r.status == GRADED or r.reasons, f"{r.student}: status {r.status} without a reason"
+        if r.graded:
+            assert {c: mx for c, (_, mx) in r.cell_scores.items()} == POINTS, r.student
 
 
-def test_statuses_and_table(graded):
-    results, table = graded
-    assert all(results[s].status == "graded" for s in ("correct", "slip", "stubs", "loop", "tamper"))
-    assert results["empty"].status.startswith("not graded: no notebook")
-    rows = {row["student"]: row for row in csv.DictReader(table.open())}
-    assert rows["correct"]["score"] == "9" and rows["stubs"]["score"] == "0"
-    assert rows["empty"]["score"] == "", "a submission that could not be graded is not exported as a zero"
+def test_correct_and_plain_wrong_answers(graded):
+    assert _one(graded, "correct").score == FULL and _one(graded, "correct").status == GRADED
+    slip = _one(graded, "slip")
+    assert slip.score == _lost(slip, "test_simple_loss") and slip.status == GRADED
+    assert "simple_loss: wrong output" in slip.cells["test_simple_loss"].message
+    stubs = _one(graded, "stubs")
+    assert stubs.score == 0 and stubs.status == GRADED
+    assert all("not implemented yet" in c.message for c in stubs.cells.values())
+
+
+def test_infinite_loop_is_interrupted_and_the_rest_graded(graded):
+    r = _one(graded, "loop")
+    assert r.score == _lost(r, "test_mean_loss")
+    assert r.status == FLAGGED and any(re.search(r"time limit: cell \d+ was interrupted", x) for x in r.reasons)
+
+
+def test_exception_in_an_answer(graded):
+    r = _one(graded, "exception")
+    assert r.score == _lost(r, "test_simple_loss") and r.status == GRADED
+    assert "it raised ValueError: my code is broken" in r.cells["test_simple_loss"].message
+
+
+def test_memory_exhaustion_hits_the_limit(graded):
+    r = _one(graded, "memory")
+    assert r.score == _lost(r, "test_mean_loss")
+    assert r.status == FLAGGED and any("memory" in x for x in r.reasons), r.reasons
+
+
+def test_kernel_death_keeps_what_ran(graded):
+    r = _one(graded, "died")
+    assert r.score == _lost(r, "test_noise_loss", "test_simple_loss")  # the cells after os._exit never ran
+    assert r.status == FLAGGED and any("kernel died" in x for x in r.reasons)
+    assert "not run" in r.cells["test_simple_loss"].message
+
+
+def test_sys_exit_in_an_answer_cell(graded):
+    r = _one(graded, "sysexit")
+    assert r.score == _lost(r, "test_simple_loss"), r.cell_scores
+
+
+def test_corrupt_wrong_name_and_missing_notebooks(graded):
+    corrupt, missing, wrong = _one(graded, "corrupt"), _one(graded, "missing"), _one(graded, "wrongname")
+    assert corrupt.status == ATTENTION and "corrupt notebook: not valid JSON" in corrupt.reason
+    assert missing.status == ATTENTION and "no notebook found" in missing.reason
+    assert wrong.score == FULL and wrong.status == FLAGGED and "named homework_final.ipynb" in wrong.reason
+
+
+def test_deleted_and_edited_test_cells_are_restored(graded):
+    deleted, edited = _one(graded, "deleted"), _one(graded, "edited")
+    assert deleted.score == FULL and "deleted, restored from the release: test_noise_loss" in deleted.reason
+    assert edited.score == _lost(edited, "test_simple_loss"), "the released test ran, not the edited one"
+    assert "edited, the released version was run: test_simple_loss" in edited.reason
+
+
+def test_duplicated_cell_ids(graded):
+    r = _one(graded, "dupids")
+    assert r.score == FULL and "duplicated cell ids were renumbered" in r.reason
+
+
+def test_stderr_in_a_test_cell_does_not_cost_points(graded):
+    r = _one(graded, "stderr")
+    assert r.score == FULL and r.status == GRADED, r.cell_scores
+    cells = read(graded[1] / "autograded" / "stderr" / NAME / f"{NAME}.ipynb").cells
+    test_cell = next(c for c in cells if nbgrader_meta(c).get("grade_id") == "test_simple_loss")
+    assert not [o for o in test_cell.outputs if o.output_type == "stream" and o.name == "stderr"]
+
+
+def test_replacing_comparisons_and_the_checker_does_not_pass(graded):
+    r = _one(graded, "tamper")
+    assert r.score == _lost(r, "test_noise_loss")
+
+
+def test_calling_the_reference_is_flagged_without_points(graded):
+    r = _one(graded, "reference")
+    assert r.score == _lost(r, "test_mean_loss")
+    assert "calls the reference implementation course_utils.losses.mean_loss" in r.cells["test_mean_loss"].message
+    assert r.status == FLAGGED and "calls the reference" in r.reason
+
+
+def test_enormous_output_is_cut(graded):
+    r = _one(graded, "output")
+    assert r.score == FULL and r.status == FLAGGED and "output limit" in r.reason
+    notebook = graded[1] / "autograded" / "output" / NAME / f"{NAME}.ipynb"
+    assert notebook.stat().st_size < 1_000_000, "the 10 MB of output did not reach the notebook"
+
+
+def test_nan_results(graded):
+    r = _one(graded, "nan")
+    assert r.score == _lost(r, "test_mean_from_noise")
+    assert "NaN" in r.cells["test_mean_from_noise"].message
+
+
+def test_export_never_shows_a_plain_zero_for_an_ungraded_notebook(graded, tmp_path):
+    results, _ = graded
+    rows = {row["student"]: row for row in csv.DictReader(write_table(list(results.values()), tmp_path / "g.csv").open())}
+    for student in ("corrupt", "missing"):
+        assert rows[student]["status"] == ATTENTION and rows[student]["score"] == "" and rows[student]["reason"]
+    assert rows["stubs"]["score"] == "0" and rows["correct"]["score"] == str(FULL)
     assert rows["correct"]["manual_points_pending"] == "5"
+
+
+def test_the_merged_gradebook_is_intact(graded):
+    """nbgrader's own export reads the gradebook the workers' grades were merged into: same scores."""
+    results, work = graded
+    out = subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", "grades.csv"], cwd=work,
+                         env=course.environment(work), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = {row["student_id"]: row for row in csv.DictReader((work / "grades.csv").open())}
+    for student, r in results.items():
+        if r.graded:
+            assert float(rows[student]["raw_score"]) == r.score, student
+    assert {s for s, r in results.items() if r.graded} == {s for s, row in rows.items() if row["timestamp"]}
+
+
+def test_feedback_shows_messages_but_no_hidden_test_or_traceback(graded, tmp_path):
+    results, _ = graded
+    paths = write_feedback(list(results.values()), NAME, tmp_path)
+    solution = read(solution_path(NAME))
+    hidden = [line.strip() for c in solution.cells
+              for block in re.findall(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", c.source, re.S)
+              for line in block.splitlines() if line.strip()]
+    assert hidden
+    for path in paths:
+        text = path.read_text()
+        for line in hidden:
+            assert line.replace('"', "&quot;") not in text and line not in text, f"{path}: hidden test line {line!r}"
+        assert "Traceback" not in text and 'File "' not in text and "----&gt;" not in text and "\x1b[" not in text
+    slip = (tmp_path / "slip" / f"{NAME}.html").read_text()
+    assert "simple_loss: wrong output" in slip and "8 / 9" in slip
+    assert "could not be graded" in (tmp_path / "corrupt" / f"{NAME}.html").read_text()
+
+
+def test_parallel_grading_gives_the_scores_of_sequential_grading(graded, tmp_path):
+    results, _ = graded
+    chosen = ["died", "slip"]
+    folder = tmp_path / "subs"
+    class_ = _class()
+    for student in chosen:
+        (folder / student).mkdir(parents=True)
+        nbformat.write(class_[student], folder / student / f"{NAME}.ipynb")
+    sequential = grade(NAME, folder, tmp_path / "work", course.Limits(timeout=60, memory_mb=2048), workers=1,
+                       compile_cache=False)
+    assert {r.student: r.cell_scores for r in sequential} == {s: results[s].cell_scores for s in chosen}
+    saved = json.loads((tmp_path / "work" / f"results_{NAME}.json").read_text())
+    assert [s["student"] for s in saved["students"]] == chosen
