@@ -40,7 +40,6 @@ Needs PyTorch's CPU build (see benchmarks/README.md). Exits with status 1 if a
 correctness check fails.
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -52,7 +51,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import QUIET_THRESHOLD, CpuLoad, Worker, cpu_info, fmt_ms, median_ratio, serve, wait_until_quiet
+from machine import QUIET_THRESHOLD, benchmark_parser, CpuLoad, Worker, cpu_info, fmt_ms, median_ratio, serve, wait_until_quiet
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -420,15 +419,7 @@ def worker_main(kind, cfg):
 # --------------------------------------------------------------------------- coordinator
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer steps and 2 rounds (smoke run; writes *_quick files)")
-    p.add_argument("--rounds", type=int, default=None, help="rounds (default 7, or 2 with --quick)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    p.add_argument("--quiet", type=float, default=0, metavar="SECONDS",
-                   help="spend up to SECONDS waiting for a quiet machine and redoing rounds during which other "
-                        "processes used >= 10 %% of the CPUs (default 0: keep every round)")
-    p.add_argument("--worker", choices=["jax", "torch", "cold_scan", "cold_loop"], help=argparse.SUPPRESS)
-    p.add_argument("--worker-config", help=argparse.SUPPRESS)
+    p = benchmark_parser(__doc__, RESULTS_DIR, "fewer steps and 2 rounds (smoke run; writes *_quick files)", ["jax", "torch", "cold_scan", "cold_loop"])
     args = p.parse_args(argv)
     if args.worker:
         return worker_main(args.worker, json.loads(args.worker_config or "{}"))

@@ -4,6 +4,7 @@ Kept free of JAX and PyTorch imports, so that a PyTorch worker never imports JAX
 (running JAX first in a process slows PyTorch on this machine).
 """
 
+import argparse
 import gc
 import json
 import os
@@ -96,6 +97,20 @@ def measure(fn, block):
         w1, c1 = time.perf_counter(), time.process_time()
     f1 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     return dict(wall=w1 - w0, cpu=c1 - c0, faults=f1 - f0, others=load.others, steal=load.steal)
+
+
+def benchmark_parser(doc, results_dir, quick_help, workers=None):
+    """The options every benchmark takes: --quick, --rounds, --out-dir, --quiet, and the hidden worker ones."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--rounds", type=int, default=None, help="rounds (default 7, or 2 with --quick)")
+    p.add_argument("--out-dir", type=Path, default=results_dir)
+    p.add_argument("--quiet", type=float, default=0, metavar="SECONDS",
+                   help="spend up to SECONDS waiting for a quiet machine and redoing rounds during which other "
+                        "processes used >= 10 %% of the CPUs (default 0: keep every round)")
+    p.add_argument("--worker", choices=workers, help=argparse.SUPPRESS)
+    p.add_argument("--worker-config", help=argparse.SUPPRESS)
+    return p
 
 
 def serve(setup, one_shot=False):

@@ -36,7 +36,6 @@ in a rotated order; results are medians over rounds, and ratios medians of
 per-round ratios. Writes benchmarks/results/unet_mnist.{json,md}.
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -46,7 +45,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import QUIET_THRESHOLD, Worker, cpu_info, fmt_ms, median_ratio, serve, wait_until_quiet
+from machine import QUIET_THRESHOLD, benchmark_parser, Worker, cpu_info, fmt_ms, median_ratio, serve, wait_until_quiet
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BATCHES = (64, 128)
@@ -252,15 +251,7 @@ def torch_worker(cfg):
 # --------------------------------------------------------------------------- coordinator
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="2 rounds (smoke run; writes *_quick files)")
-    p.add_argument("--rounds", type=int, default=None, help="rounds (default 7, or 2 with --quick)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
-    p.add_argument("--quiet", type=float, default=0, metavar="SECONDS",
-                   help="spend up to SECONDS waiting for a quiet machine and redoing rounds during which other "
-                        "processes used >= 10 %% of the CPUs")
-    p.add_argument("--worker", help=argparse.SUPPRESS)
-    p.add_argument("--worker-config", help=argparse.SUPPRESS)
+    p = benchmark_parser(__doc__, RESULTS_DIR, "2 rounds (smoke run; writes *_quick files)", None)
     args = p.parse_args(argv)
     if args.worker:
         if args.worker.startswith("torch"):

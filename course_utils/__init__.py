@@ -2,12 +2,14 @@
 
 Each module holds one idea (schedules, forward process, losses, data, plotting,
 grading); each function computes one equation and is named after its result.
-The grading checker is imported on its own: ``from course_utils.grading import check``.
+The grading checker is imported on its own: ``from course_utils.grading import check``; so are
+the modules with a command line (``course_utils.mnist``, ``course_utils.classifier``), which
+run as ``python -m course_utils.mnist train ...``.
 """
 
-from . import (analytic, checkpoints, classifier, config, data, embeddings, forward, guidance, losses, metrics, mnist, models,
-               notebook, plotting, sampling, schedules, timing, training, unet)
+from . import (analytic, checkpoints, config, data, embeddings, forward, guidance, losses, metrics, models, notebook, plotting,
+               sampling, schedules, timing, training, unet)
 
 __version__ = "0.1.0"
-__all__ = ["analytic", "checkpoints", "classifier", "config", "data", "embeddings", "forward", "guidance", "losses", "metrics",
-           "mnist", "models", "notebook", "plotting", "sampling", "schedules", "timing", "training", "unet"]
+__all__ = ["analytic", "checkpoints", "config", "data", "embeddings", "forward", "guidance", "losses", "metrics", "models",
+           "notebook", "plotting", "sampling", "schedules", "timing", "training", "unet"]

@@ -20,6 +20,46 @@ from flax import nnx, serialization
 FORMAT = "course_utils.checkpoint/1"
 
 
+def count_parameters(model):
+    """The number of trained numbers (``nnx.Param`` entries) in ``model``."""
+    return sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
+
+
+def provenance(module, argv, model):
+    """What a shipped checkpoint records about how it was made: the command, date, versions, devices, size."""
+    import datetime
+    import shlex
+
+    import flax
+
+    devices = jax.local_devices()
+    return {
+        "command": f"python -m {module} " + " ".join(shlex.quote(a) for a in argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"jax": jax.__version__, "flax": flax.__version__},
+        "device": f"{len(devices)} x {devices[0].device_kind}",
+        "parameters": count_parameters(model),
+    }
+
+
+def train_command_parser(module, description, help):
+    """``python -m MODULE train --out PATH ...``: the parser of a training script, and its ``train`` sub-parser."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    train = parser.add_subparsers(dest="command", required=True).add_parser("train", help=help)
+    train.add_argument("--out", required=True, help="where to write the checkpoint (.msgpack)")
+    train.add_argument("--seed", type=int, default=0)
+    return parser, train
+
+
+def describe_saved(path):
+    """One line about a written checkpoint: its parameters and file size."""
+    metadata = read_metadata(path)
+    size = pathlib.Path(path).stat().st_size / 1024
+    return f"{metadata.get('parameters', '?'):,} parameters; saved {path} ({size:.0f} KiB)"
+
+
 def _check_model(where, model):
     if not isinstance(model, nnx.Module):
         raise TypeError(f"{where}: argument `model` must be a flax.nnx Module, got {type(model).__name__}")

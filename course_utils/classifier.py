@@ -8,16 +8,12 @@ weights, together with the command, the data and the held-out accuracy
 :func:`course_utils.data.load_mnist` returns them.
 """
 
-import argparse
-import datetime
 import functools
 import importlib.resources
-import shlex
 import sys
 import time
 from typing import NamedTuple
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -237,40 +233,31 @@ def _train_command(args, argv):
                              channels=config["channels"], hidden=config["hidden"], progress=True)
     seconds = time.perf_counter() - start
     accuracy = classifier_accuracy(test_x, test_y, model)
-    n_params = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
     metadata = {
         "config": config,
-        "command": "python -m course_utils.classifier " + " ".join(shlex.quote(a) for a in argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"jax": jax.__version__, "flax": flax.__version__},
-        "device": str(jax.devices()[0].device_kind),
+        **checkpoints.provenance("course_utils.classifier", argv, model),
         "train_data": train_source,
         "test_data": test_source,
         "training": {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                      "shift": args.shift, "seed": args.seed, "seconds": round(seconds, 1)},
-        "parameters": n_params,
         "held_out_accuracy": accuracy.overall,
         "held_out_accuracy_per_class": [float(a) for a in accuracy.per_class],
     }
     path = checkpoints.save_model(model, args.out, metadata)
     print(f"held-out accuracy {accuracy.overall:.4f} on {len(test_y):,} digits ({test_source}); per class: "
           + " ".join(f"{d}:{a:.3f}" for d, a in enumerate(accuracy.per_class)))
-    print(f"trained in {seconds:.0f} s; {n_params:,} parameters; saved {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    print(f"trained in {seconds:.0f} s; {checkpoints.describe_saved(path)}")
 
 
 def main(argv=None):
     """``python -m course_utils.classifier train --out PATH``: train on MNIST (or its offline fallback) and save."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m course_utils.classifier", description=main.__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train the classifier and save weights with their metadata")
-    train.add_argument("--out", required=True, help="where to write the weights (.msgpack)")
+    parser, train = checkpoints.train_command_parser("course_utils.classifier", main.__doc__, "train the classifier and save weights with their metadata")
     defaults = train_classifier.__kwdefaults__
     train.add_argument("--steps", type=int, default=defaults["steps"])
     train.add_argument("--batch-size", type=int, default=defaults["batch_size"])
     train.add_argument("--learning-rate", type=float, default=defaults["learning_rate"])
     train.add_argument("--shift", type=int, default=defaults["shift"], help="random shifts of up to this many pixels")
-    train.add_argument("--seed", type=int, default=defaults["seed"])
     train.add_argument("--channels", type=int, nargs=2, default=defaults["channels"], help="of the two convolutions")
     train.add_argument("--hidden", type=int, default=defaults["hidden"], help="width of the hidden dense layer")
     args = parser.parse_args(argv)

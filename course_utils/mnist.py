@@ -15,11 +15,8 @@ On a machine with several devices (GPUs, or CPU cores made into devices with
 ``--cpu-devices``), training and sampling are data parallel.
 """
 
-import argparse
-import datetime
 import functools
 import importlib.resources
-import shlex
 import sys
 import time
 
@@ -222,20 +219,15 @@ def _train_command(args, argv):
     print(f"trained in {seconds:.0f} s; saving before the evaluation")
     checkpoints.save_model(model, args.out, {"config": args.config, "unevaluated": True})
     quality = evaluate(model, schedule, jax.random.key(args.seed + 1), per_digit=args.eval_per_digit, w=args.w)
-    n_params = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
     metadata = {
         "config": args.config,
-        "command": "python -m course_utils.mnist " + " ".join(shlex.quote(a) for a in argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"jax": jax.__version__},
-        "device": f"{len(devices)} x {devices[0].device_kind}",
+        **checkpoints.provenance("course_utils.mnist", argv, model),
         "train_data": source,
         "schedule": args.schedule,
         "T": T,
         "training": {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                      "seed": args.seed, "seconds": round(seconds, 1),
                      "final_loss": float(np.mean(losses[-100:]))},
-        "parameters": n_params,
         "evaluation": {"sampler": "ddim", "n_steps": 20, "w": args.w, "per_digit": args.eval_per_digit,
                        "seed": args.seed + 1, "accuracy": quality["accuracy"],
                        "per_digit_accuracy": [float(a) for a in quality["per_digit_accuracy"]],
@@ -245,22 +237,18 @@ def _train_command(args, argv):
     print(f"trained in {seconds:.0f} s; final loss {metadata['training']['final_loss']:.4f}; "
           f"guided accuracy {quality['accuracy']:.3f} (w = {args.w}, DDIM 20 steps); per digit: "
           + " ".join(f"{d}:{a:.2f}" for d, a in enumerate(quality["per_digit_accuracy"])))
-    print(f"{n_params:,} parameters; saved {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    print(checkpoints.describe_saved(path))
 
 
 def main(argv=None):
     """``python -m course_utils.mnist train --out PATH``: train the U-Net on MNIST (or its offline fallback) and save it."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m course_utils.mnist", description=main.__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train the U-Net and save it with its measured quality")
-    train.add_argument("--out", required=True, help="where to write the checkpoint (.msgpack)")
+    parser, train = checkpoints.train_command_parser("course_utils.mnist", main.__doc__, "train the U-Net and save it with its measured quality")
     train.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
     train.add_argument("--steps", type=int, default=3000)
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--learning-rate", type=float, default=2e-3)
     train.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
-    train.add_argument("--seed", type=int, default=0)
     train.add_argument("--w", type=float, default=2.0, help="guidance weight of the evaluation")
     train.add_argument("--eval-per-digit", type=int, default=50)
     train.add_argument("--cpu-devices", type=int, default=1,
