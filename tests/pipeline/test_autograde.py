@@ -108,7 +108,7 @@ def graded(tmp_path_factory):
         z.writestr("wrongname/homework_final.ipynb", nbformat.writes(_class()["correct"]))
         z.writestr("missing/notes.txt", "I could not upload my notebook\n")
     work = root / "work"
-    results = grade(NAME, archive, work, course.Limits(timeout=60, memory_mb=2048), workers=2)
+    results = grade(NAME, archive, work, course.Limits(timeout=120, memory_mb=2048), workers=2)
     return {r.student: r for r in results}, work
 
 
@@ -271,7 +271,7 @@ def test_parallel_grading_gives_the_scores_of_sequential_grading(graded, tmp_pat
     for student in chosen:
         (folder / student).mkdir(parents=True)
         nbformat.write(class_[student], folder / student / f"{NAME}.ipynb")
-    sequential = grade(NAME, folder, tmp_path / "work", course.Limits(timeout=60, memory_mb=2048), workers=1,
+    sequential = grade(NAME, folder, tmp_path / "work", course.Limits(timeout=120, memory_mb=2048), workers=1,
                        compile_cache=False)
     assert {r.student: r.cell_scores for r in sequential} == {s: results[s].cell_scores for s in chosen}
     saved = json.loads((tmp_path / "work" / f"results_{NAME}.json").read_text())
