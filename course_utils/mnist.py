@@ -153,8 +153,8 @@ def sample_digits(model, key, labels, schedule, *, w=2.0, sampler="ddpm", n_step
 def within_class_spread(images, labels):
     """The mean distance between two images of the same digit, for each digit (10,): a measure of diversity.
 
-    Images that are all the same give 0; real MNIST digits give about 9-10
-    (pixels in [-1, 1]).
+    Images that are all the same give 0; the offline MNIST training digits
+    give 13.0 (ones) to 19.9 (twos), 17.9 on average (pixels in [-1, 1]).
     """
     x = np.asarray(images, np.float64).reshape(len(images), -1)
     labels = np.asarray(labels)
