@@ -51,7 +51,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import QUIET_THRESHOLD, benchmark_parser, CpuLoad, Worker, cpu_info, fmt_ms, median_ratio, serve, wait_until_quiet
+from machine import QUIET_THRESHOLD, benchmark_parser, CpuLoad, Worker, cpu_info, fmt_ms, median_ratio, run_rounds, serve, wait_until_quiet
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -494,20 +494,7 @@ def main(argv=None):
             def is_quiet(rd):
                 return rd["others_mean"] is not None and rd["others_mean"] < QUIET_THRESHOLD
 
-            deadline = time.monotonic() + args.quiet
-            done = []
-            while True:
-                n_quiet = sum(map(is_quiet, done))
-                if args.quiet <= 0:
-                    if len(done) >= rounds:
-                        break
-                else:
-                    left = deadline - time.monotonic()
-                    if n_quiet >= rounds or (left <= 0 and len(done) >= rounds):
-                        break
-                    if left > 0:
-                        wait_until_quiet(left)
-                done.append(run_round(len(done)))
+            done = run_rounds(run_round, rounds, args.quiet, is_quiet)
         finally:
             for w in workers.values():
                 w.close()

@@ -41,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import QUIET_THRESHOLD, CpuLoad, cpu_info, fmt_ms, wait_until_quiet
+from machine import QUIET_THRESHOLD, CpuLoad, cpu_info, fmt_ms, run_rounds
 
 import jax
 import jax.numpy as jnp
@@ -488,20 +488,7 @@ def main(argv=None):
     def is_quiet(rd):
         return rd["others"] is not None and rd["others"] < QUIET_THRESHOLD
 
-    deadline = time.monotonic() + args.quiet
-    done = []
-    while True:
-        n_quiet = sum(map(is_quiet, done))
-        if args.quiet <= 0:
-            if len(done) >= rounds:
-                break
-        else:
-            left = deadline - time.monotonic()
-            if n_quiet >= rounds or (left <= 0 and len(done) >= rounds):
-                break
-            if left > 0:
-                wait_until_quiet(left)
-        done.append(run_round(len(done)))
+    done = run_rounds(run_round, rounds, args.quiet, is_quiet)
     if args.quiet > 0:   # the quiet rounds, then the least busy others if there are too few
         kept = sorted(range(len(done)), key=lambda j: (not is_quiet(done[j]), done[j]["others"] or 0))[:rounds]
         kept.sort()

@@ -99,6 +99,29 @@ def measure(fn, block):
     return dict(wall=w1 - w0, cpu=c1 - c0, faults=f1 - f0, others=load.others, steal=load.steal)
 
 
+def run_rounds(run_round, rounds, quiet_seconds, is_quiet):
+    """Run ``run_round(i)`` until there are ``rounds`` rounds; return them all.
+
+    With ``quiet_seconds`` > 0, wait for a quiet machine before each round and
+    keep going until ``rounds`` rounds were quiet (``is_quiet(round)``) or the
+    time budget is spent (and at least ``rounds`` rounds ran).
+    """
+    deadline = time.monotonic() + quiet_seconds
+    done = []
+    while True:
+        n_quiet = sum(map(is_quiet, done))
+        if quiet_seconds <= 0:
+            if len(done) >= rounds:
+                return done
+        else:
+            left = deadline - time.monotonic()
+            if n_quiet >= rounds or (left <= 0 and len(done) >= rounds):
+                return done
+            if left > 0:
+                wait_until_quiet(left)
+        done.append(run_round(len(done)))
+
+
 def benchmark_parser(doc, results_dir, quick_help, workers=None):
     """The options every benchmark takes: --quick, --rounds, --out-dir, --quiet, and the hidden worker ones."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
