@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from . import config
 from .embeddings import NO_LABEL
 from .forward import q_sample
 from .losses import huber_loss, l1_loss, l2_loss, mean_from_noise
@@ -241,7 +242,7 @@ def conditional_loss(model, x0, t, noise, alpha_bars, y, loss="l2"):
     return LOSSES[loss](noise, model(x_t, t, y))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "batch_size", "chunk", "loss", "drop_fn", "sharding"))
+@config.jit(static_argnames=("graphdef", "batch_size", "chunk", "loss", "drop_fn", "sharding"))
 def _train_chunk(graphdef, state, key, data, labels, alpha_bars, p_uncond, n_steps, *, batch_size, chunk, loss,
                  drop_fn, sharding=None):
     """``n_steps`` steps in one compiled loop; with ``sharding``, each batch is split over the devices."""

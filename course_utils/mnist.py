@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from . import checkpoints, classifier, data, unet
+from . import checkpoints, classifier, config, data, unet
 from .guidance import Guided, guided_step, train_conditional
 from .sampling import ddim_step, reverse_sigmas
 from .schedules import cosine_betas, linear_betas, make_schedule
@@ -100,12 +100,12 @@ def _spread(*arrays):
     return arrays if batch is None else jax.device_put(arrays, batch)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
+@config.jit(static_argnames=("graphdef",))
 def _ddpm_step(graphdef, state, x, t, z, y, w, schedule, sigmas):
     return guided_step(nnx.merge(graphdef, state), x, t, z, y, w, schedule, sigmas)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
+@config.jit(static_argnames=("graphdef",))
 def _ddim_step(graphdef, state, x, t, t_prev, y, w, alpha_bars):
     return ddim_step(Guided(nnx.merge(graphdef, state), y, w), x, t, t_prev, alpha_bars)
 

@@ -1,7 +1,8 @@
-"""The MNIST U-Net: its convolution and gradient against XLA's, its blocks against numpy, and data-parallel training."""
+"""The MNIST U-Net: its convolution, group norm and blocks against numpy, its compiler options, and data-parallel training."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,23 +16,6 @@ from flax import nnx
 from course_utils import unet
 
 SMALL = unet.UNetConfig(channels=(8, 8, 16, 16), emb_dim=16, num_heads=2)
-
-
-def _lax_conv(x, kernel):
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-def test_conv2d_and_its_gradients_equal_xla_convolution():
-    """20 examples: the kernel gradient is summed over slices of 16 and 4."""
-    kx, kk, kg = jax.random.split(jax.random.key(0), 3)
-    x = jax.random.normal(kx, (20, 7, 6, 3))
-    kernel = jax.random.normal(kk, (3, 3, 3, 5))
-    g = jax.random.normal(kg, (20, 7, 6, 5))
-    np.testing.assert_allclose(unet.conv2d(x, kernel), _lax_conv(x, kernel), rtol=1e-5, atol=1e-5)
-    ours = jax.vjp(unet.conv2d, x, kernel)[1](g)
-    xla = jax.vjp(_lax_conv, x, kernel)[1](g)
-    for a, b in zip(ours, xla):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_conv2d_against_numpy():
@@ -51,6 +35,52 @@ def _numpy_group_norm(x, groups, scale, bias, eps=1e-6):
     mean = g.mean(axis=(1, 3), keepdims=True)
     var = g.var(axis=(1, 3), keepdims=True)
     return ((g - mean) / np.sqrt(var + eps)).reshape(x.shape) * scale + bias
+
+
+@pytest.mark.parametrize("shape, groups", [((3, 5, 4, 16), 8), ((2, 3, 3, 6), 1), ((4, 7, 7, 64), 8)])
+def test_group_norm_against_numpy_and_flax(shape, groups):
+    """The course's GroupNorm (moments from per-channel means) equals numpy's two-pass one and flax's, values and gradients."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(loc=2.0, scale=3.0, size=shape).astype(np.float32)
+    ours = unet.GroupNorm(shape[-1], num_groups=groups, rngs=nnx.Rngs(0))
+    ours.scale[...] = jnp.asarray(rng.normal(size=shape[-1]), jnp.float32)
+    ours.bias[...] = jnp.asarray(rng.normal(size=shape[-1]), jnp.float32)
+    expected = _numpy_group_norm(x.astype(np.float64), groups, np.asarray(ours.scale[...]), np.asarray(ours.bias[...]))
+    np.testing.assert_allclose(ours(jnp.asarray(x)), expected, rtol=1e-4, atol=1e-4)
+    flax_norm = nnx.GroupNorm(shape[-1], num_groups=groups, rngs=nnx.Rngs(0))
+    nnx.update(flax_norm, nnx.state(ours))   # the same parameter names: checkpoints load into either
+    weights = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    grads = [jax.grad(lambda x, m=m: jnp.sum(m(x) * weights))(jnp.asarray(x)) for m in (ours, flax_norm)]
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-3, atol=1e-4)
+
+
+def test_group_norm_rejects_channels_not_divisible_by_groups():
+    with pytest.raises(ValueError, match="num_features.*12.*num_groups.*8"):
+        unet.GroupNorm(12, num_groups=8, rngs=nnx.Rngs(0))
+
+
+def test_convolution_options_are_used_and_change_nothing_but_speed():
+    """This jax accepts the options (else the U-Net would silently run 2-3x slower), and results are unchanged."""
+    from course_utils import config
+
+    assert config.convolution_compiler_options() == config.CONVOLUTION_OPTIONS
+    x = jax.random.normal(jax.random.key(0), (4, 7, 7, 8))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 8, 4))
+    fast = config.jit(jax.grad(lambda x, k: jnp.sum(unet.conv2d(x, k) ** 2), argnums=(0, 1)))
+    plain = jax.jit(jax.grad(lambda x, k: jnp.sum(unet.conv2d(x, k) ** 2), argnums=(0, 1)))
+    for a, b in zip(fast(x, kernel), plain(x, kernel)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+    shape = (8, 14, 14, 32)   # large enough for XLA to hand the convolution to YNNPACK by default
+    x, kernel = jnp.ones(shape), jnp.ones((3, 3, 32, 16))
+    assert _ynn_convolutions(plain.lower(x, kernel).compile().as_text()) > 0
+    assert _ynn_convolutions(fast.jitted().lower(x, kernel).compile().as_text()) == 0
+
+
+def _ynn_convolutions(hlo):
+    """How many YNNPACK fusions in compiled HLO text contain a convolution."""
+    bodies = {m.group(1): m.group(2) for m in re.finditer(r"^%?(\S+) [^\n]*\{\n(.*?)\n\}", hlo, re.S | re.M)}
+    calls = re.findall(r"calls=%?([\w.\-]+)[^\n]*__ynn_fusion", hlo)
+    return sum("convolution(" in bodies.get(name, "") for name in calls)
 
 
 def test_self_attention_against_numpy():
