@@ -17,10 +17,11 @@ count, checked) in eager mode. Timed, on the same random 28 x 28 images:
 
 JAX runs in several worker processes, one per setting:
 
-  jax       the course's code on one CPU device: a jitted step whose 3x3
-            convolutions compute their kernel gradient in slices of 16
-            examples (course_utils.unet.conv2d);
-  jax_xla   the same, with XLA's own kernel gradient (one slice of the whole batch);
+  jax       the course's code on one CPU device: the step compiled by
+            course_utils.config.jit (XLA's own convolutions instead of
+            YNNPACK's) with course_utils.unet.GroupNorm;
+  jax_plain the same network as plain flax code: jax.jit with XLA's default
+            options and flax.nnx.GroupNorm;
   jax_2dev  the course's code on the CPU split into two devices (one per
             core), data parallel (what notebook 06 and the training script do);
   jax_loop  the course's step run twice inside one compiled loop (lax.fori_loop),
@@ -54,10 +55,10 @@ T = 200
 MATMUL_N = 2048
 MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "1073741824"}
 JAX_SETTINGS = {
-    "jax": dict(devices=1, slice=16, loop=False),
-    "jax_xla": dict(devices=1, slice=None, loop=False),
-    "jax_2dev": dict(devices=2, slice=16, loop=False),
-    "jax_loop": dict(devices=1, slice=16, loop=True),
+    "jax": dict(devices=1, plain=False, loop=False),
+    "jax_plain": dict(devices=1, plain=True, loop=False),
+    "jax_2dev": dict(devices=2, plain=False, loop=False),
+    "jax_loop": dict(devices=1, plain=False, loop=True),
 }
 
 
@@ -73,12 +74,13 @@ def jax_worker(cfg):
     import optax
     from flax import nnx
 
-    from course_utils import mnist, unet
+    from course_utils import config, mnist, unet
     from course_utils.guidance import conditional_loss, guided_eps
     from course_utils.training import data_parallel_shardings
 
-    if cfg["slice"] is None:
-        unet.KERNEL_GRAD_SLICE = 1 << 30
+    if cfg["plain"]:
+        unet.GroupNorm = nnx.GroupNorm
+    jit = jax.jit if cfg["plain"] else (lambda f: config.jit(f).jitted())
     schedule = mnist.make_schedule(mnist.make_betas("cosine"))
     model = mnist.new_model("cpu")
     n_params = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(nnx.state(model, nnx.Param)))
@@ -105,7 +107,7 @@ def jax_worker(cfg):
         if sharding is not None:
             x0, noise, t, y = jax.device_put((x0, noise, t, y), sharding)
             state = jax.device_put(state, replicated)
-        step = jax.jit(looped if cfg["loop"] else one_step)
+        step = jit(looped if cfg["loop"] else one_step)
         flops[f"train/{batch}"] = step.lower(state, x0, t, y, noise).compile().cost_analysis()["flops"]
         args = (state, x0, t, y, noise)
         step(*args)  # compile and warm up
@@ -115,9 +117,10 @@ def jax_worker(cfg):
     labels = jnp.asarray(np.arange(N_SAMPLE) % 10, jnp.int32)
     model_graph, model_state = nnx.split(model)
 
-    @jax.jit
     def sample_step(model_state, x, labels):
         return guided_eps(nnx.merge(model_graph, model_state), x, jnp.full((N_SAMPLE,), 100), labels, 2.0)
+
+    sample_step = jit(sample_step)
 
     flops["sample"] = sample_step.lower(model_state, x, labels).compile().cost_analysis()["flops"]
     sample_step(model_state, x, labels)
@@ -277,7 +280,7 @@ def main(argv=None):
             print(f"the networks differ: parameter counts {counts}", file=sys.stderr)
             return 1
         items = [(f"{w}:{m}", w, m) for w in workers for m in workers[w].info["methods"]
-                 if not (m == "sample" and w in ("jax_loop", "jax_xla"))]
+                 if not (m == "sample" and w == "jax_loop")]
         results, discarded = [], 0
         deadline = time.monotonic() + args.quiet
         while len(results) < rounds:
@@ -342,18 +345,18 @@ def write_markdown(path, res):
              f"in the rounds; load average at the start {m['load_at_start'][0]:.1f}.\n",
              f"Network: course_utils.unet.UNet(CPU_CONFIG), {m['workers']['jax']['parameters']:,} parameters "
              "(the PyTorch copy has the same count).\n",
-             "| call | " + " | ".join(["jax", "jax_xla", "jax_2dev", "jax_loop", "torch", "torch_mmap"]) + " |",
+             "| call | " + " | ".join(["jax", "jax_plain", "jax_2dev", "jax_loop", "torch", "torch_mmap"]) + " |",
              "|---|" + "---|" * 6]
     for kind in [f"train/{b}" for b in BATCHES] + ["sample"]:
         cells = [f"{fmt_ms(ms[f'{w}:{kind}'])} ms" if f"{w}:{kind}" in ms else "-"
-                 for w in ("jax", "jax_xla", "jax_2dev", "jax_loop", "torch", "torch_mmap")]
+                 for w in ("jax", "jax_plain", "jax_2dev", "jax_loop", "torch", "torch_mmap")]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     lines += ["", "Speed-up over PyTorch eager (median of per-round time ratios; > 1: JAX faster):", "",
-              "| call | jax | jax_xla | jax_2dev | jax_loop |", "|---|---|---|---|---|"]
+              "| call | jax | jax_plain | jax_2dev | jax_loop |", "|---|---|---|---|---|"]
     for kind in [f"train/{b}" for b in BATCHES] + ["sample"]:
         for torch_name in ("torch", "torch_mmap"):
             cells = [f"{sp[f'{torch_name}/{w}:{kind}']:.2f}x" if f"{torch_name}/{w}:{kind}" in sp else "-"
-                     for w in ("jax", "jax_xla", "jax_2dev", "jax_loop")]
+                     for w in ("jax", "jax_plain", "jax_2dev", "jax_loop")]
             lines.append(f"| {kind} vs {torch_name} | " + " | ".join(cells) + " |")
     lines += ["", "Matmul peak (2048 x 2048 float32): " + ", ".join(
         f"{k.split(':')[0]} {v:.0f} GFLOP/s" for k, v in res["matmul_gflops"].items()) + ".", "",

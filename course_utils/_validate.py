@@ -115,6 +115,23 @@ def reference_marker(fn) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
 
+def marked(fn):
+    """Mark ``fn`` as a reference without jitting it: its calls trace inside its ``REFERENCE_SCOPE`` name.
+
+    For references that take flax modules or keys and are jitted by their
+    callers (``ddpm_loss``, ``ddpm_step``), and for the ``__call__`` of
+    reference classes (``course_utils.unet.ResidualBlock``).
+    """
+    scope = f"{REFERENCE_SCOPE}:{fn.__module__}.{fn.__qualname__}"
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with jax.named_scope(scope):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def reference(static_argnames=(), **checks):
     """Jit a reference function and check its arguments before each call.
 

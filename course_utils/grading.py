@@ -37,7 +37,7 @@ _asarray = np.asarray
 _float = float
 _isfinite = math.isfinite
 _abs, _zip, _enumerate, _len = abs, zip, enumerate, len  # builtins can be replaced too
-_isinstance = isinstance
+_isinstance, _issubclass = isinstance, issubclass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +58,10 @@ class Exercise:
     values under jit (sizes such as T). ``requires`` names a loop primitive
     the compiled function must contain (for exercises that teach lax.scan).
     ``property_check`` replaces the comparison with a reference for
-    exercises that are tested by their properties. ``module_argnums`` are the
+    exercises that are tested by their properties; for a class exercise,
+    ``reference_class`` is the course's own class and ``probe(cls)`` builds a
+    small instance and calls it (to see whether it calls the reference's
+    ``__call__``). ``module_argnums`` are the
     positions of flax.nnx modules (a model passed to a loss, say): they are
     split into graph and state so that the function can be jitted.
     ``output_names`` name the elements of an exercise that returns a tuple
@@ -79,6 +82,8 @@ class Exercise:
     property_check: Callable | None = None
     module_argnums: tuple = ()
     output_names: tuple = ()
+    reference_class: type | None = None
+    probe: Callable | None = None
 
 
 _REGISTRY: dict[str, Exercise] = {}
@@ -318,8 +323,6 @@ def _check_requires(ex: Exercise, fn, args) -> None:
 
 def _references_called(ex: Exercise, fn, args) -> set:
     """The course_utils references whose marked scope (``_validate.REFERENCE_SCOPE``) appears in the jaxpr of ``fn(*args)``."""
-    from ._validate import REFERENCE_SCOPE
-
     if ex.module_argnums:
         from flax import nnx
 
@@ -331,7 +334,14 @@ def _references_called(ex: Exercise, fn, args) -> set:
             {i: st for i, (_, st) in split.items()}, dynamic)
     else:
         closed = _make_jaxpr(fn, static_argnums=ex.static_argnums)(*args)
-    found, todo = set(), [closed.jaxpr]
+    return _references_in(closed.jaxpr)
+
+
+def _references_in(jaxpr) -> set:
+    """The reference markers in the name stacks of ``jaxpr`` and of the jaxprs nested in it."""
+    from ._validate import REFERENCE_SCOPE
+
+    found, todo = set(), [jaxpr]
     while todo:
         jaxpr = todo.pop()
         for eqn in jaxpr.eqns:
@@ -363,6 +373,26 @@ def _check_not_reference(ex: Exercise, fn, args) -> None:
                         "Write the computation yourself; calling the course's reference earns no points for this exercise."])
 
 
+def _check_class_not_reference(ex: Exercise, cls) -> None:
+    """Fail when the student's class is, extends or calls the course's own class (``ex.reference_class``)."""
+    reference = ex.reference_class
+    if reference is None:
+        return
+    name = f"{reference.__module__}.{reference.__qualname__}"
+    if _isinstance(cls, type) and _issubclass(cls, reference):
+        how = f"it is (or extends) the reference class {name}"
+    else:
+        try:
+            called = _references_in(_make_jaxpr(lambda: ex.probe(cls))().jaxpr)
+        except Exception:  # noqa: BLE001 - the property check has already run the class
+            return
+        if f"{name}.__call__" not in called:
+            return
+        how = f"it calls the reference class {name}"
+    _fail(ex.name, [f"{how} instead of computing the result.",
+                    "Write __call__ yourself; using the course's reference earns no points for this exercise."])
+
+
 def _cases(ex: Exercise, n_cases: int, seed: int, edge_cases: bool):
     cases = [ex.make_case(np.random.default_rng([seed, i])) for i in range(n_cases)]
     if edge_cases:
@@ -383,6 +413,7 @@ def check(name: str, fn: Callable, *, n_cases: int = 5, seed: int = 0, edge_case
         _fail(name, [f"expected a function, got {type(fn).__name__}. Did a later cell overwrite `{name}`?"])
     if ex.property_check is not None:
         summary = ex.property_check(ex, fn)
+        _check_class_not_reference(ex, fn)
         print(f"{name}: {summary}")
         return
     arg_names = list(inspect.signature(ex.reference).parameters)

@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from . import config
+from ._validate import marked
 from .embeddings import NO_LABEL
 from .forward import q_sample
 from .losses import huber_loss, l1_loss, l2_loss, mean_from_noise
@@ -148,6 +149,7 @@ def predict_eps(model, x, t, y):
 # ---------------------------------------------------------------- classifier-free guidance
 
 
+@marked
 def drop_labels(key, y, p_uncond):
     r"""Replace each label by :data:`NO_LABEL` (-1) with probability ``p_uncond``.
 
@@ -159,6 +161,7 @@ def drop_labels(key, y, p_uncond):
     return jnp.where(drop, NO_LABEL, y)
 
 
+@marked
 def guided_eps(model, x_t, t, y, w):
     r"""Classifier-free guidance: :math:`(w + 1)\,\epsilon_\theta(x_t, t, y) - w\,\epsilon_\theta(x_t, t, \varnothing)`.
 

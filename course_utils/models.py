@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ._validate import marked
 from .embeddings import class_one_hot, fourier_frequencies, gaussian_fourier_embedding, sinusoidal_embedding
 
 
@@ -25,6 +26,7 @@ class MLPDenoiser(nnx.Module):
         self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
         self.out = nnx.Linear(hidden, dim, rngs=rngs)
 
+    @marked
     def __call__(self, x, t):
         """``x``: (N, dim) noisy points; ``t``: (N,) time steps. Returns (N, dim)."""
         h = jnp.concatenate([x, sinusoidal_embedding.raw(t, self.time_dim)], axis=-1)
@@ -140,6 +142,7 @@ class TwoPixelUNet(nnx.Module):
         fourier = gaussian_fourier_embedding.raw(jnp.asarray(t, jnp.float32) / self.T, self.W[...])
         return jax.nn.silu(self.time_dense(fourier)) + self.class_embed(y)
 
+    @marked
     def __call__(self, x, t, y):
         emb = self.embed(t, y)
         h = x[:, :, None]                                                           # (N, 2, 1)

@@ -10,12 +10,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ._validate import marked
 from .losses import mean_from_noise
 from .schedules import Schedule
 
 SIGMAS = ("beta", "beta_tilde", "ddim")
 
 
+@marked
 def ddpm_step(model, x_t, t, z, betas, alpha_bars, sigmas):
     r"""One step of DDPM sampling (Ho et al. 2020, algorithm 2), for a batch at one time step ``t``.
 

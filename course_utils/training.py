@@ -15,9 +15,11 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from . import config
+from ._validate import marked
 from .forward import q_sample
 
 
+@marked
 def ddpm_loss(model, x0, t, noise, alpha_bars):
     r"""The DDPM training loss :math:`L_{simple}` on a batch, averaged over examples and coordinates.
 

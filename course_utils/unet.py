@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .embeddings import sinusoidal_embedding
+from ._validate import marked
 from .models import ClassEmbedding
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -121,6 +122,7 @@ class ResidualBlock(nnx.Module):
         self.conv2 = Conv(out_channels, out_channels, rngs=rngs)
         self.skip = Conv(in_channels, out_channels, kernel_size=1, rngs=rngs) if in_channels != out_channels else None
 
+    @marked
     def __call__(self, x, emb):
         h = self.conv1(jax.nn.silu(self.norm1(x)))
         h = h + self.emb_proj(jax.nn.silu(emb))[:, None, None, :]
@@ -150,6 +152,7 @@ class SelfAttention(nnx.Module):
         self.qkv = nnx.Linear(channels, 3 * channels, rngs=rngs)
         self.out = nnx.Linear(channels, channels, rngs=rngs)
 
+    @marked
     def __call__(self, x):
         n, h, w, c = x.shape
         d = c // self.num_heads

@@ -170,4 +170,5 @@ def _check_denoiser(ex, cls):
     return f"maps (N, dim) points and (N,) time steps to (N, dim) noise predictions, using both ({n_params} parameters for dim = 3)."
 
 
-register(Exercise(name="MLPDenoiser", reference=None, property_check=_check_denoiser))
+register(Exercise(name="MLPDenoiser", reference=None, property_check=_check_denoiser, reference_class=models.MLPDenoiser,
+                  probe=lambda cls: cls(dim=2, rngs=nnx.Rngs(0))(jnp.zeros((2, 2)), jnp.ones((2,), jnp.int32))))

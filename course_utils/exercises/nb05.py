@@ -210,4 +210,6 @@ def _check_unet(ex, cls):
     return "maps (N, 2) images, (N,) steps and (N,) labels to (N, 2) noise predictions, exactly as the reference does."
 
 
-register(Exercise(name="TwoPixelUNet", reference=None, property_check=_check_unet))
+register(Exercise(name="TwoPixelUNet", reference=None, property_check=_check_unet, reference_class=models.TwoPixelUNet,
+                  probe=lambda cls: _forward(cls(T=50, rngs=nnx.Rngs(0)), jnp.zeros((2, 2)), jnp.ones((2,), jnp.int32),
+                                             jnp.zeros((2,), jnp.int32))))

@@ -104,7 +104,8 @@ def _check_residual_block(ex, cls):
             "with and without a change of channels.")
 
 
-register(Exercise(name="ResidualBlock", reference=None, property_check=_check_residual_block))
+register(Exercise(name="ResidualBlock", reference=None, property_check=_check_residual_block, reference_class=unet.ResidualBlock,
+                  probe=lambda cls: cls(8, 8, 4, rngs=nnx.Rngs(0))(jnp.zeros((2, 4, 4, 8)), jnp.zeros((2, 4)))))
 
 
 # ---------------------------------------------------------------- SelfAttention
@@ -149,4 +150,5 @@ def _check_self_attention(ex, cls):
     return "maps (N, H, W, C) features to the same shape, exactly as the reference, with 4 heads and with 2."
 
 
-register(Exercise(name="SelfAttention", reference=None, property_check=_check_self_attention))
+register(Exercise(name="SelfAttention", reference=None, property_check=_check_self_attention, reference_class=unet.SelfAttention,
+                  probe=lambda cls: cls(8, 2, rngs=nnx.Rngs(0))(jnp.zeros((2, 2, 2, 8)))))

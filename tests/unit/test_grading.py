@@ -1,6 +1,7 @@
 """The grading checker: references pass, known slips fail with their hint, errors are explained, no tampering."""
 
 import inspect
+import re
 import math
 import warnings
 
@@ -8,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from course_utils import forward, grading, losses, schedules
 from course_utils.grading import CheckFailure, check
@@ -52,6 +54,38 @@ def test_the_reference_itself_earns_no_points():
     for answer in (forward.q_sample, forward.q_sample.raw, lambda x0, a, e: forward.q_sample(x0, a, e)):
         with pytest.raises(CheckFailure, match=r"q_sample: it calls the reference implementation course_utils.forward.q_sample"):
             check("q_sample", answer)
+
+
+@pytest.mark.parametrize("name", ["ddpm_loss", "ddpm_step", "drop_labels", "guided_eps"])
+def test_references_that_take_modules_or_keys_earn_no_points_either(name):
+    """References that are not jitted themselves (they take a model or a key) are marked too."""
+    reference = grading.exercise(name).reference
+    marker = f"{reference.__module__}.{reference.__qualname__}"
+    with pytest.raises(CheckFailure, match=rf"{name}: it calls the reference implementation {re.escape(marker)}"):
+        check(name, reference)
+    with pytest.raises(CheckFailure, match="calls the reference implementation"):
+        check(name, lambda *args: reference(*args))
+
+
+CLASS_EXERCISES = ["MLPDenoiser", "TwoPixelUNet", "ResidualBlock", "SelfAttention"]
+
+
+@pytest.mark.parametrize("name", CLASS_EXERCISES)
+def test_a_class_that_extends_the_reference_earns_no_points(name):
+    reference = grading.exercise(name).reference_class
+    subclass = type(name, (reference,), {})
+    with pytest.raises(CheckFailure, match=rf"{name}: it is \(or extends\) the reference class {reference.__module__}"):
+        check(name, subclass)
+
+
+@pytest.mark.parametrize("name", CLASS_EXERCISES)
+def test_a_class_whose_call_calls_the_reference_earns_no_points(name):
+    """Same constructor and helpers, and a __call__ that hands the work to the reference's: caught by tracing the probe."""
+    reference = grading.exercise(name).reference_class
+    methods = {k: v for k, v in vars(reference).items() if k == "__init__" or not k.startswith("__")}
+    borrowed = type(name, (nnx.Module,), {**methods, "__call__": lambda self, *args: reference.__call__(self, *args)})
+    with pytest.raises(CheckFailure, match=rf"{name}: it calls the reference class {reference.__module__}"):
+        check(name, borrowed)
 
 
 # ------------------------------------------------------------------ hints
