@@ -170,3 +170,15 @@ def test_training_is_data_parallel_over_two_cpu_devices_and_matches_one_device()
     assert one["devices"] == 1 and two["devices"] == 2
     assert two["param_devices"] == 2, "the trained parameters should be replicated on both devices"
     np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-4)
+
+
+def test_fan_in_normal_has_lecun_scale_and_follows_the_key():
+    shape = (3, 3, 32, 64)                      # fan_in = 288
+    a = unet.fan_in_normal(jax.random.key(0), shape)
+    assert a.shape == shape and a.dtype == jnp.float32
+    assert abs(float(jnp.mean(a))) < 4 / np.sqrt(a.size) / np.sqrt(288)
+    assert abs(float(jnp.std(a)) * np.sqrt(288) - 1.0) < 0.02   # 18,432 draws: std within 2 %
+    np.testing.assert_array_equal(a, unet.fan_in_normal(jax.random.key(0), shape))
+    assert not np.allclose(a, unet.fan_in_normal(jax.random.key(1), shape))
+    traced = jax.jit(lambda k: unet.fan_in_normal(k, (64, 32)))(jax.random.key(2))   # under a trace: jax.random
+    assert abs(float(jnp.std(traced)) * 8.0 - 1.0) < 0.1
