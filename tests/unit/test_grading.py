@@ -71,11 +71,14 @@ CLASS_EXERCISES = ["MLPDenoiser", "TwoPixelUNet", "ResidualBlock", "SelfAttentio
 
 
 @pytest.mark.parametrize("name", CLASS_EXERCISES)
-def test_a_class_that_extends_the_reference_earns_no_points(name):
+def test_a_class_that_inherits_the_reference_call_earns_no_points(name):
     reference = grading.exercise(name).reference_class
     subclass = type(name, (reference,), {})
-    with pytest.raises(CheckFailure, match=rf"{name}: it is \(or extends\) the reference class {reference.__module__}"):
+    with pytest.raises(CheckFailure, match=rf"{name}: it inherits __call__ from the reference class {reference.__module__}"):
         check(name, subclass)
+    calls_super = type(name, (reference,), {"__call__": lambda self, *args: reference.__call__(self, *args)})
+    with pytest.raises(CheckFailure, match=rf"{name}: it calls the reference class {reference.__module__}"):
+        check(name, calls_super)
 
 
 @pytest.mark.parametrize("name", CLASS_EXERCISES)
