@@ -144,14 +144,8 @@ def reference(static_argnames=(), **checks):
     """
 
     def decorate(fn):
-        scope = f"{REFERENCE_SCOPE}:{fn.__module__}.{fn.__qualname__}"
-
-        @functools.wraps(fn)
-        def marked(*args, **kwargs):
-            with jax.named_scope(scope):
-                return fn(*args, **kwargs)
-
-        jitted = jax.jit(marked, static_argnames=static_argnames)
+        scoped = marked(fn)
+        jitted = jax.jit(scoped, static_argnames=static_argnames)
         signature = inspect.signature(fn)
         where = fn.__name__
 
@@ -170,7 +164,7 @@ def reference(static_argnames=(), **checks):
                 check(where, name, bound.arguments[name])
             return jitted(*bound.args, **bound.kwargs)
 
-        wrapper.raw = marked
+        wrapper.raw = scoped
         return wrapper
 
     return decorate
