@@ -18,6 +18,11 @@ kernel command, so the kernel and everything it starts inherit them:
   solution notebook), the kernel gets a private copy of DIR as its JAX
   compilation cache: the course's own code compiles once per class instead of
   once per student, and what one kernel writes there no other kernel reads.
+  JAX puts the cache's path into the compile options of every program
+  (``jax_persistent_cache_enable_xla_caches`` names a GPU autotuning cache
+  inside it), and the compile options are part of each entry's key: a copy
+  at another path would miss on every entry. The launcher turns that GPU-only
+  cache off, so the keys do not depend on where the cache lies.
 - network: with ``--no-network`` the kernel runs in a new network namespace of
   its own (``unshare --user --map-root-user --net``), where only an unconnected
   loopback exists. The kernel then talks to nbgrader over Unix sockets
@@ -38,6 +43,8 @@ import tempfile
 from pathlib import Path
 
 UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--"]
+# No extra XLA cache (the default, a GPU autotuning cache, writes its path into every cache key).
+RELOCATABLE_CACHE = "none"
 
 
 def network_isolation_available() -> bool:
@@ -75,7 +82,8 @@ def main(argv=None) -> None:
     _limit(resource.RLIMIT_FSIZE, args.file_mb * 2**20)
     _limit(resource.RLIMIT_CORE, 0)
     if args.jax_cache is not None:
-        os.environ.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+        os.environ.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+                          JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES=RELOCATABLE_CACHE)
         if os.environ.get("AUTOGRADER_WARM_CACHE"):  # the warm-up run of the solution fills the cache itself
             os.environ["JAX_COMPILATION_CACHE_DIR"] = str(args.jax_cache)
         elif args.jax_cache.is_dir():

@@ -11,6 +11,7 @@ for the others.
 import copy
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -277,3 +278,35 @@ def test_parallel_grading_gives_the_scores_of_sequential_grading(graded, tmp_pat
     assert {r.student: r.cell_scores for r in sequential} == {s: results[s].cell_scores for s in chosen}
     saved = json.loads((tmp_path / "work" / f"results_{NAME}.json").read_text())
     assert [s["student"] for s in saved["students"]] == chosen
+
+
+def test_a_private_copy_of_the_warm_compile_cache_is_hit(tmp_path):
+    """The sandbox gives each kernel a copy of the warm cache at another path; every program must still be found.
+
+    JAX's default (a GPU autotuning cache inside the cache folder) writes the folder's path into every key, so a
+    copy elsewhere missed on every entry and the warm-up bought nothing; the launcher turns that default off.
+    """
+    program = ("import os, jax, jax.numpy as jnp\n"
+               "folder = os.environ['JAX_COMPILATION_CACHE_DIR']\n"
+               "before = len(os.listdir(folder))\n"
+               "jax.jit(lambda x: jnp.sin(x) * 2.0 + 1.0)(jnp.arange(5.0)).block_until_ready()\n"
+               "print(folder, before, len(os.listdir(folder)))\n")
+    cache = tmp_path / "jax-cache"
+    cache.mkdir()
+    (tmp_path / "scratch").mkdir()
+
+    def run(**env):
+        launcher = [sys.executable, str(course.REPO / "autograder" / "sandbox.py"), "--memory-mb", "4096",
+                    "--jax-cache", str(cache), "--", sys.executable, "-c", program]
+        out = subprocess.run(launcher, capture_output=True, text=True, timeout=120,
+                             env={k: v for k, v in os.environ.items() if not k.startswith("JAX_")} | env)
+        assert out.returncode == 0, out.stderr
+        folder, before, after = out.stdout.split()
+        return folder, int(before), int(after)
+
+    folder, before, after = run(AUTOGRADER_WARM_CACHE="1")
+    assert folder == str(cache) and before == 0 and after > 0, "the warm-up run should write into the shared cache"
+    folder, before, after = run()
+    assert folder != str(cache), "a grading kernel should get a private copy of the cache"
+    assert before > 0 and after == before, (
+        f"the copy at {folder} missed: the program was compiled again and written as a new entry")
