@@ -64,6 +64,8 @@ def main(argv=None) -> int:
     p.add_argument("--memory-mb", type=_positive, default=4096, help="memory limit of a kernel, in MiB (default 4096)")
     p.add_argument("--output-kb", type=_positive, default=200, help="output kept per cell, in kB (default 200)")
     p.add_argument("--allow-network", action="store_true", help="let the kernels use the network")
+    p.add_argument("--run-all-cells", action="store_true",
+                   help="also run the cells after the last graded cell (the figures and experiments: slower, same scores)")
     p.add_argument("--no-compile-cache", action="store_true",
                    help="do not warm a JAX compilation cache with the solution (slower, same scores)")
     p.add_argument("--out", type=Path, default=None, help="the grade table (default: WORKDIR/grades_ASSIGNMENT.csv)")
@@ -111,7 +113,7 @@ def main(argv=None) -> int:
     if args.command == "grade":
         limits = course.Limits(timeout=args.timeout, notebook_timeout=args.notebook_timeout,
                                memory_mb=args.memory_mb, output_bytes=args.output_kb * 1000,
-                               network=args.allow_network)
+                               network=args.allow_network, run_all_cells=args.run_all_cells)
         results = grade(args.assignment, args.submissions, args.workdir, limits, workers=args.workers,
                         compile_cache=not args.no_compile_cache)
         out = write_table(results, args.out or args.workdir / f"grades_{args.assignment}.csv")

@@ -32,6 +32,7 @@ class Limits:
     memory_mb: int = 4096  # address space of the kernel (RLIMIT_AS)
     output_bytes: int = 200_000  # output kept per cell
     network: bool = False  # allow the kernel to use the network
+    run_all_cells: bool = False  # also run the cells after the last graded one (demonstrations; no points)
 
     def __post_init__(self):
         for name, low in (("timeout", 1), ("notebook_timeout", 1), ("memory_mb", 256), ("output_bytes", 1000)):
@@ -68,6 +69,8 @@ c.Autograde.autograde_preprocessors = [LimitedExecute, IgnorePattern, ClearMetad
 c.Execute.kernel_name = {kernel!r}
 c.LimitedExecute.max_output_bytes = {output_bytes}
 c.LimitedExecute.notebook_timeout = {notebook_timeout}
+# Cells after the last graded one cannot change a grade: not run unless asked (grade --run-all-cells).
+c.LimitedExecute.run_all_cells = {run_all_cells}
 {transport}
 # A student who deleted a test cell gets it back (and fails it if it fails).
 c.OverwriteCells.add_missing_cells = True
@@ -143,7 +146,7 @@ def write_config(workdir: Path, limits: Limits = Limits(), jax_cache: Path | Non
     isolate = not limits.network and network_isolation_available()
     (workdir / "nbgrader_config.py").write_text(CONFIG_TEMPLATE.format(
         course_id=COURSE_ID, root=str(workdir), timeout=limits.timeout, repo=str(REPO), kernel=KERNEL_NAME,
-        output_bytes=limits.output_bytes, notebook_timeout=limits.notebook_timeout,
+        output_bytes=limits.output_bytes, notebook_timeout=limits.notebook_timeout, run_all_cells=limits.run_all_cells,
         transport=transport_config(workdir, isolate)))
     launcher = [sys.executable, str(REPO / "autograder" / "sandbox.py"), "--memory-mb", str(limits.memory_mb)]
     if jax_cache is not None:

@@ -18,6 +18,11 @@ It runs in nbgrader's process, outside the student's reach:
 - Whole-notebook time: after ``notebook_timeout`` seconds the remaining code
   cells are not run (``NotRun``), so a kernel that ignores interrupts cannot
   hold a worker for cells x per-cell timeout.
+- Cells after the last graded code cell (the course's demonstrations:
+  training runs, experiments, figures) are not run unless ``run_all_cells``
+  is set: nothing they compute can change a grade, and in notebook 04 they
+  are 60 % of the running time. Each gets one line of output saying so
+  (``SKIPPED``), which the student sees in the feedback.
 - Warnings in test cells: nbgrader scores a test cell zero when anything
   reaches stderr; a test passes or fails by its exceptions only, so stderr
   text in a test cell is kept as ordinary output.
@@ -29,16 +34,24 @@ import time
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.v4 import new_output
 from nbgrader.preprocessors import Execute
-from traitlets import Integer
+from traitlets import Bool, Integer
 
 OUTPUT_LIMIT = "[autograder: output limit reached"
 KERNEL_DIED = "KernelDied"
 NOT_RUN = "NotRun"
+SKIPPED = "[autograder: not run while grading: no graded cell comes after this one]"
 
 
 def _is_test_cell(cell) -> bool:
     meta = cell.get("metadata", {}).get("nbgrader", {})
     return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+def last_graded_cell(nb) -> int:
+    """Index of the last code cell that carries points (a test, or a hand-graded code answer); -1 if none."""
+    graded = [i for i, c in enumerate(nb.cells)
+              if c.get("cell_type") == "code" and c.get("metadata", {}).get("nbgrader", {}).get("grade")]
+    return graded[-1] if graded else -1
 
 
 def _first_line(exc) -> str:
@@ -53,15 +66,20 @@ def _error(ename: str, evalue: str):
 class LimitedExecute(Execute):
     max_output_bytes = Integer(200_000, help="most bytes of output kept per cell").tag(config=True)
     notebook_timeout = Integer(900, help="seconds after which the remaining cells are not run").tag(config=True)
+    run_all_cells = Bool(False, help="also run the code cells after the last graded one").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
         self._output_bytes = {}
         self._stopped = None  # why the remaining cells are not run
         self._started = time.monotonic()
+        self._last_run = len(nb.cells) if self.run_all_cells else last_graded_cell(nb)
         return super().preprocess(nb, resources, km)
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code" or not cell.source.strip():
+            return cell, resources
+        if index > self._last_run:
+            cell.outputs = [new_output("stream", name="stdout", text=SKIPPED + "\n")]
             return cell, resources
         if self._stopped is None and time.monotonic() - self._started > self.notebook_timeout:
             self._stopped = f"the notebook's time limit of {self.notebook_timeout} s was reached before this cell"

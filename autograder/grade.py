@@ -51,7 +51,7 @@ from pathlib import Path
 import nbformat
 
 from . import course
-from .execute import KERNEL_DIED, NOT_RUN, OUTPUT_LIMIT
+from .execute import KERNEL_DIED, NOT_RUN, OUTPUT_LIMIT, last_graded_cell
 
 GRADED, FLAGGED, ATTENTION = "graded", "flagged", "needs attention"
 _STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
@@ -296,6 +296,8 @@ def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) ->
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir()
     nb = nbformat.read(workdir / "source" / assignment / f"{assignment}.ipynb", as_version=4)
+    if not limits.run_all_cells:  # compile what grading will run
+        nb.cells = nb.cells[:last_graded_cell(nb) + 1]
     scratch = Path(tempfile.mkdtemp(prefix="warm-", dir=workdir / "scratch"))
     env = course.environment(workdir) | {"AUTOGRADER_WARM_CACHE": "1"}
     saved = dict(os.environ)

@@ -22,6 +22,7 @@ import pytest
 
 from autograder import course
 from autograder.feedback import write_feedback
+from autograder.execute import SKIPPED, last_graded_cell
 from autograder.grade import ATTENTION, FLAGGED, GRADED, grade, write_table
 from conftest import nbgrader_meta, read, solution_path, student_path, with_solutions
 
@@ -273,11 +274,30 @@ def test_parallel_grading_gives_the_scores_of_sequential_grading(graded, tmp_pat
     for student in chosen:
         (folder / student).mkdir(parents=True)
         nbformat.write(class_[student], folder / student / f"{NAME}.ipynb")
-    sequential = grade(NAME, folder, tmp_path / "work", course.Limits(timeout=120, memory_mb=2048), workers=1,
-                       compile_cache=False)
+    sequential = grade(NAME, folder, tmp_path / "work", course.Limits(timeout=120, memory_mb=2048, run_all_cells=True),
+                       workers=1, compile_cache=False)
     assert {r.student: r.cell_scores for r in sequential} == {s: results[s].cell_scores for s in chosen}
     saved = json.loads((tmp_path / "work" / f"results_{NAME}.json").read_text())
     assert [s["student"] for s in saved["students"]] == chosen
+
+
+def test_cells_after_the_last_graded_cell_run_only_when_asked(graded, tmp_path):
+    """By default the demonstrations after the last graded cell are not run (same scores: see the test above,
+    which runs them); each says so in its output. With run_all_cells they run."""
+    _, work = graded
+    (tmp_path / "subs" / "correct").mkdir(parents=True)
+    nbformat.write(_class()["correct"], tmp_path / "subs" / "correct" / f"{NAME}.ipynb")
+    full = grade(NAME, tmp_path / "subs", tmp_path / "work", course.Limits(timeout=120, run_all_cells=True), workers=1)
+    for folder, expect_skipped in ((work, True), (tmp_path / "work", False)):
+        nb = read(folder / "autograded" / "correct" / NAME / f"{NAME}.ipynb")
+        last = last_graded_cell(nb)
+        later = [c for c in nb.cells[last + 1:] if c.cell_type == "code" and c.source.strip()]
+        earlier = [c for c in nb.cells[:last + 1] if c.cell_type == "code" and c.source.strip()]
+        assert later, "the notebook should have demonstration cells after its last test"
+        assert not any(SKIPPED in "".join(o.get("text", "")) for c in earlier for o in c.outputs)
+        skipped = [SKIPPED in "".join(o.get("text", "")) for c in later for o in c.outputs]
+        assert skipped and all(skipped) if expect_skipped else not any(skipped), folder
+    assert full[0].cell_scores == _one(graded, "correct").cell_scores
 
 
 def test_a_private_copy_of_the_warm_compile_cache_is_hit(tmp_path):
