@@ -338,6 +338,7 @@ def run_autograde(workdir: Path, assignment: str, students: list[str], workers: 
     for t in threads:
         t.join()
     for clone in clones:
+        shutil.rmtree(course.runtime_dir(clone), ignore_errors=True)
         mine = [s for s, (c, _) in logs.items() if c == clone]
         merge_gradebook(clone / "gradebook.db", workdir / "gradebook.db", assignment, mine)
         for student in mine:
@@ -452,6 +453,7 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
             log(f"compilation cache warmed in {time.monotonic() - started:.0f} s")
         logs = run_autograde(workdir, assignment, students, workers, limits, jax_cache)
         shutil.rmtree(workdir / "scratch", ignore_errors=True)
+        shutil.rmtree(course.runtime_dir(workdir), ignore_errors=True)  # the kernels' sockets, in /tmp
     else:
         logs = {}
     scores, manual_max = gradebook_scores(workdir, assignment)
