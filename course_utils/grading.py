@@ -53,7 +53,9 @@ class Exercise:
     """What the checker needs to test one exercise.
 
     ``make_case(rng)`` returns the positional arguments of one random input
-    (a tuple); ``edge_cases`` are fixed inputs added to the hidden tests.
+    (a tuple); ``edge_cases`` are fixed inputs added to the hidden tests, or a
+    function that returns them (for inputs that are slow to make, such as
+    models: made when a test first asks for them, not when the course imports).
     ``static_argnums`` are the positions of arguments that must be Python
     values under jit (sizes such as T). ``requires`` names a loop primitive
     the compiled function must contain (for exercises that teach lax.scan).
@@ -73,7 +75,7 @@ class Exercise:
     reference: Callable | None
     make_case: Callable | None = None
     hints: Sequence[Hint] = ()
-    edge_cases: Sequence[tuple] = ()
+    edge_cases: Sequence[tuple] | Callable[[], Sequence[tuple]] = ()
     static_argnums: tuple = ()
     rtol: float = 1e-4
     atol: float = 1e-6
@@ -84,6 +86,10 @@ class Exercise:
     output_names: tuple = ()
     reference_class: type | None = None
     probe: Callable | None = None
+
+    def fixed_cases(self) -> list:
+        """The edge cases, made now if they are given as a function."""
+        return list(self.edge_cases() if callable(self.edge_cases) else self.edge_cases)
 
 
 _REGISTRY: dict[str, Exercise] = {}
@@ -400,7 +406,7 @@ def _check_class_not_reference(ex: Exercise, cls) -> None:
 def _cases(ex: Exercise, n_cases: int, seed: int, edge_cases: bool):
     cases = [ex.make_case(np.random.default_rng([seed, i])) for i in range(n_cases)]
     if edge_cases:
-        cases += list(ex.edge_cases)
+        cases += ex.fixed_cases()
     return cases
 
 

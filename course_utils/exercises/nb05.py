@@ -122,10 +122,10 @@ register(Exercise(
     make_case=_guided_case,
     module_argnums=(0,),
     rtol=1e-4, atol=1e-5,
-    edge_cases=[(_reference_unet(0), np.zeros((4, 2), np.float32), np.array([1, 10, 25, 50], np.int32),
-                 np.array([0, 1, 0, 1], np.int32), np.float32(0.0)),
-                (_reference_unet(1), np.ones((4, 2), np.float32), np.array([50, 50, 1, 1], np.int32),
-                 np.array([1, 1, 0, 0], np.int32), np.float32(3.0))],
+    edge_cases=lambda: [(_reference_unet(0), np.zeros((4, 2), np.float32), np.array([1, 10, 25, 50], np.int32),
+                         np.array([0, 1, 0, 1], np.int32), np.float32(0.0)),
+                        (_reference_unet(1), np.ones((4, 2), np.float32), np.array([50, 50, 1, 1], np.int32),
+                         np.array([1, 1, 0, 0], np.int32), np.float32(3.0))],
     hints=[
         Hint(_guided_with("swapped"), "the conditional prediction gets the weight (w + 1) and the unconditional one -w, not the other way round."),
         Hint(_guided_with("no_plus_one"), "that is w eps(y) + (1 - w) eps(none), another convention: this course uses "
