@@ -22,6 +22,7 @@ from flax import nnx
 
 from . import _validate as v
 from . import checkpoints, data, training
+from .models import Linear
 
 SHIPPED_WEIGHTS = "weights/mnist_classifier.msgpack"   # inside the course_utils package
 IMAGE_SHAPE = (28, 28, 1)
@@ -58,8 +59,8 @@ class MnistClassifier(nnx.Module):
         c1, c2 = channels
         self.conv1 = Conv3x3(1, c1, rngs=rngs)
         self.conv2 = Conv3x3(c1, c2, rngs=rngs)
-        self.hidden = nnx.Linear(7 * 7 * c2, hidden, rngs=rngs)
-        self.out = nnx.Linear(hidden, N_CLASSES, rngs=rngs)
+        self.hidden = Linear(7 * 7 * c2, hidden, rngs=rngs)
+        self.out = Linear(hidden, N_CLASSES, rngs=rngs)
 
     def __call__(self, x):
         """Logits (N, 10) of images x (N, 28, 28, 1)."""

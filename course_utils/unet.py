@@ -32,16 +32,14 @@ CPU than a plain flax version (``benchmarks/unet_mnist.py``):
 """
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from .embeddings import sinusoidal_embedding
 from ._validate import marked
-from .models import ClassEmbedding
+from .models import ClassEmbedding, Linear, fan_in_normal  # noqa: F401 (Linear: notebook 06 imports it from here)
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
@@ -49,27 +47,6 @@ _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 def conv2d(x, kernel):
     """A 'SAME' convolution with stride 1: ``x`` (N, H, W, C_in), ``kernel`` (kh, kw, C_in, C_out)."""
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DIMENSIONS)
-
-
-def fan_in_normal(key, shape, dtype=jnp.float32):
-    """Initial weights, normal with standard deviation 1 / sqrt(fan_in) (fan_in: the product of all axes but the last).
-
-    Drawn by numpy from a seed taken from ``key``, so the same key gives the
-    same weights. ``jax.random.normal`` compiles one program per shape, 0.2-0.7 s
-    each on a CPU, which made building the U-Net take 12 s; this takes a
-    fraction of a second. Under a trace (``jax.jit``, ``nnx.eval_shape``) it
-    uses ``jax.random``.
-    """
-    scale = 1.0 / math.sqrt(math.prod(shape[:-1]))
-    if isinstance(key, jax.core.Tracer):
-        return jax.random.normal(key, shape, dtype) * scale
-    seed = np.asarray(jax.random.key_data(key)).ravel().tolist()
-    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape) * scale, dtype)
-
-
-def Linear(in_features: int, out_features: int, *, rngs: nnx.Rngs, **kwargs) -> nnx.Linear:
-    """``flax.nnx.Linear`` with :func:`fan_in_normal` initial weights: the same layer and parameters, built faster."""
-    return nnx.Linear(in_features, out_features, kernel_init=fan_in_normal, rngs=rngs, **kwargs)
 
 
 class Conv(nnx.Module):
