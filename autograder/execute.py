@@ -48,10 +48,13 @@ def _is_test_cell(cell) -> bool:
 
 
 def last_graded_cell(nb) -> int:
-    """Index of the last code cell that carries points (a test, or a hand-graded code answer); -1 if none."""
+    """Index of the last code cell that carries points (a test, or a hand-graded code answer).
+
+    A notebook without one runs whole: the index of its last cell.
+    """
     graded = [i for i, c in enumerate(nb.cells)
               if c.get("cell_type") == "code" and c.get("metadata", {}).get("nbgrader", {}).get("grade")]
-    return graded[-1] if graded else -1
+    return graded[-1] if graded else len(nb.cells) - 1
 
 
 def _first_line(exc) -> str:

@@ -330,3 +330,12 @@ def test_a_private_copy_of_the_warm_compile_cache_is_hit(tmp_path):
     assert folder != str(cache), "a grading kernel should get a private copy of the cache"
     assert before > 0 and after == before, (
         f"the copy at {folder} missed: the program was compiled again and written as a new entry")
+
+
+def test_last_graded_cell_of_a_notebook_with_and_without_tests():
+    nb = read(solution_path(NAME))
+    last = last_graded_cell(nb)
+    assert nbgrader_meta(nb.cells[last]).get("grade") and nb.cells[last].cell_type == "code"
+    assert not any(nbgrader_meta(c).get("grade") for c in nb.cells[last + 1:] if c.cell_type == "code")
+    nb.cells = [c for c in nb.cells if not nbgrader_meta(c).get("grade")]
+    assert last_graded_cell(nb) == len(nb.cells) - 1, "a notebook without graded cells should run whole"
