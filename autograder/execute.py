@@ -57,6 +57,11 @@ def last_graded_cell(nb) -> int:
     return graded[-1] if graded else len(nb.cells) - 1
 
 
+def last_cell_to_run(nb, run_all_cells: bool) -> int:
+    """Index of the last cell that grading runs: the last graded cell, or with ``run_all_cells`` the last cell."""
+    return len(nb.cells) - 1 if run_all_cells else last_graded_cell(nb)
+
+
 def _first_line(exc) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
@@ -75,7 +80,7 @@ class LimitedExecute(Execute):
         self._output_bytes = {}
         self._stopped = None  # why the remaining cells are not run
         self._started = time.monotonic()
-        self._last_run = len(nb.cells) if self.run_all_cells else last_graded_cell(nb)
+        self._last_run = last_cell_to_run(nb, self.run_all_cells)
         return super().preprocess(nb, resources, km)
 
     def preprocess_cell(self, cell, resources, index):

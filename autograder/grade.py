@@ -51,7 +51,7 @@ from pathlib import Path
 import nbformat
 
 from . import course
-from .execute import KERNEL_DIED, NOT_RUN, OUTPUT_LIMIT, last_graded_cell
+from .execute import KERNEL_DIED, NOT_RUN, OUTPUT_LIMIT, last_cell_to_run
 
 GRADED, FLAGGED, ATTENTION = "graded", "flagged", "needs attention"
 _STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
@@ -296,8 +296,7 @@ def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) ->
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir()
     nb = nbformat.read(workdir / "source" / assignment / f"{assignment}.ipynb", as_version=4)
-    if not limits.run_all_cells:  # compile what grading will run
-        nb.cells = nb.cells[:last_graded_cell(nb) + 1]
+    nb.cells = nb.cells[:last_cell_to_run(nb, limits.run_all_cells) + 1]  # compile what grading will run
     scratch = Path(tempfile.mkdtemp(prefix="warm-", dir=workdir / "scratch"))
     env = course.environment(workdir) | {"AUTOGRADER_WARM_CACHE": "1"}
     saved = dict(os.environ)
@@ -453,9 +452,9 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
             log(f"compilation cache warmed in {time.monotonic() - started:.0f} s")
         logs = run_autograde(workdir, assignment, students, workers, limits, jax_cache)
         shutil.rmtree(workdir / "scratch", ignore_errors=True)
-        shutil.rmtree(course.runtime_dir(workdir), ignore_errors=True)  # the kernels' sockets, in /tmp
     else:
         logs = {}
+    shutil.rmtree(course.runtime_dir(workdir), ignore_errors=True)  # Jupyter's runtime folder (kernel sockets), in /tmp
     scores, manual_max = gradebook_scores(workdir, assignment)
     results = []
     for sub in subs:
