@@ -51,7 +51,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import QUIET_THRESHOLD, benchmark_parser, CpuLoad, Worker, cpu_info, fmt_ms, median_ratio, run_rounds, serve, wait_until_quiet
+from machine import QUIET_THRESHOLD, benchmark_parser, CpuLoad, Worker, cpu_info, fmt_ms, median_ratio, run_rounds, save_results, serve, wait_until_quiet
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -491,21 +491,12 @@ def main(argv=None):
                       f"loop {rd['wall']['jax_sample_loop']:.2f} s)", flush=True)
                 return rd
 
-            def is_quiet(rd):
-                return rd["others_mean"] is not None and rd["others_mean"] < QUIET_THRESHOLD
-
-            done = run_rounds(run_round, rounds, args.quiet, is_quiet)
+            done, busy = run_rounds(run_round, rounds, args.quiet, lambda rd: rd["others_mean"])
         finally:
             for w in workers.values():
                 w.close()
 
-    if args.quiet > 0:   # the quiet rounds, then the least busy others if there are too few
-        kept = sorted(range(len(done)), key=lambda j: (not is_quiet(done[j]), done[j]["others_mean"] or 0))[:rounds]
-        kept.sort()
-    else:
-        kept = list(range(len(done)))
-    discarded = [dict(others=done[j]["others_mean"], wall_s=done[j]["wall"]) for j in range(len(done)) if j not in kept]
-    done = [done[j] for j in kept]
+    discarded = [dict(others=rd["others_mean"], wall_s=rd["wall"]) for rd in busy]
     keys = [k for k, *_ in items]
     wall = {k: [rd["wall"][k] for rd in done] for k in keys}
     units = {k: done[0]["units"][k] for k in keys}
@@ -669,18 +660,8 @@ def main(argv=None):
                                    loop=statistics.median(c[2]["wall"] for c in cold["loop"]))),
         discarded_rounds=discarded,
     )
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = "ddpm_2d_quick" if args.quick else "ddpm_2d"
-    json_path, md_path = args.out_dir / f"{stem}.json", args.out_dir / f"{stem}.md"
-    json_path.write_text(json.dumps(res, indent=1) + "\n")
-    write_markdown(md_path, res, cmd)
-    print(md_path.read_text())
-    print(f"wrote {json_path} and {md_path} ({res['meta']['total_seconds']} s)")
-    failed = [k for k, c in checks.items() if not c["ok"]]
-    if failed:
-        print("correctness checks FAILED: " + ", ".join(failed), file=sys.stderr)
-        return 1
-    return 0
+    return save_results(args.out_dir, stem, res, lambda path: write_markdown(path, res, cmd), checks)
 
 
 def write_markdown(path, res, cmd):

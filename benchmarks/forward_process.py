@@ -32,7 +32,6 @@ recorded results). Exits with status 1 if a correctness check fails.
 import argparse
 import datetime
 import gc
-import json
 import os
 import platform
 import resource
@@ -41,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import QUIET_THRESHOLD, CpuLoad, cpu_info, fmt_ms, run_rounds
+from machine import QUIET_THRESHOLD, CpuLoad, cpu_info, fmt_ms, run_rounds, save_results
 
 import jax
 import jax.numpy as jnp
@@ -485,17 +484,8 @@ def main(argv=None):
               f"scan final {rd['wall']['jax_scan_final_only/pre']:.1f} ms)", flush=True)
         return rd
 
-    def is_quiet(rd):
-        return rd["others"] is not None and rd["others"] < QUIET_THRESHOLD
-
-    done = run_rounds(run_round, rounds, args.quiet, is_quiet)
-    if args.quiet > 0:   # the quiet rounds, then the least busy others if there are too few
-        kept = sorted(range(len(done)), key=lambda j: (not is_quiet(done[j]), done[j]["others"] or 0))[:rounds]
-        kept.sort()
-    else:
-        kept = list(range(len(done)))
-    discarded = [dict(others=done[j]["others"], wall_ms=done[j]["wall"]) for j in range(len(done)) if j not in kept]
-    done = [done[j] for j in kept]
+    done, busy = run_rounds(run_round, rounds, args.quiet, lambda rd: rd["others"])
+    discarded = [dict(others=rd["others"], wall_ms=rd["wall"]) for rd in busy]
     wall = {n: [rd["wall"][n] for rd in done] for n in names}
     cpu = {n: [rd["cpu"][n] for rd in done] for n in names}
     faults = {n: [rd["faults"][n] for rd in done] for n in names}
@@ -546,7 +536,6 @@ def main(argv=None):
     g1_all = speedup["jax_scan_all_states/pre"]
     share = noise_share["jax_scan_final_only"]
     share_all = noise_share["jax_scan_all_states"]
-    gen_scan_share = timings["gen/jax_threefry"]["median"] / timings["jax_scan_final_only/in"]["median"]
     goals = {
         "scan_3x_numpy_loop": dict(
             goal="lax.scan at least 3x the numpy loop on the same (pre-drawn) noise",
@@ -600,18 +589,8 @@ def main(argv=None):
     )
     res["meta"]["total_seconds"] = round(time.perf_counter() - t_start, 1)
 
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = "forward_process_quick" if args.quick else "forward_process"
-    json_path, md_path = args.out_dir / f"{stem}.json", args.out_dir / f"{stem}.md"
-    json_path.write_text(json.dumps(res, indent=1) + "\n")
-    write_markdown(md_path, res, cmd)
-    print(md_path.read_text())
-    print(f"wrote {json_path} and {md_path} ({res['meta']['total_seconds']} s)")
-    failed = [k for k, c in checks.items() if not c["ok"]]
-    if failed:
-        print("correctness checks FAILED: " + ", ".join(failed), file=sys.stderr)
-        return 1
-    return 0
+    return save_results(args.out_dir, stem, res, lambda path: write_markdown(path, res, cmd), checks)
 
 
 if __name__ == "__main__":

@@ -99,27 +99,53 @@ def measure(fn, block):
     return dict(wall=w1 - w0, cpu=c1 - c0, faults=f1 - f0, others=load.others, steal=load.steal)
 
 
-def run_rounds(run_round, rounds, quiet_seconds, is_quiet):
-    """Run ``run_round(i)`` until there are ``rounds`` rounds; return them all.
+def run_rounds(run_round, rounds, quiet_seconds, others):
+    """Run ``run_round(i)`` for ``rounds`` rounds; return ``(kept, discarded)``, both lists of rounds.
 
+    ``others(round)`` is the share of the CPUs that other processes took during
+    the round (None where unknown); a round is quiet below QUIET_THRESHOLD.
     With ``quiet_seconds`` > 0, wait for a quiet machine before each round and
-    keep going until ``rounds`` rounds were quiet (``is_quiet(round)``) or the
-    time budget is spent (and at least ``rounds`` rounds ran).
+    keep going until ``rounds`` rounds were quiet or the time budget is spent
+    (and at least ``rounds`` rounds ran); then keep the quiet rounds, and the
+    least busy others where there are too few, in the order they ran.
     """
+    def is_quiet(rd):
+        return others(rd) is not None and others(rd) < QUIET_THRESHOLD
+
     deadline = time.monotonic() + quiet_seconds
     done = []
     while True:
         n_quiet = sum(map(is_quiet, done))
         if quiet_seconds <= 0:
             if len(done) >= rounds:
-                return done
+                return done, []
         else:
             left = deadline - time.monotonic()
             if n_quiet >= rounds or (left <= 0 and len(done) >= rounds):
-                return done
+                break
             if left > 0:
                 wait_until_quiet(left)
         done.append(run_round(len(done)))
+    kept = sorted(sorted(range(len(done)), key=lambda j: (not is_quiet(done[j]), others(done[j]) or 0))[:rounds])
+    return [done[j] for j in kept], [done[j] for j in range(len(done)) if j not in kept]
+
+
+def save_results(out_dir, stem, res, write_markdown, checks=None):
+    """Write ``res`` to OUT_DIR/STEM.json and, through ``write_markdown(path)``, to STEM.md; print the latter.
+
+    Returns the exit status: 1 when one of ``checks`` (name -> {"ok": bool, ...}) failed, else 0.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    json_path.write_text(json.dumps(res, indent=1) + "\n")
+    write_markdown(md_path)
+    print(md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
+    failed = [name for name, check in (checks or {}).items() if not check["ok"]]
+    if failed:
+        print("correctness checks FAILED: " + ", ".join(failed), file=sys.stderr)
+        return 1
+    return 0
 
 
 def benchmark_parser(doc, results_dir, quick_help, workers=None):

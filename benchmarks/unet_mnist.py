@@ -38,7 +38,6 @@ per-round ratios. Writes benchmarks/results/unet_mnist.{json,md}.
 """
 
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -46,7 +45,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import QUIET_THRESHOLD, benchmark_parser, Worker, cpu_info, fmt_ms, median_ratio, serve, wait_until_quiet
+from machine import benchmark_parser, Worker, cpu_info, fmt_ms, median_ratio, run_rounds, save_results, serve
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BATCHES = (64, 128)
@@ -281,25 +280,21 @@ def main(argv=None):
             return 1
         items = [(f"{w}:{m}", w, m) for w in workers for m in workers[w].info["methods"]
                  if not (m == "sample" and w == "jax_loop")]
-        results, discarded = [], 0
-        deadline = time.monotonic() + args.quiet
-        while len(results) < rounds:
-            if args.quiet > 0:
-                wait_until_quiet(max(deadline - time.monotonic(), 0))
-            k = (len(results) * len(items)) // rounds
+
+        def run_round(i):
+            k = ((i % rounds) * len(items)) // rounds  # rotate the order from round to round
             walls, others = {}, []
             for key, w, m in items[k:] + items[:k]:
                 out = workers[w].time(m)
                 walls[key] = out["wall"] / out["units"]
                 others.append(out["others"] or 0.0)
             busy = statistics.mean(others)
-            if args.quiet > 0 and busy >= QUIET_THRESHOLD and time.monotonic() < deadline:
-                discarded += 1
-                print(f"  round disturbed (other processes {100 * busy:.0f} %), redone", flush=True)
-                continue
-            results.append(dict(wall=walls, others=busy))
-            print(f"  round {len(results)}: other processes {100 * busy:.0f} %; jax train/128 "
+            print(f"  round {i + 1}: other processes {100 * busy:.0f} %; jax train/128 "
                   f"{1e3 * walls['jax:train/128']:.0f} ms, torch {1e3 * walls['torch:train/128']:.0f} ms", flush=True)
+            return dict(wall=walls, others=busy)
+
+        results, busy_rounds = run_rounds(run_round, rounds, args.quiet, lambda rd: rd["others"])
+        discarded = len(busy_rounds)
     finally:
         for w in workers.values():
             w.close()
@@ -328,12 +323,8 @@ def main(argv=None):
         fraction_of_peak={key: g / best_peak for key, g in gflops.items()},
         speedup_over_torch={key: r["median"] for key, r in ratios.items()},
     )
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = "unet_mnist_quick" if args.quick else "unet_mnist"
-    (args.out_dir / f"{stem}.json").write_text(json.dumps(res, indent=2))
-    write_markdown(args.out_dir / f"{stem}.md", res)
-    print((args.out_dir / f"{stem}.md").read_text())
-    return 0
+    return save_results(args.out_dir, stem, res, lambda path: write_markdown(path, res))
 
 
 def write_markdown(path, res):

@@ -6,6 +6,16 @@ import numpy as np
 from . import schedules
 
 
+def _plane(ax, limit, y_label=True):
+    """A square view of the plane, [-limit, limit] on both axes, labelled x_1 (and x_2)."""
+    ax.set_xlim(-limit, limit)
+    ax.set_ylim(-limit, limit)
+    ax.set_aspect("equal")
+    ax.set_xlabel("$x_1$")
+    if y_label:
+        ax.set_ylabel("$x_2$")
+
+
 def plot_schedules(betas_by_name: dict):
     r"""Three panels side by side: :math:`\beta_t`, :math:`\bar\alpha_t` and the signal-to-noise ratio (log scale)."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
@@ -50,10 +60,7 @@ def plot_point_clouds(xs, steps, colour=None, title=None, limit=None):
     for ax, t in zip(np.atleast_1d(axes), steps):
         ax.scatter(xs[t, :, 0], xs[t, :, 1], s=2, alpha=0.7, **_colours(colour))
         ax.set_title(f"$t = {t}$")
-        ax.set_xlim(-limit, limit)
-        ax.set_ylim(-limit, limit)
-        ax.set_aspect("equal")
-        ax.set_xlabel("$x_1$")
+        _plane(ax, limit, y_label=False)
     np.atleast_1d(axes)[0].set_ylabel("$x_2$")
     if title:
         fig.suptitle(title)
@@ -143,10 +150,7 @@ def plot_point_sets(sets: dict, title=None, limit=2.0, size=2.8):
         points = np.asarray(points)
         ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.6, **_colours(colour))
         ax.set_title(name, fontsize=10)
-        ax.set_xlim(-limit, limit)
-        ax.set_ylim(-limit, limit)
-        ax.set_aspect("equal")
-        ax.set_xlabel("$x_1$")
+        _plane(ax, limit, y_label=False)
     axes[0][0].set_ylabel("$x_2$")
     if title:
         fig.suptitle(title)
@@ -159,12 +163,8 @@ def plot_samples(samples, data, title, ax=None, limit=2.0):
     data, samples = np.asarray(data), np.asarray(samples)
     ax.scatter(data[:, 0], data[:, 1], s=1, c="0.75", label="data")
     ax.scatter(samples[:, 0], samples[:, 1], s=1, c="tab:orange", alpha=0.6, label="samples")
-    ax.set_xlim(-limit, limit)
-    ax.set_ylim(-limit, limit)
-    ax.set_aspect("equal")
+    _plane(ax, limit)
     ax.set_title(title, fontsize=9)
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
     return fig
 
 
@@ -178,12 +178,8 @@ def plot_paths(paths, data, title, limit=2.5):
         ax.plot(paths[:, k, 0], paths[:, k, 1], "-", lw=0.8, color=colours[k], alpha=0.8)
         ax.plot(paths[-1, k, 0], paths[-1, k, 1], "o", ms=5, color=colours[k])
     ax.plot(paths[0, :, 0], paths[0, :, 1], "k*", ms=12, label="start $x_T$")
-    ax.set_xlim(-limit, limit)
-    ax.set_ylim(-limit, limit)
-    ax.set_aspect("equal")
+    _plane(ax, limit)
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
     ax.legend(loc="upper right")
     return fig
 
@@ -231,11 +227,7 @@ def animate_points(xs, colour=None, limit=2.5, frames=50, interval=80):
     steps = np.unique(np.linspace(0, xs.shape[0] - 1, frames).astype(int))
     fig, ax = plt.subplots(figsize=(4, 4))
     dots = ax.scatter(xs[0, :, 0], xs[0, :, 1], s=2, **_colours(colour))
-    ax.set_xlim(-limit, limit)
-    ax.set_ylim(-limit, limit)
-    ax.set_aspect("equal")
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
+    _plane(ax, limit)
     title = ax.set_title("")
     T = xs.shape[0] - 1
 
