@@ -163,6 +163,25 @@ def test_short_training_lowers_the_loss_and_beats_noise():
     assert after["samples"] < after["noise"] / 3 and after["samples"] < before["samples"] / 3
 
 
+@pytest.mark.parametrize("drawn", ["before the loop", "inside the loop"])
+def test_training_draws_fresh_standard_normal_noise_every_step(drawn, monkeypatch):
+    """The loss below is the mean square of the step's noise: about 1 on average, and new at every step."""
+    if drawn == "inside the loop":
+        monkeypatch.setattr(training, "PREDRAWN_NOISE_LIMIT", 0)
+
+    def noise_power(model, x0, t, noise, alpha_bars):  # a new function for each case: a new trace
+        return jnp.mean(noise ** 2) + 0.0 * jnp.mean(model(x0, t))
+
+    points, _ = data.circle(jax.random.key(0), 1000)
+    model = models.MLPDenoiser(rngs=nnx.Rngs(0))
+    losses = training.train(model, points, jnp.linspace(0.99, 0.01, 20), steps=300, key=jax.random.key(1),
+                            batch_size=256, loss_fn=noise_power, chunk=64)
+    # each loss: the mean of 512 squared standard normals, mean 1 and standard deviation sqrt(2 / 512) = 0.0625
+    assert abs(losses.mean() - 1) < 0.03
+    assert 0.045 < losses.std() < 0.085
+    assert len(np.unique(losses)) == 300
+
+
 def test_training_continues_with_the_same_optimizer():
     points, _ = data.circle(jax.random.key(0), 1000)
     schedule = schedules.make_schedule(schedules.linear_betas(20, 1e-3, 0.3))
