@@ -39,7 +39,7 @@ from flax import nnx
 
 from .embeddings import sinusoidal_embedding
 from ._validate import marked
-from .models import ClassEmbedding, Linear, fan_in_normal  # noqa: F401 (Linear: notebook 06 imports it from here)
+from .models import ClassEmbedding, Linear, fan_in_normal
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
