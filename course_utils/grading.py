@@ -101,7 +101,15 @@ def register(exercise: Exercise) -> Exercise:
 
 
 class CheckFailure(AssertionError):
-    """Raised by :func:`check` when a student's function is wrong."""
+    """Raised by :func:`check` when a student's function is wrong.
+
+    In Jupyter, Colab and nbgrader's feedback (all IPython kernels) a test cell
+    that fails shows only this message: IPython displays what
+    ``_render_traceback_`` returns instead of a traceback through the checker.
+    """
+
+    def _render_traceback_(self):
+        return str(self).splitlines()
 
 
 # ---------------------------------------------------------------- describing
@@ -232,7 +240,31 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _fail(name: str, lines) -> None:
-    raise CheckFailure("\n".join([f"{name}: " + lines[0], *lines[1:]]))
+    raise CheckFailure("\n".join([f"{name}: " + lines[0], *lines[1:]])) from None
+
+
+def _is_student_file(filename: str) -> bool:
+    """True for code typed in a notebook cell: IPython compiles cells as ``<ipython-input-...>``
+    (IPython < 8, Colab's older images) or as files in a folder ``ipykernel_<pid>`` (ipykernel 6+)."""
+    return filename.startswith("<ipython-input") or "ipykernel_" in filename or filename.startswith("<cell")
+
+
+def student_line(exc: BaseException) -> str | None:
+    """Where in the student's own cells ``exc`` was raised (the innermost such line), or None."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if _is_student_file(f.filename)]
+    if not frames:
+        return None
+    frame = frames[-1]
+    code = f": {frame.line.strip()}" if frame.line else ""
+    return f"  in your code, line {frame.lineno} of the cell that defines `{frame.name}`{code}"
+
+
+def _error_lines(exc: BaseException) -> list:
+    """The line of the student's code that raised ``exc``, as a list of zero or one message line."""
+    where = student_line(exc)
+    return [where] if where else []
 
 
 def _call_with_modules(fn, graphdefs, static_values, states, dynamic):
@@ -255,12 +287,24 @@ def _call_with_modules(fn, graphdefs, static_values, states, dynamic):
 _jitted_with_modules = _jit(_call_with_modules, static_argnums=(0, 1, 2))
 
 
+PRECISION = "highest"
+"""The matrix-product precision of every function the checker runs: the reference, the student's
+function and the hints' variants alike. JAX's default on a GPU is TF32 (about 1e-3 relative error)
+and on a TPU bfloat16 passes; "highest" is float32 everywhere, so a verdict does not depend on the
+backend. Every evaluation goes through :func:`jit_call`, which sets it."""
+
+
 def jit_call(fn, args, static_argnums=(), module_argnums=()):
-    """Call ``fn(*args)`` under jax.jit, passing flax.nnx modules at ``module_argnums`` as graph + state.
+    """Call ``fn(*args)`` under jax.jit at :data:`PRECISION`, passing flax.nnx modules at ``module_argnums`` as graph + state.
 
     One compiled function serves every call with the same ``fn``, static
     values and module structures (a new jit per call would recompile).
     """
+    with _precision(PRECISION):
+        return _jit_call(fn, args, static_argnums, module_argnums)
+
+
+def _jit_call(fn, args, static_argnums, module_argnums):
     if not module_argnums:
         return _jit(fn, static_argnums=static_argnums)(*args)
     from flax import nnx
@@ -278,7 +322,7 @@ def _call_student(ex: Exercise, fn, args, arg_names):
     notes = []
     captured = io.StringIO()
     try:
-        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(captured), _precision("highest"):
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(captured):
             warnings.simplefilter("always")
             out = jit_call(fn, args, ex.static_argnums, ex.module_argnums)
             out = jax.tree_util.tree_map(_asarray, out)
@@ -291,17 +335,23 @@ def _call_student(ex: Exercise, fn, args, arg_names):
             f"    {type(exc).__name__}: {_first_line(exc)}",
             "Inside jax.jit the inputs are abstract arrays: use jnp functions instead of",
             "Python `if`/`float()`/numpy on them, and jnp.where for conditions.",
+            *_error_lines(exc),
             "The input was:", _describe_args(arg_names, args),
         ])
     except TypeError as exc:
+        # A TypeError raised by a line of the student's function is a slip in that line; one raised
+        # by the call itself (no such line) is a changed signature.
+        where = _error_lines(exc)
+        advice = [] if where else [f"Keep the signature given in the exercise: {ex.name}({', '.join(arg_names)})."]
         _fail(ex.name, [
             f"calling it raised TypeError: {_first_line(exc)}",
-            f"Keep the signature given in the exercise: {ex.name}({', '.join(arg_names)}).",
+            *where, *advice,
             "The input was:", _describe_args(arg_names, args),
         ])
     except Exception as exc:  # noqa: BLE001 - report any error in words
         _fail(ex.name, [
             f"it raised {type(exc).__name__}: {_first_line(exc)}",
+            *_error_lines(exc),
             "The input was:", _describe_args(arg_names, args),
         ])
     return out, notes
@@ -310,8 +360,7 @@ def _call_student(ex: Exercise, fn, args, arg_names):
 def _run_variant(ex: Exercise, hint: Hint, args):
     """A hint's wrong variant on ``args``, compiled like the student's function (or None if it fails)."""
     try:
-        with _precision("highest"):
-            return jit_call(hint.variant, args, ex.static_argnums, ex.module_argnums)
+        return jit_call(hint.variant, args, ex.static_argnums, ex.module_argnums)
     except Exception:  # noqa: BLE001 - a variant that does not apply to this input
         return None
 
@@ -414,8 +463,26 @@ def check(name: str, fn: Callable, *, n_cases: int = 5, seed: int = 0, edge_case
     """Test a student's ``fn`` for the exercise ``name``; print one line, or raise CheckFailure.
 
     ``n_cases`` random inputs are drawn from the seed ``seed``; with
-    ``edge_cases=True`` the exercise's fixed edge cases are added.
+    ``edge_cases=True`` the exercise's fixed edge cases are added. Everything
+    runs at :data:`PRECISION` (property checks included). An error that escapes
+    an exercise's own checks is reported as a CheckFailure too, with the line of
+    the student's code that raised it, never as a traceback through the checker.
     """
+    if name not in _REGISTRY:
+        raise KeyError(f"check: unknown exercise {name!r}; known: {sorted(_REGISTRY)}")
+    try:
+        with _precision(PRECISION):
+            _check(name, fn, n_cases, seed, edge_cases)
+    except CheckFailure:
+        raise
+    except NotImplementedError:
+        _fail(name, ["not implemented yet. Replace `raise NotImplementedError()` with your code."])
+    except Exception as exc:  # noqa: BLE001 - any other error, in words
+        where = _error_lines(exc) or ["  (the error is not in a line of your notebook: if your code looks right, tell your instructor)"]
+        _fail(name, [f"testing it raised {type(exc).__name__}: {_first_line(exc)}", *where])
+
+
+def _check(name, fn, n_cases, seed, edge_cases):
     if name not in _REGISTRY:
         raise KeyError(f"check: unknown exercise {name!r}; known: {sorted(_REGISTRY)}")
     ex = _REGISTRY[name]
@@ -430,7 +497,7 @@ def check(name: str, fn: Callable, *, n_cases: int = 5, seed: int = 0, edge_case
     worst_note = []
     cases = _cases(ex, n_cases, seed, edge_cases)
     for number, args in enumerate(cases, start=1):
-        expected = jit_call(ex.reference, args, ex.static_argnums, ex.module_argnums) if ex.module_argnums else ex.reference(*args)
+        expected = jit_call(ex.reference, args, ex.static_argnums, ex.module_argnums)
         got, notes = _call_student(ex, fn, args, arg_names)
         worst_note += notes
         problem = _compare(expected, got, ex.rtol, ex.atol, ex.output_names)
