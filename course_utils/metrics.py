@@ -15,7 +15,9 @@ def _mean_distance(x, y, block=512):
 
     def block_sum(args):
         rows, ok = args
-        sq = jnp.sum(rows**2, axis=1)[:, None] + y_sq[None, :] - 2 * rows @ y.T
+        # float32 products on every backend: the squared distance is a difference of large terms, which
+        # TF32 (a GPU's default) or bfloat16 passes (a TPU's) would leave with errors of 1e-3 of |x|^2.
+        sq = jnp.sum(rows**2, axis=1)[:, None] + y_sq[None, :] - 2 * jnp.matmul(rows, y.T, precision="highest")
         return jnp.sum(jnp.where(ok[:, None], jnp.sqrt(jnp.maximum(sq, 0.0)), 0.0))
 
     return jnp.sum(jax.lax.map(block_sum, (xb, valid))) / (n * y.shape[0])

@@ -5,7 +5,7 @@ difference)."""
 
 import pytest
 
-from conftest import (ASSIGNMENTS, errors, execute, is_test_cell, read, solution_path, stderr,
+from notebook_tools import (ASSIGNMENTS, errors, execute, is_test_cell, read, solution_path, stderr,
                       student_path, with_solutions)
 
 # One xdist group per notebook (run with `--dist loadgroup`): the executions of a

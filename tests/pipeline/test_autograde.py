@@ -24,7 +24,7 @@ from autograder import course
 from autograder.feedback import write_feedback
 from autograder.execute import SKIPPED, last_graded_cell
 from autograder.grade import ATTENTION, FLAGGED, GRADED, grade, write_table
-from conftest import nbgrader_meta, read, solution_path, student_path, with_solutions
+from notebook_tools import nbgrader_meta, read, solution_path, student_path, with_solutions
 
 NAME = "02_loss_comparison"
 pytestmark = pytest.mark.xdist_group("autograde")

@@ -7,7 +7,7 @@ import pytest
 
 from autograder import course
 from autograder.release import release
-from conftest import ASSIGNMENTS, is_solution_cell, is_test_cell, nbgrader_meta, read, solution_path, student_path
+from notebook_tools import ASSIGNMENTS, is_solution_cell, is_test_cell, nbgrader_meta, read, solution_path, student_path
 
 BETWEEN = {
     "solution": re.compile(r"### BEGIN SOLUTION\n(.*?)### END SOLUTION", re.S),

@@ -1,0 +1,78 @@
+"""Helpers of the notebook and pipeline tests: reading, changing and executing notebooks (needs the dev extra)."""
+
+import copy
+import sys
+from pathlib import Path
+
+import nbformat
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # for `import autograder`
+
+from autograder import course  # noqa: E402
+
+ASSIGNMENTS = course.assignments()
+
+
+def solution_path(name: str) -> Path:
+    return course.SOLUTIONS / name / f"{name}.ipynb"
+
+
+def student_path(name: str) -> Path:
+    return course.NOTEBOOKS / name / f"{name}.ipynb"
+
+
+def read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def nbgrader_meta(cell) -> dict:
+    return cell.metadata.get("nbgrader", {})
+
+
+def is_test_cell(cell) -> bool:
+    meta = nbgrader_meta(cell)
+    return cell.cell_type == "code" and meta.get("grade") and not meta.get("solution")
+
+
+def is_solution_cell(cell) -> bool:
+    return nbgrader_meta(cell).get("solution", False)
+
+
+def with_solutions(student_nb, solution_nb):
+    """The student notebook with every solution cell's source taken from the solution notebook."""
+    nb = copy.deepcopy(student_nb)
+    sources = {nbgrader_meta(c)["grade_id"]: c.source for c in solution_nb.cells if is_solution_cell(c)}
+    for cell in nb.cells:
+        if is_solution_cell(cell):
+            cell.source = sources[nbgrader_meta(cell)["grade_id"]]
+    return nb
+
+
+def execute(nb, workdir: Path, timeout: int = 300):
+    """Execute a copy of ``nb`` in grading mode, in ``workdir``, with errors recorded in the outputs."""
+    from nbclient import NotebookClient
+
+    nb = copy.deepcopy(nb)
+    env = course.environment(workdir, fast=True)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(workdir)}})
+    import os
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)  # the kernel inherits this process's environment
+    try:
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return nb
+
+
+def errors(cell) -> list[str]:
+    return [f"{o.ename}: {o.evalue}" for o in cell.get("outputs", []) if o.output_type == "error"]
+
+
+def stderr(cell) -> str:
+    return "".join(o.text for o in cell.get("outputs", []) if o.output_type == "stream" and o.name == "stderr")
