@@ -89,9 +89,12 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "release":
+        from .colab import settings, stamp_sources
         from .release import release
 
         names = [course.check_assignment(n) for n in args.assignments] or course.assignments()
+        for path in stamp_sources(names):
+            print(f"wrote the course's address ({settings()['repository']}) into {path.relative_to(course.REPO)}")
         for name in names:
             print(f"released {release(name).relative_to(course.REPO)}")
         if args.bundle:

@@ -38,6 +38,30 @@ def float64():
     return enable_x64()
 
 
+def on_accelerator() -> bool:
+    """True when JAX computes on a GPU or TPU (its default backend is not the CPU)."""
+    import jax
+
+    return jax.default_backend() != "cpu"
+
+
+STEPS_PER_CALL_ACCELERATOR = 100
+"""Training steps per compiled call of networks with convolutions on a GPU or TPU. One step per call
+leaves such a device idle between launches: measured on an H200 with the CPU-sized MNIST U-Net at
+batch 64, 51 steps/s with one step per call and 243 steps/s with 100 (issue 13)."""
+
+
+def steps_per_call(cpu: int = 1, accelerator: int = STEPS_PER_CALL_ACCELERATOR) -> int:
+    """How many training steps to run in one compiled call on this backend.
+
+    On a CPU, XLA runs convolutions inside a compiled loop several times slower than on their own
+    (``benchmarks/unet_mnist.py``), and one U-Net step is long enough that Python's overhead between
+    calls does not count: ``cpu`` (1). On a GPU or TPU a step takes milliseconds and the launch and
+    Python overhead dominate: ``accelerator`` steps per call.
+    """
+    return accelerator if on_accelerator() else cpu
+
+
 CONVOLUTION_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
 """XLA options for code with convolutions: on a CPU, YNNPACK does matrix products and reductions but not
 convolutions, which XLA's own (Eigen) kernels compute 2-3x faster at the U-Net's sizes

@@ -84,12 +84,15 @@ def train_unet(model, images, labels, schedule, *, steps, key, batch_size=64, le
                p_uncond=0.1, progress=None):
     """Train ``model`` in place with label dropout (see :func:`course_utils.guidance.train_conditional`).
 
-    One compiled step per call (``chunk=1``): convolutions inside a compiled
-    loop run several times slower on a CPU (see :func:`sample_digits`).
+    Steps per compiled call: :func:`course_utils.config.steps_per_call`, one on
+    a CPU (convolutions inside a compiled loop run several times slower there,
+    see :func:`sample_digits`), 100 on a GPU or TPU (where one step per call
+    leaves the device waiting for Python).
     """
     optimizer = optimizer if optimizer is not None else optimizer_for(steps, learning_rate)
     return train_conditional(model, images, labels, schedule.alpha_bars, steps=steps, key=key, p_uncond=p_uncond,
-                             batch_size=batch_size, optimizer=optimizer, progress=progress, chunk=1)
+                             batch_size=batch_size, optimizer=optimizer, progress=progress,
+                             chunk=config.steps_per_call())
 
 
 def _spread(*arrays):

@@ -13,11 +13,30 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
 from . import config
 from ._validate import marked
 from .forward import q_sample
+
+
+def progress_bar(**kwargs):
+    """A tqdm progress bar: a widget in Jupyter and Colab when ipywidgets is installed, text otherwise.
+
+    ``tqdm.auto`` warns ("IProgress not found") in a notebook without ipywidgets; this picks the text
+    bar there instead, which works everywhere.
+    """
+    try:
+        from IPython import get_ipython
+
+        in_kernel = get_ipython() is not None and "IPKernelApp" in get_ipython().config
+        import ipywidgets  # noqa: F401
+
+        from tqdm.notebook import tqdm
+    except Exception:  # noqa: BLE001 - no IPython, no kernel, or no ipywidgets
+        in_kernel = False
+    if not in_kernel:
+        from tqdm.std import tqdm
+    return tqdm(**kwargs)
 
 
 @marked
@@ -145,7 +164,7 @@ def run_in_chunks(model, run_chunk, *, optimizer, learning_rate, steps, key, chu
     graphdef, state = nnx.split((model, opt))
     show = (not config.fast_mode()) if progress is None else progress
     losses = []
-    with tqdm(total=steps, disable=not show, desc="training", leave=False) as bar:
+    with progress_bar(total=steps, disable=not show, desc="training", leave=False) as bar:
         for first in range(0, steps, chunk):
             n = min(chunk, steps - first)
             state, chunk_losses = run_chunk(graphdef, state, jax.random.fold_in(key, first), n)
