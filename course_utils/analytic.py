@@ -192,13 +192,16 @@ def ddpm_reverse_mean_var(x_t, t, betas, m, p, variance="posterior"):
     The mean (:func:`course_utils.losses.mean_from_noise`) is exactly the mean
     of :math:`q(x_{t-1} \mid x_t)`, because the forward posterior mean is linear
     in the noise; the variance is a fixed choice, not the exact
-    :math:`v_{t-1}\beta_t / v_t`. Shapes as in :func:`gaussian_reverse_mean_var`.
+    :math:`v_{t-1}\beta_t / v_t`. As in DDPM's sampling algorithm and the course's
+    samplers (:mod:`course_utils.sampling`), no noise is added at the last step:
+    the variance at t = 1 is 0 for both choices (:math:`\tilde\beta_1` is 0 anyway).
+    Shapes as in :func:`gaussian_reverse_mean_var`.
     """
     c = _coefficients(betas, t)
     eps = gaussian_eps.raw(x_t, c.alpha_bars, m, p)
     x_t = jnp.broadcast_to(x_t, eps.shape)
     mean = mean_from_noise.raw(x_t, eps, c.betas, c.alpha_bars)
-    var = c.posterior_variances if variance == "posterior" else c.betas
+    var = c.posterior_variances if variance == "posterior" else jnp.where(t == 1, 0.0, c.betas)
     return mean, var
 
 

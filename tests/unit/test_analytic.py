@@ -223,7 +223,9 @@ def test_ddpm_step_with_the_exact_eps_has_the_exact_mean():
         exact_mean, _ = analytic.gaussian_reverse_mean_var(x, t, BETAS, M, P)
         np.testing.assert_allclose(np.asarray(mean), np.asarray(exact_mean), rtol=1e-4, atol=2e-5)
         assert float(var) == pytest.approx(float(sched.posterior_variances[t - 1]), rel=1e-6)
-        assert float(analytic.ddpm_reverse_mean_var(x, t, BETAS, M, P, variance="beta")[1]) == pytest.approx(float(BETAS[t - 1]))
+        # sigma^2 = beta, except at the last step, where DDPM's sampler (and the course's) adds no noise
+        want = 0.0 if t == 1 else float(BETAS[t - 1])
+        assert float(analytic.ddpm_reverse_mean_var(x, t, BETAS, M, P, variance="beta")[1]) == pytest.approx(want)
     eps = analytic.gaussian_eps(x, sched.alpha_bars[9], M, P)
     np.testing.assert_allclose(np.asarray(analytic.ddpm_reverse_mean_var(x, 10, BETAS, M, P)[0]),
                                np.asarray(losses.mean_from_noise(x, eps, BETAS[9], sched.alpha_bars[9])), rtol=1e-6)
@@ -302,6 +304,8 @@ def test_sampler_final_moments_match_exact_propagation(start_and_noises, name, s
     assert abs(float(run.x0.std()) - sd) < 4 * sd / math.sqrt(2 * n), name
     if name == "ddpm, beta_tilde":   # the notebook's finding: right mean, too narrow at T = 50
         assert sd == pytest.approx(0.4397, abs=1e-3)
+    if name == "ddpm, beta":         # with no noise at t = 1 (DDPM's convention), close to the data's 0.5
+        assert sd == pytest.approx(0.497, abs=2e-3)
 
 
 def test_sampler_walks_backwards_with_noise_t_minus_1_at_step_t():
