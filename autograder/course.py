@@ -32,6 +32,7 @@ class Limits:
     memory_mb: int = 4096  # address space of the kernel (RLIMIT_AS)
     output_bytes: int = 200_000  # output kept per cell
     network: bool = False  # allow the kernel to use the network
+    sandbox: bool = True  # run the kernel in the bubblewrap sandbox (False: grade --allow-unsandboxed, no bwrap)
     run_all_cells: bool = False  # also run the cells after the last graded one (demonstrations; no points)
 
     def __post_init__(self):
@@ -56,8 +57,8 @@ c.Execute.error_on_timeout = {{
     "evalue": "the cell ran longer than the time limit of {timeout} s and was interrupted",
     "traceback": ["CellTimeoutError: the cell ran longer than the time limit of {timeout} s and was interrupted"],
 }}
-# Grading kernels start through autograder/sandbox.py (memory, file size and
-# network limits), and nbgrader's Execute step is replaced by one that limits
+# Grading kernels start through autograder/sandbox.py (a bubblewrap sandbox:
+# files, processes, network; memory and file size limits), and nbgrader's Execute step is replaced by one that limits
 # output, survives a dead kernel and keeps warnings from zeroing a test cell.
 import sys  # noqa: E402
 sys.path.insert(0, {repo!r})
@@ -124,49 +125,71 @@ def runtime_dir(workdir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"ag-{digest}"
 
 
-def kernel_transport(workdir: Path, isolated: bool) -> dict:
-    """How the grading process reaches a kernel: over Unix sockets in the runtime directory when the kernel
-    has no network (one kernel at a time per course directory, so the socket names can be fixed)."""
-    if not isolated:
-        return {"transport": "tcp"}
-    return {"transport": "ipc", "ip": str(runtime_dir(workdir) / "kernel")}
+def kernel_transport(workdir: Path) -> dict:
+    """How the grading process reaches a kernel: over Unix sockets (the kernel has no network), in a folder of
+    their own in the runtime directory, the only one the sandbox shares with the kernel besides its connection
+    file (one kernel at a time per course directory, so the socket names can be fixed)."""
+    return {"transport": "ipc", "ip": str(runtime_dir(workdir) / "ipc" / "kernel")}
 
 
-def transport_config(workdir: Path, isolated: bool) -> str:
-    return "\n".join(f"c.KernelManager.{k} = {v!r}" for k, v in kernel_transport(workdir, isolated).items())
+def transport_config(workdir: Path) -> str:
+    return "\n".join(f"c.KernelManager.{k} = {v!r}" for k, v in kernel_transport(workdir).items())
 
 
 def write_config(workdir: Path, limits: Limits = Limits(), jax_cache: Path | None = None) -> None:
-    """nbgrader_config.py and the sandboxed kernel spec of the course directory ``workdir``.
-
-    ``jax_cache``: a JAX compilation cache of which every kernel gets a private copy (``autograder/sandbox.py``).
-    """
-    from .sandbox import network_isolation_available
-
-    isolate = not limits.network and network_isolation_available()
+    """nbgrader_config.py and the sandboxed kernel spec of the course directory ``workdir``."""
     (workdir / "nbgrader_config.py").write_text(CONFIG_TEMPLATE.format(
         course_id=COURSE_ID, root=str(workdir), timeout=limits.timeout, repo=str(REPO), kernel=KERNEL_NAME,
         output_bytes=limits.output_bytes, notebook_timeout=limits.notebook_timeout, run_all_cells=limits.run_all_cells,
-        transport=transport_config(workdir, isolate)))
+        transport=transport_config(workdir)))
+    write_kernelspec(workdir, limits, jax_cache)
+
+
+def write_kernelspec(workdir: Path, limits: Limits = Limits(), jax_cache: Path | None = None) -> dict:
+    """The kernel spec of ``workdir``: every kernel starts through ``autograder/sandbox.py`` (bubblewrap).
+
+    ``jax_cache``: a JAX compilation cache of which every kernel gets a private copy. Cells are interrupted
+    by message (``interrupt_mode``): the sandboxed kernel runs in a session of its own, which a signal to
+    the launcher's process group does not reach. With ``limits.sandbox`` false (no bubblewrap, and the
+    instructor allowed it) only the limits apply, and the network is cut where ``unshare`` may.
+    """
+    from .sandbox import network_isolation_available
+
     launcher = [sys.executable, str(REPO / "autograder" / "sandbox.py"), "--memory-mb", str(limits.memory_mb)]
     if jax_cache is not None:
         launcher += ["--jax-cache", str(jax_cache)]
+    if limits.sandbox:
+        isolate = not limits.network
+        launcher += ["--network"] if limits.network else []
+    else:
+        isolate = not limits.network and network_isolation_available()
+        launcher += ["--unsandboxed", *(["--no-network"] if isolate else [])]
     spec = {
-        "argv": [*launcher, *(["--no-network"] if isolate else []), "--",
-                 sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [*launcher, "--", sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (autograder sandbox)",
         "language": "python",
-        "metadata": {"network_isolated": isolate},
+        "interrupt_mode": "message",
+        "metadata": {"network_isolated": isolate, "sandboxed": limits.sandbox},
     }
     kernel_dir = workdir / ".jupyter" / "data" / "kernels" / KERNEL_NAME
     kernel_dir.mkdir(parents=True, exist_ok=True)
     (kernel_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    return spec
+
+
+def kernel_metadata(workdir: Path) -> dict:
+    spec = Path(workdir) / ".jupyter" / "data" / "kernels" / KERNEL_NAME / "kernel.json"
+    return json.loads(spec.read_text())["metadata"]
 
 
 def network_isolated(workdir: Path) -> bool:
     """Whether the kernels of ``workdir`` run without network (from its kernel spec)."""
-    spec = Path(workdir) / ".jupyter" / "data" / "kernels" / KERNEL_NAME / "kernel.json"
-    return json.loads(spec.read_text())["metadata"]["network_isolated"]
+    return kernel_metadata(workdir)["network_isolated"]
+
+
+def sandboxed(workdir: Path) -> bool:
+    """Whether the kernels of ``workdir`` run in the bubblewrap sandbox (from its kernel spec)."""
+    return kernel_metadata(workdir).get("sandboxed", False)
 
 
 def prepare_workdir(workdir: Path, assignment: str, limits: Limits = Limits(), jax_cache: Path | None = None) -> Path:

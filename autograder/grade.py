@@ -45,7 +45,7 @@ import threading
 import time
 import uuid
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import nbformat
@@ -56,6 +56,7 @@ from .execute import KERNEL_DIED, NOT_RUN, OUTPUT_LIMIT, last_cell_to_run
 GRADED, FLAGGED, ATTENTION = "graded", "flagged", "needs attention"
 _STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 MAX_NOTEBOOK_BYTES = 50 * 2**20
+NOT_ISOLATED = "NOT ISOLATED: graded without the sandbox (--allow-unsandboxed)"
 
 
 @dataclass
@@ -303,7 +304,7 @@ def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) ->
     os.environ.update(env)  # the kernel (and the kernel spec lookup) use this process's environment
     try:
         config = Config()
-        for key, value in course.kernel_transport(workdir, course.network_isolated(workdir)).items():
+        for key, value in course.kernel_transport(workdir).items():
             setattr(config.KernelManager, key, value)
         client = NotebookClient(nb, config=config, timeout=limits.timeout, kernel_name=course.KERNEL_NAME,
                                 allow_errors=True, resources={"metadata": {"path": str(scratch)}})
@@ -421,9 +422,24 @@ def results_path(workdir: Path, assignment: str) -> Path:
 
 
 def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limits = course.Limits(),
-          workers: int | None = None, compile_cache: bool = True, log=print) -> list[StudentResult]:
-    """Autograde every submission of ``assignment``; return one result per student (sorted by id)."""
+          workers: int | None = None, compile_cache: bool = True, log=print,
+          allow_unsandboxed: bool = False) -> list[StudentResult]:
+    """Autograde every submission of ``assignment``; return one result per student (sorted by id).
+
+    The kernels run in the bubblewrap sandbox (``autograder/sandbox.py``); where it is unavailable grading
+    stops, unless ``allow_unsandboxed``: then every line logged and every result says NOT ISOLATED.
+    """
     course.check_assignment(assignment)
+    from .sandbox import sandbox_problem
+
+    problem = sandbox_problem() if limits.sandbox else "the sandbox was turned off"
+    if problem:
+        if not allow_unsandboxed:
+            raise SystemExit(f"grade: the kernels cannot be sandboxed: {problem}. Install bubblewrap, or pass "
+                             "--allow-unsandboxed to grade without isolation (every grade is then marked NOT ISOLATED)")
+        limits = replace(limits, sandbox=False)
+        log = (lambda message, _log=log: _log(f"[{NOT_ISOLATED}] {message}"))
+        log(f"the kernels are not sandboxed: {problem}")
     workers = workers or os.cpu_count() or 1
     if workers < 1:
         raise ValueError(f"grade: `workers` must be at least 1, got {workers}")
@@ -442,7 +458,8 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
             prepare_notebook(sub, release_nb, workdir / "submitted" / sub.student / assignment / f"{assignment}.ipynb")
     students = [s.student for s in subs if not s.problem]
     log(f"{len(subs)} submissions, {len(students)} to grade with {min(workers, max(len(students), 1))} worker(s); "
-        f"network {'isolated' if course.network_isolated(workdir) else 'NOT isolated (user namespaces unavailable)'}")
+        f"{'sandboxed (bubblewrap)' if limits.sandbox else 'NOT sandboxed'}, "
+        f"network {'isolated' if course.network_isolated(workdir) else 'NOT isolated'}")
     if students:
         started = time.monotonic()
         if compile_cache:
@@ -473,6 +490,10 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
             cells, reasons = analyse(autograded, release_nb, scores[sub.student])
             reasons = sub.notes + reasons
             results.append(StudentResult(sub.student, FLAGGED if reasons else GRADED, reasons, cells, manual_max, name))
+    if not limits.sandbox:
+        for r in results:
+            r.reasons.append(NOT_ISOLATED)
+            r.status = FLAGGED if r.status == GRADED else r.status
     results.sort(key=lambda r: r.student)
     save_results(results, workdir, assignment)
     return results

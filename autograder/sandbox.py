@@ -1,19 +1,57 @@
-"""Kernel launcher that puts a student's kernel inside limits, then becomes the kernel.
+"""Kernel launcher that starts a student's kernel inside a bubblewrap sandbox, within limits.
 
 The autograder's kernel spec (``autograder.course.write_kernelspec``) starts
 every grading kernel as::
 
-    python autograder/sandbox.py --memory-mb 4096 --no-network -- python -m ipykernel_launcher -f CONN
+    python autograder/sandbox.py --memory-mb 4096 [--jax-cache DIR] -- python -m ipykernel_launcher -f CONN
 
-This script sets the limits on itself and replaces itself (``exec``) with the
-kernel command, so the kernel and everything it starts inherit them:
+in the folder of the notebook it grades (nbclient's working directory). The
+launcher sets the limits on itself and replaces itself (``exec``) with
+``bwrap`` (bubblewrap), which starts the kernel in new namespaces (mount,
+PID, network, IPC, UTS; a user namespace too when the grader is not root):
 
+- files: the kernel sees a root of its own, read-only, holding only
+  ``/usr`` (and the ``/bin``, ``/lib*`` links), a few files of ``/etc`` (the
+  dynamic linker's cache, the time zone), the Python environment
+  (``sys.prefix`` and the interpreter's prefix, read-only), the course_utils
+  package (read-only: in a development install the repository's
+  ``course_utils/`` folder, and nothing else of the repository), a new
+  ``/proc`` and a minimal ``/dev``. Writable: its working folder (the
+  notebook's folder: the student's own), a private ``/tmp`` and an empty
+  ``HOME`` (both tmpfs, 512 MiB each), its own Unix-socket folder and, with
+  ``--jax-cache``, its private copy of the compilation cache. No gradebook,
+  no course directory, no solutions, no other student, no real home.
+- the connection with nbgrader: only this kernel's connection file
+  (a read-only copy) and the folder of its ipc sockets (the connection file's
+  ``ip`` with ``-N`` appended: ``KernelManager.transport = "ipc"``; the kernel
+  binds them, nbgrader connects) are shared. The launcher requires the ipc
+  transport unless the network is shared.
+- processes: a new PID namespace (the kernel cannot see or signal nbgrader
+  or other kernels; when the kernel exits, bubblewrap's PID 1 exits and the
+  Linux kernel kills every process left in the namespace), ``--die-with-parent``
+  (the sandbox dies with the launcher's parent, nbgrader), ``--new-session``
+  (no terminal to inject input into) and ``RLIMIT_NPROC`` (``--processes``).
+  nbgrader interrupts a cell with an ``interrupt_request`` message (the kernel
+  spec's ``interrupt_mode``): a signal to the launcher's process group would
+  not reach the new session.
+- users: run by root, bubblewrap makes no user namespace (one would map the
+  kernel to the real root, which ``RLIMIT_NPROC`` does not bind) and the
+  kernel becomes ``nobody`` (uid 65534) before it starts: its working folder,
+  socket folder and cache copy are handed to that uid. Run by another user,
+  the kernel keeps that user's uid inside a user namespace of its own. Either
+  way it holds no capability and cannot gain one (``--cap-drop ALL``,
+  no_new_privs).
+- network: none (a new network namespace holding an unconnected loopback),
+  unless ``--network``.
 - memory: ``RLIMIT_AS`` (address space). JAX on CPU works under it (it was
   checked down to 2 GiB); an allocation past it raises ``MemoryError`` or
   XLA's ``RESOURCE_EXHAUSTED`` in the student's cell, or kills the kernel,
   and both are reported as a memory problem of that submission.
 - files: ``RLIMIT_FSIZE`` caps the size of any file the kernel writes, and no
   core dumps are written.
+- environment: only an allowed list of variables (``PATH``, locale, ``JAX_*``,
+  ``XLA_*``, ``COURSE_*``, thread counts, ...) reaches the kernel, with
+  ``HOME``, ``TMPDIR`` and Jupyter's folders inside the sandbox.
 - compilation cache: with ``--jax-cache DIR`` (a cache warmed by running the
   solution notebook), the kernel gets a private copy of DIR as its JAX
   compilation cache: the course's own code compiles once per class instead of
@@ -22,39 +60,88 @@ kernel command, so the kernel and everything it starts inherit them:
   (``jax_persistent_cache_enable_xla_caches`` names a GPU autotuning cache
   inside it), and the compile options are part of each entry's key: a copy
   at another path would miss on every entry. The launcher turns that GPU-only
-  cache off, so the keys do not depend on where the cache lies.
-- network: with ``--no-network`` the kernel runs in a new network namespace of
-  its own (``unshare --user --map-root-user --net``), where only an unconnected
-  loopback exists. The kernel then talks to nbgrader over Unix sockets
-  (``KernelManager.transport = "ipc"``), which need no network. Where user
-  namespaces are not allowed (``network_isolation_available()`` is false),
-  the kernel runs with the machine's network.
+  cache off, so the keys do not depend on where the cache lies. The warm-up
+  run (``AUTOGRADER_WARM_CACHE`` set) writes into DIR itself.
+
+``--unsandboxed`` (what ``grade --allow-unsandboxed`` uses where bubblewrap is
+missing or fails ``sandbox_problem()``) keeps only the limits and, with
+``--no-network``, a network namespace (``unshare``) where one may be made.
 
 It is a standalone script (run by path, not imported from the package) so
 that the student's kernel needs nothing on its ``sys.path`` but course_utils.
 """
 
 import argparse
+import functools
+import importlib.util
+import json
 import os
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
 UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--"]
 # No extra XLA cache (the default, a GPU autotuning cache, writes its path into every cache key).
 RELOCATABLE_CACHE = "none"
+SANDBOX_UID = 65534  # nobody: the kernel's user when the grader is root
+HOME = "/home/student"
+TMPFS_BYTES = 512 * 2**20
+PROCESSES = 512  # RLIMIT_NPROC: processes and threads (JAX starts a few dozen threads)
+ETC = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives", "fonts", "mime.types"]
+ETC_NETWORK = ["resolv.conf", "hosts", "nsswitch.conf", "ssl", "ca-certificates", "gai.conf"]
+ENV_KEEP = {"LANG", "LANGUAGE", "TZ", "TERM", "PYTHONWARNINGS", "PYTHONHASHSEED", "MPLBACKEND", "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES"}
+ENV_PREFIXES = ("LC_", "JAX_", "XLA_", "COURSE_", "TF_CPP_", "MALLOC_", "AUTOGRADER_")
+# Run inside the sandbox as the kernel command's first step: become the kernel's user (root only), limit the
+# number of processes (set here, inside the new user namespace, it counts the sandbox's processes only), enter
+# the working folder (as that user: root without capabilities may not enter nobody's 0700 folder), exec.
+INNER = ("import os, resource, sys\n"
+         "uid, n, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]\n"
+         "if uid >= 0:\n"
+         "    os.setgroups([]); os.setgid(uid); os.setuid(uid)\n"
+         "resource.setrlimit(resource.RLIMIT_NPROC, (n, n))\n"
+         "os.chdir(folder)\n"
+         "os.execvp(sys.argv[4], sys.argv[4:])\n")
 
 
 def network_isolation_available() -> bool:
-    """True when an unprivileged process may start a command in a network namespace of its own."""
+    """True when an unprivileged process may start a command in a network namespace of its own (``--unsandboxed``)."""
     if shutil.which("unshare") is None:
         return False
     try:
         return subprocess.run([*UNSHARE, "true"], capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+@functools.lru_cache(maxsize=None)
+def sandbox_problem() -> str:
+    """"" when a kernel can be sandboxed here, else why not: bubblewrap is missing, or a sandboxed Python
+    (this launcher's own bwrap command) fails to see what a kernel needs or sees what it must not."""
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    probe = ("import importlib.util, os, sys\n"
+             f"assert not os.path.exists({str(REPO / 'autograder')!r}), 'the repository is visible'\n"
+             "assert importlib.util.find_spec('course_utils') is not None, 'course_utils cannot be found'\n"
+             "open('probe', 'w').write('ok')\n"
+             "print(len([p for p in os.listdir('/proc') if p.isdigit()]))\n")
+    with tempfile.TemporaryDirectory(prefix="sandbox-probe-") as folder:
+        os.chmod(folder, 0o755)
+        try:
+            out = subprocess.run([sys.executable, __file__, "--memory-mb", "1024", "--", sys.executable, "-c", probe],
+                                 cwd=folder, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"the sandbox self-test did not run: {exc}"
+        if out.returncode != 0 or out.stdout.strip() not in ("1", "2"):
+            lines = (out.stderr.strip() or out.stdout.strip() or f"exit status {out.returncode}").splitlines()
+            return f"the sandbox self-test failed: {lines[-1]}"
+        if (Path(folder) / "probe").read_text() != "ok":
+            return "the sandbox self-test failed: the kernel could not write its working folder"
+    return ""
 
 
 def _limit(which: int, value: int) -> None:
@@ -64,11 +151,127 @@ def _limit(which: int, value: int) -> None:
     resource.setrlimit(which, (value, value if hard == resource.RLIM_INFINITY else hard))
 
 
+def _connection_file(command: list[str]) -> Path | None:
+    for i, arg in enumerate(command):
+        if arg in ("-f", "--f", "--connection-file", "--ConnectionFileMixin.connection_file") and i + 1 < len(command):
+            return Path(command[i + 1])
+        for flag in ("--f=", "--connection-file=", "--ConnectionFileMixin.connection_file="):
+            if arg.startswith(flag):
+                return Path(arg[len(flag):])
+    return None
+
+
+def _chown_tree(path: Path, uid: int) -> None:
+    os.lchown(path, uid, uid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, uid)
+
+
+def _under(path: Path, folders) -> bool:
+    return any(path == f or f in path.parents for f in folders)
+
+
+def python_folders(executable: str) -> list[Path]:
+    """The folders of the Python environment the kernel needs (read-only): prefixes, the interpreter's, course_utils."""
+    exe = Path(executable).resolve()
+    folders = [Path(p).resolve() for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}]
+    folders.append(exe.parent.parent if exe.parent.name == "bin" else exe.parent)
+    spec = importlib.util.find_spec("course_utils")
+    if spec is not None and spec.submodule_search_locations:
+        folders += [Path(p).resolve() for p in spec.submodule_search_locations]
+    kept = []
+    for folder in sorted(set(folders), key=lambda p: len(p.parts)):
+        if folder == Path("/") or folder in REPO.parents or folder == REPO or _under(folder, [Path("/usr"), *kept]):
+            continue  # never the root or the whole repository; /usr is bound anyway
+        kept.append(folder)
+    return kept
+
+
+def bwrap_command(command: list[str], workdir: Path, *, network: bool = False, writable: list[Path] = (),
+                  processes: int = PROCESSES) -> tuple[list[str], dict, list[int]]:
+    """The bwrap command line that runs ``command`` in the sandbox with ``workdir`` as its working folder,
+    its environment, and the file descriptors it must inherit."""
+    root = os.getuid() == 0
+    args = ["bwrap", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    if root:  # real uids: no user namespace; the kernel becomes nobody (setuid/setgid kept for that step only)
+        args += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                 "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        args += ["--unshare-all"]
+    if network:
+        args += ["--share-net"]
+    # First, as binds below may lie under /tmp: a private tmpfs /tmp and HOME (1777: made by root for nobody)
+    args += ["--proc", "/proc", "--dev", "/dev",
+             "--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
+             "--perms", "1777" if root else "0700", "--size", str(TMPFS_BYTES), "--tmpfs", HOME]
+    args += ["--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = Path("/") / name
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    for name in ETC + (ETC_NETWORK if network else []):
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    for folder in python_folders(command[0] if os.path.isabs(command[0]) else sys.executable):
+        args += ["--ro-bind", str(folder), str(folder)]
+    fds = []
+    conn = _connection_file(command)
+    shared = [workdir, *writable]
+    if conn is not None:
+        info = json.loads(conn.read_text())
+        if info.get("transport") == "ipc":
+            ip = Path(info["ip"])
+            sockets = ip.parent
+            if _under(conn.parent, [sockets]) or sockets == Path("/") or _under(REPO, [sockets]):
+                raise SystemExit(f"sandbox: the ipc folder {sockets} must be a folder of its own, "
+                                 "not the connection file's (KernelManager.ip = RUNTIME/ipc/kernel)")
+            sockets.mkdir(parents=True, exist_ok=True)
+            for stale in sockets.glob(f"{ip.name}-*"):  # left by an earlier kernel: never connected to
+                stale.unlink()
+            shared.append(sockets)
+        elif not network:
+            raise SystemExit("sandbox: a kernel without network must use the ipc transport "
+                             "(KernelManager.transport = 'ipc')")
+        fd = os.open(conn, os.O_RDONLY)
+        os.set_inheritable(fd, True)
+        fds.append(fd)
+        args += ["--perms", "0444", "--ro-bind-data", str(fd), str(conn)]
+    if root:
+        for path in shared:
+            _chown_tree(path, SANDBOX_UID)
+    for path in shared:
+        args += ["--bind", str(path), str(path)]
+    # The folders bwrap makes above the bound ones copy their modes (/root: 0700): open them to the kernel's user.
+    bound = [Path(args[i + 2]) for i, a in enumerate(args) if a in ("--bind", "--ro-bind", "--ro-bind-try")]
+    above = {p for b in bound for p in b.parents if p not in (Path("/"), Path("/tmp"), Path(HOME))}
+    for folder in sorted(above, key=lambda p: len(p.parts)):
+        if not _under(folder, bound):
+            args += ["--chmod", "0755", str(folder)]
+    args += ["--remount-ro", "/", "--chdir", "/"]
+    env = {k: v for k, v in os.environ.items() if k in ENV_KEEP or k.startswith(ENV_PREFIXES)}
+    env.update(HOME=HOME, USER="student", LOGNAME="student", TMPDIR="/tmp", IPYTHONDIR=f"{HOME}/.ipython",
+               MPLCONFIGDIR=f"{HOME}/.config/matplotlib", JUPYTER_RUNTIME_DIR=f"{HOME}/.jupyter/runtime",
+               JUPYTER_CONFIG_DIR=f"{HOME}/.jupyter", JUPYTER_DATA_DIR=f"{HOME}/.jupyter/data",
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]))
+    if "JPY_PARENT_PID" in os.environ:  # the kernel's parent in its PID namespace: bwrap's init (ipykernel polls none)
+        env["JPY_PARENT_PID"] = "1"
+    inner = [sys.executable, "-c", INNER, str(SANDBOX_UID if root else -1), str(processes), str(workdir)]
+    return [*args, "--", *inner, *command], env, fds
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--memory-mb", type=int, required=True, help="address-space limit of the kernel, in MiB")
     parser.add_argument("--file-mb", type=int, default=1024, help="largest file the kernel may write, in MiB")
-    parser.add_argument("--no-network", action="store_true", help="run the kernel in a network namespace of its own")
+    parser.add_argument("--processes", type=int, default=PROCESSES,
+                        help=f"most processes and threads in the sandbox (default {PROCESSES})")
+    parser.add_argument("--network", action="store_true", help="let the kernel use the machine's network")
+    parser.add_argument("--unsandboxed", action="store_true",
+                        help="no bubblewrap: limits only (grade --allow-unsandboxed, where bwrap is unavailable)")
+    parser.add_argument("--no-network", action="store_true",
+                        help="with --unsandboxed: run the kernel in a network namespace of its own (unshare)")
     parser.add_argument("--jax-cache", type=Path, default=None,
                         help="a warm JAX compilation cache: the kernel gets a private copy of it")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the kernel command")
@@ -78,21 +281,33 @@ def main(argv=None) -> None:
         parser.error("no kernel command given after --")
     if args.memory_mb < 256:
         parser.error(f"--memory-mb must be at least 256 (JAX needs room to start), got {args.memory_mb}")
+    workdir = Path.cwd().resolve()
+    if not args.unsandboxed and (workdir == Path("/") or workdir == REPO or workdir in REPO.parents
+                                 or workdir == Path.home().resolve()):
+        parser.error(f"the working folder {workdir} would expose the repository or the home directory: "
+                     "start the kernel in the notebook's own folder")
     _limit(resource.RLIMIT_AS, args.memory_mb * 2**20)
     _limit(resource.RLIMIT_FSIZE, args.file_mb * 2**20)
     _limit(resource.RLIMIT_CORE, 0)
+    writable = []
     if args.jax_cache is not None:
         os.environ.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
                           JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES=RELOCATABLE_CACHE)
         if os.environ.get("AUTOGRADER_WARM_CACHE"):  # the warm-up run of the solution fills the cache itself
-            os.environ["JAX_COMPILATION_CACHE_DIR"] = str(args.jax_cache)
+            os.environ["JAX_COMPILATION_CACHE_DIR"] = str(args.jax_cache.resolve())
+            writable.append(args.jax_cache.resolve())
         elif args.jax_cache.is_dir():
-            private = Path(tempfile.mkdtemp(prefix="kernel-", dir=args.jax_cache.parent / "scratch"))
+            private = Path(tempfile.mkdtemp(prefix="kernel-", dir=args.jax_cache.resolve().parent / "scratch"))
             shutil.copytree(args.jax_cache, private / "jax-cache")
             os.environ["JAX_COMPILATION_CACHE_DIR"] = str(private / "jax-cache")
-    if args.no_network:
-        command = [*UNSHARE, *command]
-    os.execvp(command[0], command)
+            writable.append(private / "jax-cache")
+    if args.unsandboxed:
+        if args.no_network:
+            command = [*UNSHARE, *command]
+        os.execvp(command[0], command)
+    argv, env, fds = bwrap_command(command, workdir, network=args.network, writable=writable,
+                                   processes=args.processes)
+    os.execvpe(shutil.which("bwrap") or "bwrap", argv, env)
 
 
 if __name__ == "__main__":

@@ -314,11 +314,12 @@ def test_a_private_copy_of_the_warm_compile_cache_is_hit(tmp_path):
     cache = tmp_path / "jax-cache"
     cache.mkdir()
     (tmp_path / "scratch").mkdir()
+    (tmp_path / "work").mkdir()  # the kernel's working folder (the sandbox refuses the repository)
 
     def run(**env):
         launcher = [sys.executable, str(course.REPO / "autograder" / "sandbox.py"), "--memory-mb", "4096",
                     "--jax-cache", str(cache), "--", sys.executable, "-c", program]
-        out = subprocess.run(launcher, capture_output=True, text=True, timeout=120,
+        out = subprocess.run(launcher, capture_output=True, text=True, timeout=120, cwd=tmp_path / "work",
                              env={k: v for k, v in os.environ.items() if not k.startswith("JAX_")} | env)
         assert out.returncode == 0, out.stderr
         folder, before, after = out.stdout.split()
