@@ -38,10 +38,15 @@ def write_bundle(names: list[str], path: Path) -> Path:
     return path
 
 
+def _printable(text: str) -> str:
+    """Text from a submission as one terminal line: control characters escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def _print_results(results) -> None:
     for r in results:
         score = f"{r.score:g} / {r.max_score:g}" if r.graded else "-"
-        print(f"{r.student:>20}  {score:>9}  {r.status}{': ' + r.reason if r.reasons else ''}")
+        print(_printable(f"{r.student:>20}  {score:>9}  {r.status}{': ' + r.reason if r.reasons else ''}"))
 
 
 def main(argv=None) -> int:
@@ -131,7 +136,7 @@ def main(argv=None) -> int:
     elif args.command == "feedback":
         from .feedback import write_feedback
 
-        paths = write_feedback(results, args.assignment, args.out or args.workdir / "feedback")
+        paths = write_feedback(results, args.assignment, args.out or args.workdir / "feedback", log=print)
         print(f"feedback for {len(paths)} students in {paths[0].parent.parent if paths else args.out}")
     else:
         from .report import write_report

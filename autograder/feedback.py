@@ -10,7 +10,7 @@ or the checker's own text, which holds no source.
 import html
 from pathlib import Path
 
-from .grade import ATTENTION, StudentResult
+from .grade import ATTENTION, StudentResult, valid_student_id
 
 STYLE = """body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}
 table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:left}
@@ -47,10 +47,17 @@ def feedback_html(result: StudentResult, assignment: str) -> str:
     return "".join(parts)
 
 
-def write_feedback(results: list[StudentResult], assignment: str, out_dir: Path) -> list[Path]:
-    """One ``OUT_DIR/<student>/<assignment>.html`` per student; return the paths."""
+def write_feedback(results: list[StudentResult], assignment: str, out_dir: Path, log=lambda message: None) -> list[Path]:
+    """One ``OUT_DIR/<student>/<assignment>.html`` per student; return the paths.
+
+    A result whose student id is not a valid id (``grade.valid_student_id``: it could name a folder outside
+    OUT_DIR) gets no page: there is no student to give it to; ``log`` says so (the report and the export list it).
+    """
     paths = []
     for result in results:
+        if not valid_student_id(result.student):
+            log(f"no feedback written for {ascii(result.student)}: not a valid student id")
+            continue
         path = Path(out_dir) / result.student / f"{assignment}.html"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(feedback_html(result, assignment))

@@ -6,9 +6,13 @@ Flow of ``grade()``:
    student is either a folder ``<student>/`` holding the notebook (anywhere
    inside, ideally named ``ASSIGNMENT.ipynb``), or a notebook file named
    ``<student>_<anything>.ipynb`` / ``<student>.ipynb`` at the top level (as
-   learning platforms export them). Every notebook is checked before nbgrader
-   sees it: unreadable JSON, not a notebook, no notebook, or several
-   notebooks mean "needs attention" with the reason; duplicated cell ids are
+   learning platforms export them). From a zip only the notebooks are
+   unpacked, within ``ZipLimits``, never outside the folder or as a link; an
+   entry that is refused makes its student "needs attention". Student ids are
+   checked (``valid_student_id``) before any is used in a path. Every notebook
+   is checked before nbgrader sees it: unreadable JSON, not a notebook,
+   malformed cells or nbgrader metadata, no notebook, or several notebooks
+   mean "needs attention" with the reason; duplicated cell ids are
    renumbered, and deleted or edited test cells, and a wrong file name, are
    noted (nbgrader restores the test cells from the release).
 2. The course directory gets the assignment (``generate_assignment``) and a
@@ -40,6 +44,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -57,6 +62,7 @@ GRADED, FLAGGED, ATTENTION = "graded", "flagged", "needs attention"
 _STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 NOT_ISOLATED = "NOT ISOLATED: graded without the sandbox (--allow-unsandboxed)"
+MAX_STUDENT_ID = 128  # characters
 
 
 @dataclass
@@ -98,6 +104,16 @@ class StudentResult:
 
 # ---------------------------------------------------------------- intake
 
+@dataclass(frozen=True)
+class ZipLimits:
+    """What a zip of submissions may unpack to. Only notebooks are unpacked (nothing else is graded); an entry
+    over a limit is not unpacked, and its student needs attention with the reason (see README, "Limits")."""
+
+    max_file_bytes: int = MAX_NOTEBOOK_BYTES  # one notebook
+    max_total_bytes: int = 2 * 2**30  # all the notebooks together
+    max_entries: int = 20_000  # entries read from the zip (files and folders); the rest are not unpacked
+
+
 @dataclass
 class Submission:
     student: str
@@ -106,34 +122,128 @@ class Submission:
     notes: list = field(default_factory=list)
 
 
-def _unpack(zip_path: Path, dest: Path) -> Path:
-    """Extract ``zip_path`` into ``dest`` (no path may leave it); return the folder that holds the submissions."""
+def valid_student_id(student) -> bool:
+    """Letters, digits and ``_ . @ -``, starting with a letter or digit (so never ``.``, ``..`` or only dots),
+    at most 128 characters: safe as a file name, a folder name and a spreadsheet cell."""
+    return (isinstance(student, str) and len(student) <= MAX_STUDENT_ID and _STUDENT_ID.fullmatch(student) is not None
+            and student.strip(".") != "")
+
+
+def _shown(text: str) -> str:
+    """A name from a submission, quoted, with control characters escaped (for reasons and warnings)."""
+    return ascii(text) if not text.isprintable() else repr(text)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB" if size >= 2**20 else f"{size} bytes"
+
+
+def _unpack(zip_path: Path, dest: Path, limits: ZipLimits) -> tuple[Path, list[tuple[tuple, str]], list[str]]:
+    """Extract the notebooks of ``zip_path`` into ``dest``; return the folder that holds the submissions,
+    [(entry path parts, why that entry was not unpacked)] and the other files at its top level (not unpacked).
+
+    No entry may leave ``dest`` (absolute paths and ``..`` are refused), none is written as a link or over
+    another file, and an entry that is damaged or over a limit of ``limits`` is refused on its own.
+    """
     if not zipfile.is_zipfile(zip_path):
         raise SystemExit(f"grade: SUBMISSIONS {zip_path} is a file but not a zip archive")
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise SystemExit(f"grade: SUBMISSIONS {zip_path} is a damaged zip archive ({exc})") from None
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    with zipfile.ZipFile(zip_path) as archive:
-        for info in archive.infolist():
-            parts = Path(info.filename).parts
-            if info.is_dir() or info.filename.startswith("/") or ".." in parts or "__MACOSX" in parts:
+    refused, others, total = [], [], 0
+    with archive:
+        infos = archive.infolist()
+        for index, info in enumerate(infos):
+            name = info.filename.replace("\\", "/")
+            parts = tuple(p for p in name.split("/") if p not in ("", "."))
+            if not parts or "__MACOSX" in parts or ".ipynb_checkpoints" in parts:
                 continue
-            if info.file_size > MAX_NOTEBOOK_BYTES:
-                continue  # reported as "no notebook" for that student, if it was the only one
+            if index >= limits.max_entries:
+                refused.append((parts, f"{_shown(name)} was not unpacked: the zip holds {len(infos)} entries, "
+                                       f"more than {limits.max_entries}"))
+                continue
+            if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+                owned = parts if not name.startswith("/") and re.match(r"^[A-Za-z]:", name) is None and parts[0] != ".." else ()
+                refused.append((owned, f"{_shown(name)} was not unpacked: its path leaves the submissions folder"))
+                continue
+            if stat.S_ISLNK(info.external_attr >> 16):
+                refused.append((parts, f"{_shown(name)} was not unpacked: it is a symbolic link"))
+                continue
+            is_notebook = not info.is_dir() and parts[-1].endswith(".ipynb")
+            folder = dest.joinpath(*(parts if info.is_dir() else parts[:-1]))
+            try:
+                folder.mkdir(parents=True, exist_ok=True)  # a student with no notebook still appears
+            except OSError as exc:
+                refused.append((parts, f"{_shown(name)} was not unpacked: its folder clashes with a file "
+                                       f"({type(exc).__name__})"))
+                continue
+            if not is_notebook:
+                if not info.is_dir():
+                    others.append(parts)
+                continue  # only the notebook is graded: other files are not unpacked
+            if info.flag_bits & 0x1:
+                refused.append((parts, f"{_shown(name)} was not unpacked: it is encrypted"))
+                continue
+            if info.file_size > limits.max_file_bytes:
+                refused.append((parts, f"{_shown(name)} was not unpacked: it is {_mib(info.file_size)}, more than "
+                                       f"{_mib(limits.max_file_bytes)}"))
+                continue
+            if total + info.file_size > limits.max_total_bytes:
+                refused.append((parts, f"{_shown(name)} was not unpacked: the zip's notebooks unpack to more than "
+                                       f"{_mib(limits.max_total_bytes)} in all"))
+                continue
             target = dest.joinpath(*parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as src, target.open("wb") as out:
-                shutil.copyfileobj(src, out)
+            if target.exists() or target.is_symlink():
+                what = "a folder of that name" if target.is_dir() else "it twice"
+                refused.append((parts, f"{_shown(name)} was not unpacked: the zip holds {what}"))
+                continue
+            written = 0
+            try:
+                with archive.open(info) as src, target.open("xb") as out:
+                    while chunk := src.read(2**20):
+                        written += len(chunk)
+                        if written > min(info.file_size, limits.max_file_bytes):
+                            raise ValueError("it unpacks to more than its stated size")
+                        out.write(chunk)
+            except Exception as exc:  # noqa: BLE001 - a bad CRC, bad data, an unknown compression, a clash...
+                target.unlink(missing_ok=True)
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                refused.append((parts, f"{_shown(name)} was not unpacked: it is damaged in the zip "
+                                       f"({type(exc).__name__}{': ' + reason if reason else ''})"))
+                continue
+            total += written
     # An export that wraps the per-student folders in one folder: look inside it.
-    entries = list(dest.iterdir())
-    while len(entries) == 1 and entries[0].is_dir() and all(p.is_dir() for p in entries[0].iterdir()):
-        dest = entries[0]
-        entries = list(dest.iterdir())
-    return dest
+    root = dest
+    while True:
+        entries = list(root.iterdir())
+        if len(entries) != 1 or not entries[0].is_dir():
+            break
+        inside = list(entries[0].iterdir())
+        depth = len(entries[0].relative_to(dest).parts)
+        refused_files_inside = any(len(p) == depth + 1 and p[:depth] == entries[0].relative_to(dest).parts
+                                   for p, _ in refused)
+        if not inside or not all(p.is_dir() for p in inside) or refused_files_inside:
+            break
+        root = entries[0]
+    prefix = root.relative_to(dest).parts
+    return (root, [(parts[len(prefix):], why) if parts[:len(prefix)] == prefix else ((), why) for parts, why in refused],
+            ["/".join(parts) for parts in others if len(parts) <= len(prefix) + 1])
 
 
-def _notebooks_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts and p.is_file())
+def _notebooks_in(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The notebooks anywhere in ``folder`` (links not followed), and the notebook names that are links."""
+    notebooks, links = [], []
+    for top, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if d != ".ipynb_checkpoints")
+        for name in sorted(files):
+            path = Path(top) / name
+            if name.endswith(".ipynb"):
+                (links if path.is_symlink() else notebooks if path.is_file() else links).append(path)
+    return notebooks, links
 
 
 def _student_of_file(path: Path) -> str:
@@ -141,33 +251,78 @@ def _student_of_file(path: Path) -> str:
     return path.stem.split("_", 1)[0] if "_" in path.stem else path.stem
 
 
-def intake(submissions: Path, assignment: str, unpack_to: Path) -> list[Submission]:
-    """One ``Submission`` per student found in the folder or zip ``submissions``."""
+def _owner(parts: tuple) -> str | None:
+    """The student a path inside the submissions folder belongs to, if any."""
+    if len(parts) >= 2:
+        return parts[0]
+    if len(parts) == 1 and parts[0].endswith(".ipynb"):
+        return _student_of_file(Path(parts[0]))
+    return None
+
+
+def intake(submissions: Path, assignment: str, unpack_to: Path, limits: ZipLimits = ZipLimits(),
+           warn=lambda message: None) -> list[Submission]:
+    """One ``Submission`` per student found in the folder or zip ``submissions``.
+
+    Whatever is wrong with one student's files makes that student's ``problem`` (needs attention); what
+    belongs to no student (a file at the top level that is not a notebook, a zip entry outside every
+    student's folder) is reported through ``warn``.
+    """
     submissions = Path(submissions)
     if not submissions.exists():
         raise SystemExit(f"grade: SUBMISSIONS {submissions} does not exist (expected a folder or a zip file)")
-    root = _unpack(submissions, unpack_to) if submissions.is_file() else submissions
+    refused, ignored = [], []
+    if submissions.is_file():
+        root, refused, ignored = _unpack(submissions, Path(unpack_to), limits)
+    else:
+        root = submissions
     found: dict[str, list[Path]] = {}
+    problems: dict[str, list[str]] = {}
     for entry in sorted(root.iterdir()):
-        if entry.is_dir() and not entry.name.startswith((".", "__")):
-            found.setdefault(entry.name, []).extend(_notebooks_in(entry) or [None])
-        elif entry.suffix == ".ipynb":
+        if entry.name == "__MACOSX":
+            continue
+        if entry.is_symlink():
+            student = _student_of_file(entry) if entry.name.endswith(".ipynb") else entry.name
+            found.setdefault(student, [])
+            problems.setdefault(student, []).append(f"{_shown(entry.name)} is a symbolic link: not followed")
+        elif entry.is_dir():
+            notebooks, links = _notebooks_in(entry)
+            found.setdefault(entry.name, []).extend(notebooks)
+            for link in links:
+                problems.setdefault(entry.name, []).append(
+                    f"{_shown(str(link.relative_to(root)))} is a symbolic link or not a file: not followed")
+        elif entry.suffix == ".ipynb" and entry.is_file():
             found.setdefault(_student_of_file(entry), []).append(entry)
+        else:
+            ignored.append(entry.name)
+    for parts, why in refused:
+        student = _owner(parts)
+        if student is None:
+            warn(why)
+        else:
+            found.setdefault(student, [])
+            problems.setdefault(student, []).append(why)
+    if ignored:
+        warn(f"not a student's folder or notebook, ignored: {', '.join(_shown(n) for n in ignored[:10])}"
+             + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""))
     result = []
     for student, paths in sorted(found.items()):
-        paths = [p for p in paths if p is not None]
-        if not _STUDENT_ID.match(student):
-            result.append(Submission(student, None, f"'{student}' is not a valid student id (letters, digits, _ . @ - only)"))
+        if not valid_student_id(student):
+            result.append(Submission(student, None, "; ".join(
+                [f"{_shown(student)} is not a valid student id (letters, digits and _ . @ -, starting with a letter "
+                 f"or digit, at most {MAX_STUDENT_ID} characters)", *problems.get(student, [])])))
+            continue
+        if student in problems:
+            result.append(Submission(student, None, "; ".join(problems[student])))
             continue
         if not paths:
             result.append(Submission(student, None, f"no notebook found (expected {assignment}.ipynb)"))
             continue
-        named = [p for p in paths if p.name == f"{assignment}.ipynb"]
-        if len(paths) > 1 and len(named) != 1:
-            listed = ", ".join(str(p.relative_to(root)) for p in paths)
-            result.append(Submission(student, None, f"several notebooks and none clearly {assignment}.ipynb: {listed}"))
+        if len(paths) > 1:
+            listed = ", ".join(_shown(str(p.relative_to(root))) for p in paths)
+            result.append(Submission(student, None, f"several notebooks ({listed}): which one to grade is not clear"))
             continue
-        path = named[0] if named else paths[0]
+        path = paths[0]
         sub = Submission(student, path)
         if path.parent == root:
             pass  # a platform export: the file name carries the student, not the assignment
@@ -177,17 +332,74 @@ def intake(submissions: Path, assignment: str, unpack_to: Path) -> list[Submissi
     return result
 
 
+def _nbgrader_meta(cell) -> dict:
+    """A cell's nbgrader metadata, or {} when it has none (or it is not a dict)."""
+    meta = cell.get("metadata") if isinstance(cell, dict) else None
+    nbgrader = meta.get("nbgrader") if isinstance(meta, dict) else None
+    return nbgrader if isinstance(nbgrader, dict) else {}
+
+
 def _released_test_cells(release_nb) -> dict:
-    return {c.metadata["nbgrader"]["grade_id"]: c.source for c in release_nb.cells
-            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
-            and not c.metadata["nbgrader"].get("solution")}
+    return {_nbgrader_meta(c)["grade_id"]: c.source for c in release_nb.cells
+            if c.cell_type == "code" and _nbgrader_meta(c).get("grade") and not _nbgrader_meta(c).get("solution")}
+
+
+_NBGRADER_FIELDS = {"grade_id": (str,), "grade": (bool,), "solution": (bool,), "locked": (bool,), "task": (bool,),
+                    "points": (int, float), "schema_version": (int,), "checksum": (str,), "cell_type": (str,)}
+
+
+def _type(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
+            bool: "a boolean", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _structure_problem(raw) -> str:
+    """What makes parsed JSON unusable as a notebook for grading, or ""."""
+    if not isinstance(raw, dict):
+        return f"not a Jupyter notebook: the file holds {_type(raw)}, not a notebook object"
+    if not isinstance(raw.get("cells"), list):
+        return f"not a Jupyter notebook: its cells are {_type(raw.get('cells'))}, not a list"
+    if not isinstance(raw.get("metadata", {}), dict):
+        return f"not a Jupyter notebook: its metadata is {_type(raw['metadata'])}, not an object"
+    for number, cell in enumerate(raw["cells"], start=1):
+        if not isinstance(cell, dict):
+            return f"malformed notebook: cell {number} is {_type(cell)}, not an object"
+        if cell.get("cell_type") not in ("code", "markdown", "raw"):
+            return f"malformed notebook: cell {number} has the cell type {_shown(str(cell.get('cell_type')))}"
+        if "source" not in cell:
+            return f"malformed notebook: cell {number} has no source"
+        source = cell["source"]
+        if not (isinstance(source, str) or isinstance(source, list) and all(isinstance(s, str) for s in source)):
+            return f"malformed notebook: the source of cell {number} is {_type(source)}, not text"
+        meta = cell.get("metadata", {})
+        if not isinstance(meta, dict):
+            return f"malformed notebook: the metadata of cell {number} is {_type(meta)}, not an object"
+        if "nbgrader" not in meta:
+            continue
+        nbgrader = meta["nbgrader"]
+        if not isinstance(nbgrader, dict):
+            return f"malformed nbgrader metadata: in cell {number} it is {_type(nbgrader)}, not an object"
+        for key, types in _NBGRADER_FIELDS.items():
+            value = nbgrader.get(key)
+            if key in nbgrader and not (isinstance(value, types) and (bool in types or not isinstance(value, bool))):
+                return f"malformed nbgrader metadata: {key} of cell {number} is {_type(value)}"
+    return ""
 
 
 def prepare_notebook(sub: Submission, release_nb, target: Path) -> None:
-    """Check the notebook of ``sub``, repair what can be repaired, write it to ``target``; set ``sub.problem`` if it cannot be graded."""
+    """Check the notebook of ``sub``, repair what can be repaired, write it to ``target``; set ``sub.problem`` if
+    it cannot be graded. Never raises for anything in the notebook: the problem says what is wrong."""
+    try:
+        _prepare_notebook(sub, release_nb, target)
+    except Exception as exc:  # noqa: BLE001 - whatever a hostile notebook does, the batch goes on
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        sub.problem = f"the notebook could not be prepared for grading ({type(exc).__name__}{': ' + first if first else ''})"
+
+
+def _prepare_notebook(sub: Submission, release_nb, target: Path) -> None:
     size = sub.path.stat().st_size
     if size > MAX_NOTEBOOK_BYTES:
-        sub.problem = f"the notebook is {size / 2**20:.0f} MiB (more than {MAX_NOTEBOOK_BYTES // 2**20} MiB)"
+        sub.problem = f"the notebook is {_mib(size)} (more than {_mib(MAX_NOTEBOOK_BYTES)})"
         return
     text = sub.path.read_bytes().decode("utf-8", errors="replace")
     try:
@@ -195,22 +407,30 @@ def prepare_notebook(sub: Submission, release_nb, target: Path) -> None:
     except json.JSONDecodeError as exc:
         sub.problem = f"corrupt notebook: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
         return
+    except (ValueError, RecursionError) as exc:
+        sub.problem = f"corrupt notebook: not valid JSON ({type(exc).__name__})"
+        return
+    problem = _structure_problem(raw)
+    if problem:
+        sub.problem = problem
+        return
     try:
         nb = nbformat.reads(text, as_version=4)
         cells = nb.cells
         assert isinstance(cells, list)
+        nbformat.validate(nb)
     except Exception as exc:  # noqa: BLE001 - anything nbformat cannot read
-        sub.problem = f"not a Jupyter notebook: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        sub.problem = f"not a valid Jupyter notebook: {first}"
         return
-    raw_ids = [c.get("id") for c in raw.get("cells", []) if isinstance(c, dict)]
+    raw_ids = [c.get("id") for c in raw["cells"]]
     ids = [c.get("id") for c in cells]
-    if len(set(raw_ids)) != len(raw_ids) or len(set(ids)) != len(ids):
+    if len(set(map(str, raw_ids))) != len(raw_ids) or len(set(ids)) != len(ids):
         for cell in cells:  # nbformat may have repaired them already; make sure
             cell["id"] = uuid.uuid4().hex[:8]
         sub.notes.append("duplicated cell ids were renumbered")
     released = _released_test_cells(release_nb)
-    present = {c.metadata.get("nbgrader", {}).get("grade_id"): c.source for c in cells
-               if c.get("cell_type") == "code"}
+    present = {_nbgrader_meta(c).get("grade_id"): c.source for c in cells if c.get("cell_type") == "code"}
     deleted = [g for g in released if g not in present]
     edited = [g for g in released if g in present and present[g].strip() != released[g].strip()]
     if deleted:
@@ -248,44 +468,67 @@ def _worker(main: Path, clone: Path, assignment: str, todo: list, lock: threadin
             chunk, todo[:] = todo[:take], todo[take:]
         if not chunk:
             return
-        shutil.rmtree(clone / "submitted", ignore_errors=True)
-        for student in chunk:
-            shutil.copytree(main / "submitted" / student, clone / "submitted" / student)
-        result = course.nbgrader(clone, "autograde", assignment, "--create", "--force", check=False)
         log = f"{chunk[0]}{f'+{len(chunk) - 1}' if len(chunk) > 1 else ''}.log"
-        (main / "logs" / log).write_text(result.stdout + result.stderr)
+        try:
+            shutil.rmtree(clone / "submitted", ignore_errors=True)
+            for student in chunk:
+                shutil.copytree(main / "submitted" / student, clone / "submitted" / student)
+            result = course.nbgrader(clone, "autograde", assignment, "--create", "--force", check=False)
+            text = result.stdout + result.stderr
+        except Exception:  # noqa: BLE001 - these students need attention (no grades); the others go on
+            import traceback
+
+            text = f"ERROR grading {', '.join(repr(s) for s in chunk)}:\n{traceback.format_exc()}"
+        (main / "logs" / log).write_text(text)
         with lock:
             logs.update({student: (clone, log) for student in chunk})
 
 
-def merge_gradebook(source_db: Path, target_db: Path, assignment: str, students: list[str]) -> None:
-    """Copy the submissions of ``students`` (scores, comments, flags, timestamps) from one gradebook to another."""
+def merge_gradebook(source_db: Path, target_db: Path, assignment: str, students: list[str]) -> dict:
+    """Copy the submissions of ``students`` (scores, comments, flags, timestamps) from one gradebook to another;
+    return {student: why it could not be copied} (those have no grades in the target)."""
     from nbgrader.api import Gradebook, MissingEntry
 
+    failed = {}
     with Gradebook(f"sqlite:///{source_db}") as src, Gradebook(f"sqlite:///{target_db}") as dst:
         for student in students:
             try:
                 sub = src.find_submission(assignment, student)
             except MissingEntry:
                 continue
-            dst.update_or_create_student(student)
             try:
-                dst.remove_submission(assignment, student)
-            except MissingEntry:
-                pass
-            dst.add_submission(assignment, student, timestamp=sub.timestamp)
-            for nb in sub.notebooks:
-                target_nb = dst.find_submission_notebook(nb.name, assignment, student)
-                target_nb.flagged = nb.flagged
-                target_nb.late_submission_penalty = nb.late_submission_penalty
-                for grade in nb.grades:
-                    g = dst.find_grade(grade.name, nb.name, assignment, student)
-                    g.auto_score, g.manual_score = grade.auto_score, grade.manual_score
-                    g.extra_credit, g.needs_manual_grade = grade.extra_credit, grade.needs_manual_grade
-                for comment in nb.comments:
-                    c = dst.find_comment(comment.name, nb.name, assignment, student)
-                    c.auto_comment, c.manual_comment = comment.auto_comment, comment.manual_comment
-            dst.db.commit()
+                _copy_submission(src, dst, sub, assignment, student)
+            except Exception as exc:  # noqa: BLE001 - reported for this student, the others are merged
+                dst.db.rollback()
+                try:
+                    dst.remove_submission(assignment, student)
+                except Exception:  # noqa: BLE001
+                    dst.db.rollback()
+                failed[student] = f"its grades could not be merged into the gradebook ({type(exc).__name__}: {exc})"
+    return failed
+
+
+def _copy_submission(src, dst, sub, assignment: str, student: str) -> None:
+    from nbgrader.api import MissingEntry
+
+    dst.update_or_create_student(student)
+    try:
+        dst.remove_submission(assignment, student)
+    except MissingEntry:
+        pass
+    dst.add_submission(assignment, student, timestamp=sub.timestamp)
+    for nb in sub.notebooks:
+        target_nb = dst.find_submission_notebook(nb.name, assignment, student)
+        target_nb.flagged = nb.flagged
+        target_nb.late_submission_penalty = nb.late_submission_penalty
+        for grade in nb.grades:
+            g = dst.find_grade(grade.name, nb.name, assignment, student)
+            g.auto_score, g.manual_score = grade.auto_score, grade.manual_score
+            g.extra_credit, g.needs_manual_grade = grade.extra_credit, grade.needs_manual_grade
+        for comment in nb.comments:
+            c = dst.find_comment(comment.name, nb.name, assignment, student)
+            c.auto_comment, c.manual_comment = comment.auto_comment, comment.manual_comment
+    dst.db.commit()
 
 
 def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) -> str:
@@ -323,7 +566,8 @@ def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) ->
 def run_autograde(workdir: Path, assignment: str, students: list[str], workers: int, limits: course.Limits,
                   jax_cache: Path | None = None) -> dict:
     """``nbgrader autograde`` of ``students`` (already in WORKDIR/submitted) by ``workers`` parallel workers,
-    merged into WORKDIR's gradebook and autograded/; return {student: the name of its log in WORKDIR/logs}."""
+    merged into WORKDIR's gradebook and autograded/; return {student: the name of its log in WORKDIR/logs} and
+    {student: why its grades could not be merged}."""
     (workdir / "logs").mkdir(exist_ok=True)
     clones = []
     for k in range(min(workers, len(students))):
@@ -337,11 +581,17 @@ def run_autograde(workdir: Path, assignment: str, students: list[str], workers: 
         t.start()
     for t in threads:
         t.join()
+    failed = {}
     for clone in clones:
         shutil.rmtree(course.runtime_dir(clone), ignore_errors=True)
         mine = [s for s, (c, _) in logs.items() if c == clone]
-        merge_gradebook(clone / "gradebook.db", workdir / "gradebook.db", assignment, mine)
+        try:
+            failed |= merge_gradebook(clone / "gradebook.db", workdir / "gradebook.db", assignment, mine)
+        except Exception as exc:  # noqa: BLE001 - the worker's gradebook is unreadable: its students need attention
+            failed |= {s: f"its worker's gradebook could not be read ({type(exc).__name__}: {exc})" for s in mine}
         for student in mine:
+            if student in failed:
+                continue
             graded = clone / "autograded" / student
             target = workdir / "autograded" / student
             if target.exists():
@@ -350,7 +600,7 @@ def run_autograde(workdir: Path, assignment: str, students: list[str], workers: 
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(graded), str(target))
     shutil.rmtree(workdir / "workers", ignore_errors=True)
-    return {student: log for student, (_, log) in logs.items()}
+    return {student: log for student, (_, log) in logs.items()}, failed
 
 
 # ---------------------------------------------------------------- reading the results back
@@ -379,7 +629,7 @@ def analyse(autograded: Path, release_nb, gradebook_scores: dict) -> tuple[dict,
     for number, cell in enumerate(nb.cells, start=1):
         if cell.cell_type != "code":
             continue
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        grade_id = _nbgrader_meta(cell).get("grade_id")
         for err in _error_outputs(cell):
             ename, evalue = err.get("ename", ""), err.get("evalue", "")
             if ename == "CellTimeoutError":
@@ -397,11 +647,18 @@ def analyse(autograded: Path, release_nb, gradebook_scores: dict) -> tuple[dict,
         if grade_id in released:
             score, max_score = gradebook_scores[grade_id]
             cells[grade_id] = CellResult(score, max_score, _message(cell) if score < max_score else "")
+    missing = [g for g in released if g not in cells]
+    if missing:
+        raise ValueError(f"the test cell(s) {', '.join(missing)} are not in the graded notebook")
     return cells, reasons
 
 
-def gradebook_scores(workdir: Path, assignment: str) -> tuple[dict, float]:
-    """{student: {test cell: (score, max)}} from the gradebook (manual scores included), and the written questions' points."""
+def gradebook_scores(workdir: Path, assignment: str, unfinished: set | None = None) -> tuple[dict, float]:
+    """{student: {test cell: (score, max)}} from the gradebook (manual scores included), and the written questions' points.
+
+    A student with a test cell that has neither an automatic nor a manual score (nbgrader was killed or crashed
+    before it saved the grades) is added to ``unfinished``, when given.
+    """
     from nbgrader.api import Gradebook
 
     scores = {}
@@ -410,8 +667,10 @@ def gradebook_scores(workdir: Path, assignment: str) -> tuple[dict, float]:
         manual_max = sum(c.max_score for c in nb.grade_cells if c.cell_type == "markdown")
         for sub in gb.find_assignment(assignment).submissions:
             for snb in sub.notebooks:
-                scores[sub.student.id] = {g.name: (float(g.score or 0.0), float(g.max_score))
-                                          for g in snb.grades if g.cell.cell_type == "code"}
+                code = [g for g in snb.grades if g.cell.cell_type == "code"]
+                scores[sub.student.id] = {g.name: (float(g.score or 0.0), float(g.max_score)) for g in code}
+                if unfinished is not None and any(g.auto_score is None and g.manual_score is None for g in code):
+                    unfinished.add(sub.student.id)
     return scores, manual_max
 
 
@@ -452,7 +711,7 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
     course.nbgrader(workdir, "generate_assignment", assignment, "--force")
     release_nb = nbformat.read(workdir / "release" / assignment / f"{assignment}.ipynb", as_version=4)
 
-    subs = intake(submissions, assignment, workdir / "intake")
+    subs = intake(submissions, assignment, workdir / "intake", warn=lambda message: log(f"warning: {message}"))
     for sub in subs:
         if not sub.problem:
             prepare_notebook(sub, release_nb, workdir / "submitted" / sub.student / assignment / f"{assignment}.ipynb")
@@ -467,27 +726,41 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
             if problem:
                 log(f"warning: warming the compilation cache: {problem}")
             log(f"compilation cache warmed in {time.monotonic() - started:.0f} s")
-        logs = run_autograde(workdir, assignment, students, workers, limits, jax_cache)
+        logs, merge_failed = run_autograde(workdir, assignment, students, workers, limits, jax_cache)
         shutil.rmtree(workdir / "scratch", ignore_errors=True)
     else:
-        logs = {}
+        logs, merge_failed = {}, {}
     shutil.rmtree(course.runtime_dir(workdir), ignore_errors=True)  # Jupyter's runtime folder (kernel sockets), in /tmp
-    scores, manual_max = gradebook_scores(workdir, assignment)
+    unfinished = set()
+    scores, manual_max = gradebook_scores(workdir, assignment, unfinished)
     results = []
     for sub in subs:
         name = str(sub.path.relative_to(sub.path.parents[1])) if sub.path else ""
         autograded = workdir / "autograded" / sub.student / assignment / f"{assignment}.ipynb"
+        log_file = workdir / "logs" / logs.get(sub.student, "missing.log")
+        see = f" (see {log_file.relative_to(workdir)})"
         if sub.problem:
             results.append(StudentResult(sub.student, ATTENTION, [sub.problem], notebook=name))
+        elif sub.student in merge_failed:
+            results.append(StudentResult(sub.student, ATTENTION, [merge_failed[sub.student] + see], notebook=name))
         elif not autograded.exists() or sub.student not in scores:
-            log_file = workdir / "logs" / logs.get(sub.student, "missing.log")
-            lines = log_file.read_text().splitlines() if log_file.exists() else []
+            lines = log_file.read_text(errors="replace").splitlines() if log_file.exists() else []
             errors = [l for l in lines if "ERROR" in l and f"'{sub.student}'" in l][-1:]
             results.append(StudentResult(sub.student, ATTENTION,
-                                         ["nbgrader could not grade it" + (f": {errors[0]}" if errors else "") +
-                                          f" (see {log_file.relative_to(workdir)})"], notebook=name))
+                                         ["nbgrader could not grade it" + (f": {errors[0]}" if errors else "") + see],
+                                         notebook=name))
+        elif sub.student in unfinished:
+            results.append(StudentResult(sub.student, ATTENTION, ["grading did not finish: a test cell has no score "
+                                                                  "(nbgrader was killed or crashed)" + see],
+                                         notebook=name))
         else:
-            cells, reasons = analyse(autograded, release_nb, scores[sub.student])
+            try:
+                cells, reasons = analyse(autograded, release_nb, scores[sub.student])
+            except Exception as exc:  # noqa: BLE001 - an unreadable graded notebook needs a look, the batch goes on
+                results.append(StudentResult(sub.student, ATTENTION, [f"the graded notebook could not be read back "
+                                                                      f"({type(exc).__name__}: {exc})" + see],
+                                             notebook=name))
+                continue
             reasons = sub.notes + reasons
             results.append(StudentResult(sub.student, FLAGGED if reasons else GRADED, reasons, cells, manual_max, name))
     if not limits.sandbox:
@@ -525,21 +798,29 @@ def load_results(workdir: Path, assignment: str, refresh_scores: bool = True) ->
     return results
 
 
+def spreadsheet_safe(text: str) -> str:
+    """``text`` as a spreadsheet shows it and never runs it: a cell that begins with = + - @, a tab or a carriage
+    return (a formula, or what a spreadsheet may read as one) gets a leading single quote."""
+    return "'" + text if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text
+
+
 def write_table(results: list[StudentResult], path: Path) -> Path:
     """The export: one row per student with status, reason, total, maximum and every test cell's score.
 
     A submission that could not be graded has an empty score and the status
-    "needs attention", never a 0.
+    "needs attention", never a 0. Text cells (ids, reasons, cell names) go through ``spreadsheet_safe``;
+    the scores are numbers this code wrote.
     """
     cells = sorted({c for r in results for c in r.cells})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["student", "status", "reason", "score", "max_score", "manual_points_pending", *cells])
+        writer.writerow(["student", "status", "reason", "score", "max_score", "manual_points_pending",
+                         *map(spreadsheet_safe, cells)])
         for r in results:
             writer.writerow([
-                r.student, r.status, r.reason,
+                spreadsheet_safe(r.student), spreadsheet_safe(r.status), spreadsheet_safe(r.reason),
                 f"{r.score:g}" if r.graded else "", f"{r.max_score:g}" if r.graded else "",
                 f"{r.manual_max:g}" if r.graded else "",
                 *(f"{r.cells[c].score:g}" if c in r.cells else "" for c in cells),
