@@ -93,12 +93,25 @@ def save_model(model, path, metadata=None):
     return path
 
 
+def _msgpack_restore(data):
+    """``serialization.msgpack_restore``, also on flax < 0.12.8: those read msgpack maps with
+    ``strict_map_key=True``, which refuses the integer keys of ``nnx.List`` entries."""
+    try:
+        return serialization.msgpack_restore(data)
+    except ValueError as exc:
+        if "strict_map_key" not in str(exc):
+            raise
+    tree = serialization.msgpack.unpackb(data, ext_hook=serialization._msgpack_ext_unpack, raw=False,
+                                         strict_map_key=False)
+    return serialization._unchunk_array_leaves_in_place(tree)
+
+
 def _read(where, path):
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{where}: no checkpoint file at {str(path)!r}")
     try:
-        payload = serialization.msgpack_restore(path.read_bytes())
+        payload = _msgpack_restore(path.read_bytes())
     except Exception as exc:  # msgpack raises several unrelated types on a damaged file
         raise ValueError(f"{where}: {path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
