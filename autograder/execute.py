@@ -23,16 +23,31 @@ It runs in nbgrader's process, outside the student's reach:
   is set: nothing they compute can change a grade, and in notebook 04 they
   are 60 % of the running time. Each gets one line of output saying so
   (``SKIPPED``), which the student sees in the feedback.
+- Test cells are judged here, not in the student's kernel (``grade_test_cell``).
+  A test cell is a list of ``check("name", answer, ...)`` calls (its source
+  comes from the release: nbgrader's OverwriteCells restores it). For each
+  call this process draws the inputs (``grading.plan``), has the kernel run
+  the student's ``answer`` on them and send back only the outputs, as plain
+  data (``grading.kernel_code``, ``grading.decode_outcome``: JSON and .npz,
+  never pickle), and computes the references, the hints and the verdict
+  itself (``grading.judge``). The test cell's outputs are then written by
+  this process alone: the passing lines, or the checker's message as an
+  error, which is all nbgrader scores. Nothing the student's code does to
+  its own process (patching the checker, IPython, the display hook, stack
+  frames) reaches the verdict; what it can do is return outputs, which are
+  judged like any others.
 - Warnings in test cells: nbgrader scores a test cell zero when anything
   reaches stderr; a test passes or fails by its exceptions only, so stderr
   text in a test cell is kept as ordinary output.
 """
 
+import ast
+
 import json
 import time
 
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
-from nbformat.v4 import new_output
+from nbformat.v4 import new_code_cell, new_output
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer
 
@@ -40,6 +55,44 @@ OUTPUT_LIMIT = "[autograder: output limit reached"
 KERNEL_DIED = "KernelDied"
 NOT_RUN = "NotRun"
 SKIPPED = "[autograder: not run while grading: no graded cell comes after this one]"
+GRADER_ERROR = "AutograderError"
+_CHECK_OPTIONS = {"n_cases": int, "seed": int, "edge_cases": bool}
+
+
+class TestCellError(ValueError):
+    """A test cell that is not a list of ``check(...)`` calls the grader can run itself."""
+
+
+def parse_test_cell(source: str) -> list:
+    """The ``check`` calls of a test cell, as (exercise name, answer's name, options) triples.
+
+    Allowed: imports from course_utils.grading, and calls ``check("name", answer, n_cases=N, seed=S,
+    edge_cases=B)`` with literal options and a plain name as the answer. Anything else raises TestCellError.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise TestCellError(f"the test cell does not parse ({exc.msg})") from None
+    calls = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "course_utils.grading":
+            continue
+        call = node.value if isinstance(node, ast.Expr) else None
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "check"
+                and len(call.args) == 2 and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)
+                and isinstance(call.args[1], ast.Name)):
+            raise TestCellError(f"line {node.lineno} of the test cell is not `check(\"name\", answer, ...)`")
+        options = {}
+        for keyword in call.keywords:
+            kind = _CHECK_OPTIONS.get(keyword.arg)
+            value = keyword.value.value if isinstance(keyword.value, ast.Constant) else None
+            if kind is None or type(value) is not kind:
+                raise TestCellError(f"line {node.lineno} of the test cell has an option the grader does not know")
+            options[keyword.arg] = value
+        calls.append((call.args[0].value, call.args[1].id, options))
+    if not calls:
+        raise TestCellError("the test cell has no check(...) call")
+    return calls
 
 
 def _is_test_cell(cell) -> bool:
@@ -81,7 +134,17 @@ class LimitedExecute(Execute):
         self._stopped = None  # why the remaining cells are not run
         self._started = time.monotonic()
         self._last_run = last_cell_to_run(nb, self.run_all_cells)
-        return super().preprocess(nb, resources, km)
+        from .provenance import FLAG, flags
+
+        try:
+            flagged = flags(nb)  # read before anything runs
+        except Exception as exc:  # noqa: BLE001 - reading the source must not stop grading
+            flagged = {0: [f"the answer cells could not be read ({type(exc).__name__})"]}
+        nb, resources = super().preprocess(nb, resources, km)
+        for index, reasons in flagged.items():
+            nb.cells[index].setdefault("outputs", []).append(
+                new_output("stream", name="stdout", text=f"{FLAG} {'; '.join(reasons)}]\n"))
+        return nb, resources
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code" or not cell.source.strip():
@@ -95,6 +158,8 @@ class LimitedExecute(Execute):
             cell.outputs = [_error(NOT_RUN, f"not run: {self._stopped}")]
             return cell, resources
         try:
+            if _is_test_cell(cell):
+                return self.grade_test_cell(cell, index), resources
             return super().preprocess_cell(cell, resources, index)
         except CellTimeoutError as exc:  # the kernel replied but its output stalled: fail this cell only
             cell.outputs.append(_error("CellTimeoutError", f"the cell's output did not arrive in time ({_first_line(exc)})"))
@@ -105,7 +170,84 @@ class LimitedExecute(Execute):
             self._stopped = f"the kernel died in cell {index + 1}"
             return cell, resources
 
+    def grade_test_cell(self, cell, index):
+        """Judge the test cell's checks in this process (see the module docstring); the kernel only runs answers."""
+        from course_utils import grading
+
+        try:
+            calls = parse_test_cell(cell.source)
+        except TestCellError as exc:
+            cell.outputs = [_error(GRADER_ERROR, f"the grader cannot run this test cell: {exc}; tell your instructor")]
+            return cell
+        passed = []
+        for name, answer, options in calls:
+            try:
+                request = grading.plan(name, **options)
+            except Exception as exc:  # noqa: BLE001 - a test of an exercise this course does not have
+                cell.outputs = [_error(GRADER_ERROR, f"the grader cannot run this test cell: {type(exc).__name__}: {_first_line(exc)}")]
+                return cell
+            reply, problem = self._ask_kernel(grading.kernel_code(request, answer), index)
+            if reply is None:
+                if problem.startswith("CellTimeoutError"):
+                    failure = _error("CellTimeoutError", f"{name}: the test did not finish: {problem}")
+                else:
+                    failure = _error("CheckFailure", f"{name}: the test could not run your answer in the notebook's kernel "
+                                                     f"({problem}). Run every cell in order in a fresh kernel and try again.")
+                cell.outputs = [*self._passed(passed), failure]
+                return cell
+            try:
+                outcome = grading.decode_outcome(reply)
+            except grading.ReplyError as exc:
+                outcome = {"malformed": str(exc)}
+            ok, text = grading.verdict(request, outcome)
+            if not ok:
+                cell.outputs = [*self._passed(passed), new_output("error", ename="CheckFailure", evalue=text,
+                                                                  traceback=text.splitlines())]
+                return cell
+            passed.append(text)
+        cell.outputs = self._passed(passed)
+        return cell
+
+    @staticmethod
+    def _passed(lines):
+        return [new_output("stream", name="stdout", text="\n".join(lines) + "\n")] if lines else []
+
+    def _ask_kernel(self, code: str, index: int):
+        """Run ``code`` in the kernel; return (the reply it displayed, "") or (None, what went wrong).
+
+        While it runs, the kernel's output is not kept (``output``): only the first reply of the checker's type."""
+        from course_utils import grading
+
+        probe = new_code_cell(code)
+        cell = self.nb.cells[index]
+        self._reply = {"data": None, "bytes": 0, "error": ""}
+        try:
+            self.execute_cell(probe, index, store_history=False)
+        finally:
+            reply, self._reply = self._reply, None
+            self.nb.cells[index] = cell  # nbclient puts the cell it ran in the notebook
+        for out in probe.get("outputs", []):
+            if out.get("output_type") == "error":
+                reply["error"] = reply["error"] or f"{out.get('ename')}: {_first_line(out.get('evalue', ''))}"
+        if reply["data"] is None:
+            return None, reply["error"] or "it sent no result"
+        if reply["bytes"] > grading._MAX_REPLY:
+            return None, "its result was larger than the grader accepts"
+        return reply["data"], ""
+
     def output(self, outs, msg, display_id, cell_index):
+        if getattr(self, "_reply", None) is not None:  # a check's answer run (_ask_kernel): keep the reply only
+            content = msg.get("content", {})
+            if msg["msg_type"] == "error":
+                self._reply["error"] = self._reply["error"] or f"{content.get('ename')}: {_first_line(content.get('evalue', ''))}"
+            data = content.get("data", {}) if msg["msg_type"] == "display_data" else {}
+            from course_utils.grading import MIME
+
+            if MIME in data and self._reply["data"] is None:
+                text = data[MIME]
+                self._reply["bytes"] = len(text) if isinstance(text, str) else 0
+                self._reply["data"] = text if isinstance(text, str) else None
+            return None
         size = len(json.dumps(msg.get("content", {}), default=str))
         used = self._output_bytes.get(cell_index, 0)
         if used + size > self.max_output_bytes:

@@ -56,7 +56,8 @@ from pathlib import Path
 import nbformat
 
 from . import course
-from .execute import KERNEL_DIED, NOT_RUN, OUTPUT_LIMIT, last_cell_to_run
+from .execute import GRADER_ERROR, KERNEL_DIED, NOT_RUN, OUTPUT_LIMIT, last_cell_to_run
+from .provenance import FLAG
 
 GRADED, FLAGGED, ATTENTION = "graded", "flagged", "needs attention"
 _STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
@@ -644,6 +645,12 @@ def analyse(autograded: Path, release_nb, gradebook_scores: dict) -> tuple[dict,
                 reasons.append(f"{grade_id}: {evalue.strip().splitlines()[0]}")
         if any(OUTPUT_LIMIT in "".join(o.get("text", "")) for o in cell.get("outputs", [])):
             reasons.append(f"output limit: the output of cell {number} was cut")
+        for out in cell.get("outputs", []):
+            text = "".join(out.get("text", "")) if out.get("output_type") == "stream" else ""
+            if text.startswith(FLAG):  # written by the grader after the cell ran (autograder/provenance.py)
+                reasons.append(f"cell {number}: {text[len(FLAG):].strip().rstrip(']')}")
+            elif out.get("output_type") == "error" and out.get("ename") == GRADER_ERROR:
+                reasons.append(f"{grade_id}: {out.get('evalue', '').strip()}")
         if grade_id in released:
             score, max_score = gradebook_scores[grade_id]
             cells[grade_id] = CellResult(score, max_score, _message(cell) if score < max_score else "")

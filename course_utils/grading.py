@@ -59,11 +59,13 @@ class Exercise:
     ``static_argnums`` are the positions of arguments that must be Python
     values under jit (sizes such as T). ``requires`` names a loop primitive
     the compiled function must contain (for exercises that teach lax.scan).
-    ``property_check`` replaces the comparison with a reference for
-    exercises that are tested by their properties; for a class exercise,
-    ``reference_class`` is the course's own class and ``probe(cls)`` builds a
-    small instance and calls it (to see whether it calls the reference's
-    ``__call__``). ``module_argnums`` are the
+    Exercises tested by their properties, and class exercises, give
+    ``trials(edge_cases)`` (argument tuples, or :class:`Build` objects for a
+    class) in place of ``make_case``, and ``judge(ex, trials, results)``, which
+    returns the summary line or raises CheckFailure; ``reference_class`` is the
+    course's own class (a student's class must not run its ``__call__``).
+    Both run in the grader's process while grading; only the trials' outputs
+    come from the student's. ``module_argnums`` are the
     positions of flax.nnx modules (a model passed to a loss, say): they are
     split into graph and state so that the function can be jitted.
     ``output_names`` name the elements of an exercise that returns a tuple
@@ -81,11 +83,11 @@ class Exercise:
     atol: float = 1e-6
     requires: tuple = ()
     requires_message: str = ""
-    property_check: Callable | None = None
+    trials: Callable | None = None
+    judge: Callable | None = None
     module_argnums: tuple = ()
     output_names: tuple = ()
     reference_class: type | None = None
-    probe: Callable | None = None
 
     def fixed_cases(self) -> list:
         """The edge cases, made now if they are given as a function."""
@@ -128,7 +130,12 @@ def describe_value(value) -> str:
         return repr(value)
     if isinstance(value, float):
         return _fmt_number(value)
-    arr = _asarray(value)
+    try:
+        arr = _asarray(value)
+    except Exception:  # noqa: BLE001 - not an array
+        return f"a {type(value).__name__}"
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        return f"a {type(value).__name__}"
     if arr.ndim == 0:
         return f"{arr.dtype}[] {_fmt_number(arr.item())}"
     flat = arr.reshape(-1)
@@ -317,45 +324,270 @@ def _jit_call(fn, args, static_argnums, module_argnums):
     return _jitted_with_modules(fn, graphdefs, static_values, states, dynamic)
 
 
-def _call_student(ex: Exercise, fn, args, arg_names):
-    """Run ``fn`` under jit on ``args``; return (output, notes) or raise CheckFailure."""
-    notes = []
+# ---------------------------------------------------------------- the student's side: evaluating
+
+def _error_record(exc: BaseException) -> dict:
+    """What the grader needs to explain an error raised by the student's code: its kind, type, first line, and where."""
+    if _isinstance(exc, NotImplementedError):
+        kind = "not_implemented"
+    elif _isinstance(exc, _JIT_ERRORS):
+        kind = "jit"
+    elif _isinstance(exc, TypeError):
+        kind = "type"
+    else:
+        kind = "other"
+    return {"kind": kind, "type": type(exc).__name__, "line": _first_line(exc)[:_MAX_TEXT], "where": (student_line(exc) or "")[:_MAX_TEXT]}
+
+
+def _run_call(fn, args, static_argnums, module_argnums) -> dict:
+    """``fn(*args)`` under jit: {"out": output, "notes": [warnings]} or {"error": record}."""
     captured = io.StringIO()
     try:
         with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(captured):
             warnings.simplefilter("always")
-            out = jit_call(fn, args, ex.static_argnums, ex.module_argnums)
+            out = jit_call(fn, args, static_argnums, module_argnums)
             out = jax.tree_util.tree_map(_asarray, out)
-        notes += [f"note: your function warned: {w.category.__name__}: {w.message}" for w in caught]
-    except NotImplementedError:
-        _fail(ex.name, ["not implemented yet. Replace `raise NotImplementedError()` with your code."])
-    except _JIT_ERRORS as exc:
-        _fail(ex.name, [
-            "it does not work under jax.jit.",
-            f"    {type(exc).__name__}: {_first_line(exc)}",
-            "Inside jax.jit the inputs are abstract arrays: use jnp functions instead of",
-            "Python `if`/`float()`/numpy on them, and jnp.where for conditions.",
-            *_error_lines(exc),
-            "The input was:", _describe_args(arg_names, args),
-        ])
-    except TypeError as exc:
-        # A TypeError raised by a line of the student's function is a slip in that line; one raised
-        # by the call itself (no such line) is a changed signature.
-        where = _error_lines(exc)
-        advice = [] if where else [f"Keep the signature given in the exercise: {ex.name}({', '.join(arg_names)})."]
-        _fail(ex.name, [
-            f"calling it raised TypeError: {_first_line(exc)}",
-            *where, *advice,
-            "The input was:", _describe_args(arg_names, args),
-        ])
-    except Exception as exc:  # noqa: BLE001 - report any error in words
-        _fail(ex.name, [
-            f"it raised {type(exc).__name__}: {_first_line(exc)}",
-            *_error_lines(exc),
-            "The input was:", _describe_args(arg_names, args),
-        ])
-    return out, notes
+    except Exception as exc:  # noqa: BLE001 - every error is explained by the grader
+        return {"error": _error_record(exc)}
+    return {"out": out, "notes": [f"note: your function warned: {w.category.__name__}: {w.message}"[:_MAX_TEXT] for w in caught]}
 
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """One trial of a class exercise, run in the student's process: build ``cls(*args, rngs=nnx.Rngs(seed), **kwargs)``,
+    load ``state`` into it when given (the reference's weights, so the outputs can be compared), and call
+    ``forward(model, *inputs)`` on each of ``inputs``. ``forward`` is a module-level function (it is pickled)."""
+
+    args: tuple = ()
+    kwargs: tuple = ()  # (name, value) pairs
+    inputs: tuple = ()  # one tuple of arguments after the model per call
+    forward: Callable | None = None
+    state: object = None
+    seed: int = 0
+
+    def call(self) -> str:
+        listed = [*map(repr, self.args), *(f"{k}={v!r}" for k, v in self.kwargs), f"rngs=nnx.Rngs({self.seed})"]
+        return ", ".join(listed)
+
+
+def _run_build(cls, trial: Build) -> dict:
+    from flax import nnx
+
+    try:
+        model = cls(*trial.args, rngs=nnx.Rngs(trial.seed), **dict(trial.kwargs))
+    except Exception as exc:  # noqa: BLE001
+        return {"build_error": _error_record(exc)}
+    if trial.state is not None:
+        try:
+            nnx.update(model, trial.state)
+        except Exception as exc:  # noqa: BLE001
+            return {"state_error": _error_record(exc)}
+    try:
+        n_params = int(sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param))))
+    except Exception:  # noqa: BLE001
+        n_params = -1
+    calls = [_run_call(trial.forward, (model, *inputs), (), (0,)) for inputs in trial.inputs]
+    return {"calls": calls, "n_params": n_params}
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """Everything the student's process needs to evaluate one ``check``: data chosen by the grader, nothing secret.
+
+    ``trials`` are argument tuples (``fn(*trial)``) or :class:`Build` objects (class exercises). It is
+    pickled from the grader to the kernel; the answer comes back as plain data (:func:`encode_outcome`).
+    """
+
+    name: str
+    trials: tuple
+    static_argnums: tuple = ()
+    module_argnums: tuple = ()
+    requires: tuple = ()
+    reference_class: type | None = None
+
+
+def evaluate(request: Request, fn) -> dict:
+    """Run the student's ``fn`` (or a thunk returning it) on every trial of ``request``: the only part of a check
+    that runs the student's code. Returns plain data: the outputs or errors, and what the compiled code calls."""
+    if _isinstance(fn, _Thunk):
+        try:
+            fn = fn.get()
+        except Exception as exc:  # noqa: BLE001 - e.g. a NameError: the cell that defines it was not run
+            return {"missing": _error_record(exc)}
+    if not callable(fn):
+        return {"not_callable": type(fn).__name__}
+    results = []
+    for trial in request.trials:
+        results.append(_run_build(fn, trial) if _isinstance(trial, Build) else
+                       _run_call(fn, trial, request.static_argnums, request.module_argnums))
+    return {"results": results, "calls": _introspect(request, fn)}
+
+
+def _introspect(request: Request, fn) -> dict:
+    """What the compiled student code contains (on the first trial): the reference markers, the required loop."""
+    info = {"references": [], "has_required": None, "inherits_call": False}
+    if not request.trials:
+        return info
+    first = request.trials[0]
+    try:
+        if _isinstance(first, Build):
+            reference = request.reference_class
+            if reference is not None and _isinstance(fn, type) and _issubclass(fn, reference) and fn.__call__ is reference.__call__:
+                info["inherits_call"] = True
+            from flax import nnx
+
+            def probe():
+                model = fn(*first.args, rngs=nnx.Rngs(first.seed), **dict(first.kwargs))
+                return first.forward(model, *first.inputs[0])
+            info["references"] = sorted(_references_in(_make_jaxpr(probe)().jaxpr))
+        else:
+            closed = _jaxpr_of(fn, first, request.static_argnums, request.module_argnums)
+            info["references"] = sorted(_references_in(closed.jaxpr))
+            if request.requires:
+                text = str(closed)
+                info["has_required"] = any(f"{p}[" in text or f" {p} " in text for p in request.requires)
+    except Exception:  # noqa: BLE001 - the values are checked anyway
+        pass
+    return info
+
+
+class _Thunk:
+    """``fn`` looked up when the kernel evaluates a check (a NameError is reported, not raised)."""
+
+    def __init__(self, get):
+        self.get = get
+
+
+# ---------------------------------------------------------------- between the processes: plain data only
+
+MIME = "application/x-course-check+json"
+_MAX_TEXT = 2000  # characters of one message from the student's process
+_MAX_REPLY = 64 * 2**20  # bytes of one reply
+_MAX_DEPTH = 20
+
+
+def encode_outcome(outcome) -> str:
+    """``outcome`` as JSON, arrays in an .npz archive (base64): no pickle, so reading it runs no code."""
+    import base64
+    import json
+
+    arrays = {}
+
+    def spec(value, depth=0):
+        if depth > _MAX_DEPTH:
+            return {"other": "deeply nested value"}
+        if value is None:
+            return {"none": 1}
+        if _isinstance(value, bool):
+            return {"bool": bool(value)}
+        if _isinstance(value, str):
+            return {"str": value[:_MAX_TEXT]}
+        if _isinstance(value, (tuple, list)):
+            return {"seq": [spec(v, depth + 1) for v in value], "type": "list" if _isinstance(value, list) else "tuple"}
+        if _isinstance(value, dict):
+            return {"dict": [[str(k)[:200], spec(v, depth + 1)] for k, v in value.items()]}
+        if _isinstance(value, int) and not _isinstance(value, np.integer):
+            return {"int": int(value)} if _abs(value) < 2**62 else {"float": _float(value)}
+        if _isinstance(value, float):
+            return {"float": _float(value)}
+        try:
+            arr = _asarray(value)
+        except Exception:  # noqa: BLE001
+            arr = None
+        if arr is None or arr.dtype == object:
+            return {"other": type(value).__name__[:100]}
+        key = f"a{_len(arrays)}"
+        arrays[key] = arr
+        return {"array": key}
+
+    body = spec(outcome)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return json.dumps({"body": body, "arrays": base64.b64encode(buffer.getvalue()).decode("ascii")})
+
+
+class ReplyError(ValueError):
+    """The student's process sent something that is not a well-formed reply."""
+
+
+def _opaque(name: str):
+    """A stand-in for an object the student's code returned that is not data (shown by its type's name)."""
+    safe = "".join(c for c in str(name) if c.isalnum() or c == "_")[:100] or "object"
+    return type(safe, (), {"__repr__": lambda self: f"<{safe}>"})()
+
+
+def decode_outcome(text) -> dict:
+    """Read what :func:`encode_outcome` wrote; raise ReplyError for anything else. Safe on hostile input."""
+    import base64
+    import binascii
+    import json
+
+    if not _isinstance(text, str) or _len(text) > _MAX_REPLY:
+        raise ReplyError("the reply is not text of a reasonable size")
+    try:
+        doc = json.loads(text)
+        packed = base64.b64decode(doc["arrays"], validate=True)
+        with np.load(io.BytesIO(packed), allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (ValueError, KeyError, TypeError, binascii.Error, OSError, EOFError) as exc:
+        raise ReplyError(f"the reply could not be read ({type(exc).__name__})") from None
+
+    def value(node, depth=0):
+        if depth > _MAX_DEPTH + 2 or not _isinstance(node, dict) or _len(node) not in (1, 2):
+            raise ReplyError("the reply has an unexpected structure")
+        (key, content), *_ = node.items()
+        if key == "none":
+            return None
+        if key in ("bool", "str", "int", "float"):
+            kind = {"bool": bool, "str": str, "int": int, "float": (float, int)}[key]
+            if not _isinstance(content, kind):
+                raise ReplyError("the reply has a value of the wrong type")
+            return content
+        if key == "seq" and _isinstance(content, list):
+            items = [value(v, depth + 1) for v in content]
+            return items if node.get("type") == "list" else tuple(items)
+        if key == "dict" and _isinstance(content, list):
+            out = {}
+            for pair in content:
+                if not (_isinstance(pair, list) and _len(pair) == 2 and _isinstance(pair[0], str)):
+                    raise ReplyError("the reply has an unexpected structure")
+                out[pair[0]] = value(pair[1], depth + 1)
+            return out
+        if key == "array" and content in arrays:
+            return arrays[content]
+        if key == "other" and _isinstance(content, str):
+            return _opaque(content)
+        raise ReplyError("the reply has an unexpected structure")
+
+    if not _isinstance(doc, dict):
+        raise ReplyError("the reply has an unexpected structure")
+    return value(doc.get("body"))
+
+
+def serve(payload: str, get_fn) -> None:
+    """Kernel side of a check while grading: evaluate the grader's request on the student's function and
+    display the outcome as plain data (see ``autograder/execute.py``). Nothing it shows can decide a verdict
+    except through the outputs it reports."""
+    import base64
+    import pickle
+
+    from IPython.display import display
+
+    with _precision(PRECISION):
+        outcome = evaluate(pickle.loads(base64.b64decode(payload)), _Thunk(get_fn))
+    display({MIME: encode_outcome(outcome)}, raw=True)
+
+
+def kernel_code(request: Request, expression: str) -> str:
+    """The code the grader runs in the student's kernel for one check: ``expression`` names the student's function."""
+    import base64
+    import pickle
+
+    payload = base64.b64encode(pickle.dumps(request)).decode("ascii")
+    return f"__import__('course_utils.grading').grading.serve({payload!r}, lambda: ({expression}))"
+
+
+# ---------------------------------------------------------------- the grader's side: inputs, references, verdicts
 
 def _run_variant(ex: Exercise, hint: Hint, args):
     """A hint's wrong variant on ``args``, compiled like the student's function (or None if it fails)."""
@@ -365,31 +597,17 @@ def _run_variant(ex: Exercise, hint: Hint, args):
         return None
 
 
-def _check_requires(ex: Exercise, fn, args) -> None:
-    if not ex.requires:
-        return
-    try:
-        jaxpr = str(_make_jaxpr(fn, static_argnums=ex.static_argnums)(*args))
-    except Exception:  # noqa: BLE001 - the value check reports errors
-        return
-    if not any(f"{prim}[" in jaxpr or f" {prim} " in jaxpr for prim in ex.requires):
-        _fail(ex.name, [ex.requires_message or f"it must use one of {ex.requires}."])
-
-
-def _references_called(ex: Exercise, fn, args) -> set:
-    """The course_utils references whose marked scope (``_validate.REFERENCE_SCOPE``) appears in the jaxpr of ``fn(*args)``."""
-    if ex.module_argnums:
+def _jaxpr_of(fn, args, static_argnums, module_argnums):
+    if module_argnums:
         from flax import nnx
 
-        split = {i: nnx.split(args[i]) for i in ex.module_argnums}
+        split = {i: nnx.split(args[i]) for i in module_argnums}
         graphdefs = tuple((i, g) for i, (g, _) in sorted(split.items()))
-        statics = tuple((i, args[i]) for i in ex.static_argnums)
-        dynamic = tuple(a for i, a in _enumerate(args) if i not in split and i not in ex.static_argnums)
-        closed = _make_jaxpr(lambda st, dyn: _call_with_modules(fn, graphdefs, statics, st, dyn))(
+        statics = tuple((i, args[i]) for i in static_argnums)
+        dynamic = tuple(a for i, a in _enumerate(args) if i not in split and i not in static_argnums)
+        return _make_jaxpr(lambda st, dyn: _call_with_modules(fn, graphdefs, statics, st, dyn))(
             {i: st for i, (_, st) in split.items()}, dynamic)
-    else:
-        closed = _make_jaxpr(fn, static_argnums=ex.static_argnums)(*args)
-    return _references_in(closed.jaxpr)
+    return _make_jaxpr(fn, static_argnums=static_argnums)(*args)
 
 
 def _references_in(jaxpr) -> set:
@@ -411,24 +629,24 @@ def _references_in(jaxpr) -> set:
     return found
 
 
-def _check_not_reference(ex: Exercise, fn, args) -> None:
-    """Fail when ``fn`` calls the exercise's own reference (or a course_utils function of the same name)."""
+def _text_list(value) -> list:
+    return [str(v)[:_MAX_TEXT] for v in value] if _isinstance(value, (list, tuple)) else []
+
+
+def _judge_not_reference(ex: Exercise, calls: dict) -> None:
+    """Fail when the student's code calls the exercise's own reference (or a course_utils function of the same name)."""
     if ex.reference is None:
         return
     from ._validate import reference_marker
 
     own = reference_marker(ex.reference)
-    try:
-        called = _references_called(ex, fn, args)
-    except Exception:  # noqa: BLE001 - the value check has already run the function
-        return
-    forbidden = sorted(m for m in called if m == own or m.rsplit(".", 1)[-1] == ex.name)
+    forbidden = sorted(m for m in _text_list(calls.get("references")) if m == own or m.rsplit(".", 1)[-1] == ex.name)
     if forbidden:
         _fail(ex.name, [f"it calls the reference implementation {forbidden[0]} instead of computing the result.",
                         "Write the computation yourself; calling the course's reference earns no points for this exercise."])
 
 
-def _check_class_not_reference(ex: Exercise, cls) -> None:
+def _judge_class_not_reference(ex: Exercise, calls: dict) -> None:
     """Fail when the student's class runs the ``__call__`` of the course's own class (``ex.reference_class``).
 
     Extending the reference for its constructor and helpers is allowed (notebook 05's exercise does);
@@ -438,16 +656,12 @@ def _check_class_not_reference(ex: Exercise, cls) -> None:
     if reference is None:
         return
     name = f"{reference.__module__}.{reference.__qualname__}"
-    if _isinstance(cls, type) and _issubclass(cls, reference) and cls.__call__ is reference.__call__:
+    if calls.get("inherits_call") is True:
         how = f"it inherits __call__ from the reference class {name}"
-    else:
-        try:
-            called = _references_in(_make_jaxpr(lambda: ex.probe(cls))().jaxpr)
-        except Exception:  # noqa: BLE001 - the property check has already run the class
-            return
-        if f"{name}.__call__" not in called:
-            return
+    elif f"{name}.__call__" in _text_list(calls.get("references")):
         how = f"it calls the reference class {name}"
+    else:
+        return
     _fail(ex.name, [f"{how} instead of computing the result.",
                     "Write __call__ yourself; using the course's reference earns no points for this exercise."])
 
@@ -459,51 +673,99 @@ def _cases(ex: Exercise, n_cases: int, seed: int, edge_cases: bool):
     return cases
 
 
-def check(name: str, fn: Callable, *, n_cases: int = 5, seed: int = 0, edge_cases: bool = False) -> None:
-    """Test a student's ``fn`` for the exercise ``name``; print one line, or raise CheckFailure.
-
-    ``n_cases`` random inputs are drawn from the seed ``seed``; with
-    ``edge_cases=True`` the exercise's fixed edge cases are added. Everything
-    runs at :data:`PRECISION` (property checks included). An error that escapes
-    an exercise's own checks is reported as a CheckFailure too, with the line of
-    the student's code that raised it, never as a traceback through the checker.
-    """
-    if name not in _REGISTRY:
-        raise KeyError(f"check: unknown exercise {name!r}; known: {sorted(_REGISTRY)}")
-    try:
-        with _precision(PRECISION):
-            _check(name, fn, n_cases, seed, edge_cases)
-    except CheckFailure:
-        raise
-    except NotImplementedError:
-        _fail(name, ["not implemented yet. Replace `raise NotImplementedError()` with your code."])
-    except Exception as exc:  # noqa: BLE001 - any other error, in words
-        where = _error_lines(exc) or ["  (the error is not in a line of your notebook: if your code looks right, tell your instructor)"]
-        _fail(name, [f"testing it raised {type(exc).__name__}: {_first_line(exc)}", *where])
-
-
-def _check(name, fn, n_cases, seed, edge_cases):
+def plan(name: str, n_cases: int = 5, seed: int = 0, edge_cases: bool = False) -> Request:
+    """The inputs of one ``check``, drawn by whoever judges it (the grader's process while grading)."""
     if name not in _REGISTRY:
         raise KeyError(f"check: unknown exercise {name!r}; known: {sorted(_REGISTRY)}")
     ex = _REGISTRY[name]
-    if not callable(fn):
-        _fail(name, [f"expected a function, got {type(fn).__name__}. Did a later cell overwrite `{name}`?"])
-    if ex.property_check is not None:
-        summary = ex.property_check(ex, fn)
-        _check_class_not_reference(ex, fn)
-        print(f"{name}: {summary}")
-        return
+    trials = ex.trials(edge_cases) if ex.trials is not None else _cases(ex, n_cases, seed, edge_cases)
+    return Request(name, tuple(trials), tuple(ex.static_argnums), tuple(ex.module_argnums), tuple(ex.requires),
+                   ex.reference_class)
+
+
+def _malformed(name: str) -> None:
+    _fail(name, ["the test could not read your function's results (the reply from the notebook's kernel is malformed).",
+                 "Restart the kernel, run every cell in order, and try again."])
+
+
+def student_output(ex: Exercise, record, arg_names, args):
+    """The student's output in ``record`` (from :func:`evaluate`), or a CheckFailure explaining its error."""
+    if not _isinstance(record, dict) or not ("out" in record or "error" in record):
+        _malformed(ex.name)
+    if "out" in record:
+        return record["out"]
+    err = record["error"] if _isinstance(record["error"], dict) else {}
+    kind, etype, line = err.get("kind"), str(err.get("type", "Exception"))[:100], str(err.get("line", ""))[:_MAX_TEXT]
+    where = [str(err["where"])[:_MAX_TEXT]] if err.get("where") else []
+    shown = ["The input was:", _describe_args(arg_names, args)]
+    if kind == "not_implemented":
+        _fail(ex.name, ["not implemented yet. Replace `raise NotImplementedError()` with your code."])
+    if kind == "jit":
+        _fail(ex.name, ["it does not work under jax.jit.", f"    {etype}: {line}",
+                        "Inside jax.jit the inputs are abstract arrays: use jnp functions instead of",
+                        "Python `if`/`float()`/numpy on them, and jnp.where for conditions.", *where, *shown])
+    if kind == "type":
+        # A TypeError raised by a line of the student's function is a slip in that line; one raised
+        # by the call itself (no such line) is a changed signature.
+        advice = [] if where else [f"Keep the signature given in the exercise: {ex.name}({', '.join(arg_names)})."]
+        _fail(ex.name, [f"calling it raised TypeError: {line}", *where, *advice, *shown])
+    _fail(ex.name, [f"it raised {etype}: {line}", *where, *shown])
+
+
+def built_outputs(ex: Exercise, trial: Build, record, arg_names) -> list:
+    """The outputs of the student's class on each of ``trial.inputs``, or a CheckFailure explaining what failed."""
+    if not _isinstance(record, dict):
+        _malformed(ex.name)
+    call = f"{ex.name}({trial.call()})"
+    for key in ("build_error", "state_error"):
+        if key in record:
+            err = record[key] if _isinstance(record[key], dict) else {}
+            if err.get("kind") == "not_implemented":
+                _fail(ex.name, ["not implemented yet. Replace `raise NotImplementedError()` with your code."])
+            where = [str(err["where"])[:_MAX_TEXT]] if err.get("where") else []
+            if key == "build_error":
+                _fail(ex.name, [f"creating `{call}` raised {str(err.get('type'))[:100]}: {str(err.get('line'))[:_MAX_TEXT]}",
+                                *where, "Keep the constructor given in the exercise."])
+            _fail(ex.name, ["the model's layers differ from the reference's. Keep the constructor (__init__) given in "
+                            "the exercise and write only __call__."])
+    calls = record.get("calls")
+    if not _isinstance(calls, list) or _len(calls) != _len(trial.inputs):
+        _malformed(ex.name)
+    model = _opaque(ex.name)
+    return [student_output(ex, rec, ["model", *arg_names], (model, *inputs)) for rec, inputs in _zip(calls, trial.inputs)]
+
+
+def judge(request: Request, outcome) -> str:
+    """The verdict on ``outcome`` (what :func:`evaluate` returned for ``request``): the line a passing check prints,
+    or a CheckFailure. Computes the references and the hints itself: nothing but the outputs is taken from
+    the student's process."""
+    name = request.name
+    ex = _REGISTRY[name]
+    if not _isinstance(outcome, dict):
+        _malformed(name)
+    if "missing" in outcome:
+        err = outcome["missing"] if _isinstance(outcome["missing"], dict) else {}
+        _fail(name, [f"the test could not find your answer: {str(err.get('type'))[:100]}: {str(err.get('line'))[:_MAX_TEXT]}",
+                     "Run the cell that defines it (and every cell above it) before this test."])
+    if "not_callable" in outcome:
+        _fail(name, [f"expected a function, got {str(outcome['not_callable'])[:100]}. Did a later cell overwrite `{name}`?"])
+    results, calls = outcome.get("results"), outcome.get("calls")
+    if not _isinstance(results, list) or _len(results) != _len(request.trials) or not _isinstance(calls, dict):
+        _malformed(name)
+    if ex.judge is not None:
+        summary = ex.judge(ex, request.trials, results)
+        _judge_class_not_reference(ex, calls)
+        return f"{name}: {summary}"
     arg_names = list(inspect.signature(ex.reference).parameters)
-    worst_note = []
-    cases = _cases(ex, n_cases, seed, edge_cases)
-    for number, args in enumerate(cases, start=1):
+    notes = []
+    for number, (args, record) in enumerate(_zip(request.trials, results), start=1):
+        got = student_output(ex, record, arg_names, args)
+        notes += _text_list(record.get("notes", []))[:20]
         expected = jit_call(ex.reference, args, ex.static_argnums, ex.module_argnums)
-        got, notes = _call_student(ex, fn, args, arg_names)
-        worst_note += notes
         problem = _compare(expected, got, ex.rtol, ex.atol, ex.output_names)
         if problem is None:
             continue
-        lines = [f"wrong output on test input {number} of {len(cases)}.", "The input was:",
+        lines = [f"wrong output on test input {number} of {_len(request.trials)}.", "The input was:",
                  _describe_args(arg_names, args),
                  f"  expected: {describe_value(expected)}",
                  f"  got:      {describe_value(got) if got is not None else None}",
@@ -511,9 +773,55 @@ def _check(name, fn, n_cases, seed, edge_cases):
         slips = [h.message for h in ex.hints if _matches(_run_variant(ex, h, args), got, ex.rtol, ex.atol)]
         lines += [f"Likely slip: {s}" for s in slips]
         _fail(name, lines)
-    _check_requires(ex, fn, cases[0])
-    _check_not_reference(ex, fn, cases[0])
-    print(f"{name}: passed {len(cases)} of {len(cases)} test inputs." + ("".join("\n  " + n for n in dict.fromkeys(worst_note))))
+    if ex.requires and calls.get("has_required") is False:
+        _fail(name, [ex.requires_message or f"it must use one of {ex.requires}."])
+    _judge_not_reference(ex, calls)
+    n = _len(request.trials)
+    return f"{name}: passed {n} of {n} test inputs." + "".join("\n  " + note for note in dict.fromkeys(notes))
+
+
+def verdict(request: Request, outcome) -> tuple[bool, str]:
+    """(passed, the line it prints or the checker's message) for ``outcome``: how the grader judges a check.
+    Never raises: an error while judging (a reply that is well-formed but absurd) fails the check."""
+    try:
+        with _precision(PRECISION):
+            return True, judge(request, outcome)
+    except CheckFailure as exc:
+        return False, str(exc)
+    except Exception as exc:  # noqa: BLE001
+        return False, (f"{request.name}: the grader could not judge your function's results "
+                       f"({type(exc).__name__}: {_first_line(exc)}). If your code looks right, tell your instructor.")
+
+
+def check(name: str, fn: Callable, *, n_cases: int = 5, seed: int = 0, edge_cases: bool = False) -> None:
+    """Test a student's ``fn`` for the exercise ``name``; print one line, or raise CheckFailure.
+
+    ``n_cases`` random inputs are drawn from the seed ``seed``; with
+    ``edge_cases=True`` the exercise's fixed edge cases are added. Everything
+    runs at :data:`PRECISION`. An error that escapes an exercise's own checks
+    is reported as a CheckFailure too, with the line of the student's code that
+    raised it, never as a traceback through the checker.
+
+    This is the student's instant feedback, in their own process. While grading,
+    the same three steps run apart (``autograder/execute.py``): :func:`plan` and
+    :func:`judge` in the grader's process, :func:`evaluate` in the student's
+    kernel, which sends back only data (:func:`encode_outcome`).
+    """
+    if name not in _REGISTRY:
+        raise KeyError(f"check: unknown exercise {name!r}; known: {sorted(_REGISTRY)}")
+    try:
+        with _precision(PRECISION):
+            request = plan(name, n_cases, seed, edge_cases)
+            outcome = decode_outcome(encode_outcome(evaluate(request, fn)))
+            summary = judge(request, outcome)
+    except CheckFailure:
+        raise
+    except NotImplementedError:
+        _fail(name, ["not implemented yet. Replace `raise NotImplementedError()` with your code."])
+    except Exception as exc:  # noqa: BLE001 - any other error, in words
+        where = _error_lines(exc) or ["  (the error is not in a line of your notebook: if your code looks right, tell your instructor)"]
+        _fail(name, [f"testing it raised {type(exc).__name__}: {_first_line(exc)}", *where])
+    print(summary)
 
 
 def exercise(name: str) -> Exercise:

@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from .. import embeddings, guidance, models
-from ..grading import CheckFailure, Exercise, Hint, _call_student, _compare, describe_value, jit_call, register
+from ..grading import Build, CheckFailure, Exercise, Hint, _compare, built_outputs, describe_value, jit_call, register
 
 
 # ---------------------------------------------------------------- gaussian_fourier_embedding
@@ -179,23 +179,19 @@ def _forward(model, x, t, y):
     return model(x, t, y)
 
 
-def _check_unet(ex, cls):
-    """``TwoPixelUNet(T, ..., rngs=...)``: the student's __call__ against the reference, with the same weights."""
-    try:
-        model = cls(T=50, rngs=nnx.Rngs(0))
-    except NotImplementedError:
-        raise CheckFailure(f"{ex.name}: not implemented yet. Replace `raise NotImplementedError()` with your code.") from None
-    except Exception as exc:  # noqa: BLE001
-        raise CheckFailure(f"{ex.name}: creating `TwoPixelUNet(T=50, rngs=nnx.Rngs(0))` raised "
-                           f"{type(exc).__name__}: {exc}. Keep the constructor given in the exercise.") from None
+def _unet_trials(edge_cases):
+    """The student's class with the reference's weights (T = 50, seed 0) on three batches."""
     reference = models.TwoPixelUNet(T=50, rngs=nnx.Rngs(0))
-    try:
-        nnx.update(reference, nnx.state(model))
-    except Exception:  # noqa: BLE001
-        raise CheckFailure(f"{ex.name}: the model's layers differ from the reference's. Keep the constructor "
-                           "(__init__) given in the exercise and write only __call__.") from None
-    for number, (x, t, y) in enumerate(_unet_cases(), start=1):
-        got, _ = _call_student(ex, _forward, (model, x, t, y), ["model", "x", "t", "y"])
+    return [Build(kwargs=(("T", 50),), state=nnx.state(reference), inputs=tuple(_unet_cases()), forward=_forward)]
+
+
+def _judge_unet(ex, trials, results):
+    """``TwoPixelUNet(T, ..., rngs=...)``: the student's __call__ against the reference, with the same weights."""
+    (trial,), (record,) = trials, results
+    reference = models.TwoPixelUNet(T=50, rngs=nnx.Rngs(0))
+    nnx.update(reference, trial.state)
+    outputs = built_outputs(ex, trial, record, ["x", "t", "y"])
+    for number, ((x, t, y), got) in enumerate(zip(trial.inputs, outputs), start=1):
         expected = np.asarray(jit_call(_forward, (reference, x, t, y), (), (0,)))
         problem = _compare(expected, got, 1e-4, 1e-5)
         if problem is None:
@@ -210,6 +206,5 @@ def _check_unet(ex, cls):
     return "maps (N, 2) images, (N,) steps and (N,) labels to (N, 2) noise predictions, exactly as the reference does."
 
 
-register(Exercise(name="TwoPixelUNet", reference=None, property_check=_check_unet, reference_class=models.TwoPixelUNet,
-                  probe=lambda cls: _forward(cls(T=50, rngs=nnx.Rngs(0)), jnp.zeros((2, 2)), jnp.ones((2,), jnp.int32),
-                                             jnp.zeros((2,), jnp.int32))))
+register(Exercise(name="TwoPixelUNet", reference=None, trials=_unet_trials, judge=_judge_unet,
+                  reference_class=models.TwoPixelUNet))

@@ -13,40 +13,33 @@ import numpy as np
 from flax import nnx
 
 from .. import unet
-from ..grading import CheckFailure, Exercise, _call_student, _compare, describe_value, jit_call, register
+from ..grading import Build, CheckFailure, Exercise, _compare, built_outputs, describe_value, jit_call, register
 
 
-def _build(ex, cls, args, reference_cls):
-    call = f"{ex.name}({', '.join(map(str, args))}, rngs=nnx.Rngs(0))"
-    try:
-        model = cls(*args, rngs=nnx.Rngs(0))
-    except NotImplementedError:
-        raise CheckFailure(f"{ex.name}: not implemented yet. Replace `raise NotImplementedError()` with your code.") from None
-    except Exception as exc:  # noqa: BLE001
-        raise CheckFailure(f"{ex.name}: creating `{call}` raised {type(exc).__name__}: {exc}. "
-                           "Keep the constructor given in the exercise.") from None
-    reference = reference_cls(*args, rngs=nnx.Rngs(1))
-    try:
-        nnx.update(reference, nnx.state(model))
-    except Exception:  # noqa: BLE001
-        raise CheckFailure(f"{ex.name}: the block's layers differ from the reference's. Keep the constructor "
-                           "(__init__) given in the exercise and write only __call__.") from None
-    return model, reference
-
-
-def _check_against(ex, cls, settings, make_inputs, forward, variants, arg_names):
-    """Compare the student's block with the reference on each (constructor args, inputs) setting."""
+def _trials(reference_cls, settings, make_inputs, forward):
+    """One trial per (constructor args, input size) setting: the student's block gets the reference's weights
+    (seed 1), and is called on random inputs."""
     rng = np.random.default_rng(606)
-    for number, args in enumerate(settings, start=1):
-        model, reference = _build(ex, cls, args, getattr(unet, ex.name))
-        inputs = make_inputs(rng, *args)
-        got, _ = _call_student(ex, forward, (model, *inputs), ["block", *arg_names])
-        expected = np.asarray(jit_call(forward, (reference, *inputs), (), (0,)))
+    trials = []
+    for args, size in settings:
+        reference = reference_cls(*args, rngs=nnx.Rngs(1))
+        trials.append(Build(args=args, state=nnx.state(reference), inputs=(make_inputs(rng, size, *args),), forward=forward))
+    return trials
+
+
+def _judge_against(ex, trials, results, variants, arg_names):
+    """Compare the student's block with the reference (same weights) on each trial; on a mismatch, try the slips."""
+    reference_cls = getattr(unet, ex.name)
+    for trial, record in zip(trials, results):
+        (got,) = built_outputs(ex, trial, record, arg_names)
+        (inputs,) = trial.inputs
+        reference = reference_cls(*trial.args, rngs=nnx.Rngs(1))
+        expected = np.asarray(jit_call(trial.forward, (reference, *inputs), (), (0,)))
         problem = _compare(expected, got, 1e-4, 1e-5)
         if problem is None:
             continue
         shapes = ", ".join(f"{name} of shape {np.shape(x)}" for name, x in zip(arg_names, inputs))
-        lines = [f"{ex.name}: wrong output for {ex.name}{args} on {shapes}.",
+        lines = [f"{ex.name}: wrong output for {ex.name}{trial.args} on {shapes}.",
                  f"  expected: {describe_value(expected)}", f"  got:      {describe_value(got)}",
                  *("  " + p for p in problem)]
         for variant, message in variants:
@@ -60,8 +53,8 @@ def _check_against(ex, cls, settings, make_inputs, forward, variants, arg_names)
 # ---------------------------------------------------------------- ResidualBlock
 
 
-def _block_inputs(rng, in_channels, out_channels, emb_dim):
-    x = np.asarray(rng.normal(size=(3, 8, 8, in_channels)), np.float32)
+def _block_inputs(rng, size, in_channels, out_channels, emb_dim):
+    x = np.asarray(rng.normal(size=(3, size, size, in_channels)), np.float32)
     emb = np.asarray(rng.normal(size=(3, emb_dim)), np.float32)
     return x, emb
 
@@ -97,22 +90,33 @@ _BLOCK_SLIPS = [
 ]
 
 
-def _check_residual_block(ex, cls):
+_BLOCK_SETTINGS = [((16, 16, 12), 8), ((8, 16, 12), 8)]
+# Hidden tests add the U-Net's own shapes: an up block at 14x14 (skip concatenated: 96 -> 32 channels), a middle block.
+_BLOCK_UNET_SETTINGS = [((96, 32, 128), 14), ((64, 64, 128), 7)]
+
+
+def _residual_block_trials(edge_cases):
+    settings = _BLOCK_SETTINGS + (_BLOCK_UNET_SETTINGS if edge_cases else [])
+    return _trials(unet.ResidualBlock, settings, _block_inputs, _block_forward)
+
+
+def _judge_residual_block(ex, trials, results):
     """``ResidualBlock(in_channels, out_channels, emb_dim, rngs=...)``: __call__(x, emb) against the reference."""
-    _check_against(ex, cls, [(16, 16, 12), (8, 16, 12)], _block_inputs, _block_forward, _BLOCK_SLIPS, ["x", "emb"])
-    return ("maps (N, H, W, in) features and (N, emb_dim) embeddings to (N, H, W, out), exactly as the reference, "
-            "with and without a change of channels.")
+    _judge_against(ex, trials, results, _BLOCK_SLIPS, ["x", "emb"])
+    shown = "; ".join(f"{t.args} on {t.inputs[0][0].shape[1]}x{t.inputs[0][0].shape[2]}" for t in trials)
+    return (f"maps (N, H, W, in) features and (N, emb_dim) embeddings to (N, H, W, out), exactly as the reference, "
+            f"with and without a change of channels ({shown}).")
 
 
-register(Exercise(name="ResidualBlock", reference=None, property_check=_check_residual_block, reference_class=unet.ResidualBlock,
-                  probe=lambda cls: cls(8, 8, 4, rngs=nnx.Rngs(0))(jnp.zeros((2, 4, 4, 8)), jnp.zeros((2, 4)))))
+register(Exercise(name="ResidualBlock", reference=None, trials=_residual_block_trials, judge=_judge_residual_block,
+                  reference_class=unet.ResidualBlock))
 
 
 # ---------------------------------------------------------------- SelfAttention
 
 
-def _attention_inputs(rng, channels, num_heads):
-    return (np.asarray(rng.normal(size=(2, 4, 3, channels)), np.float32),)
+def _attention_inputs(rng, size, channels, num_heads):
+    return (np.asarray(rng.normal(size=(2 if size is None else 3, *(size or (4, 3)), channels)), np.float32),)
 
 
 def _attention_forward(block, x):
@@ -144,11 +148,21 @@ _ATTENTION_SLIPS = [
 ]
 
 
-def _check_self_attention(ex, cls):
+_ATTENTION_SETTINGS = [((16, 4), None), ((8, 2), None)]
+_ATTENTION_UNET_SETTINGS = [((64, 4), (7, 7))]  # hidden tests: the U-Net's own setting
+
+
+def _self_attention_trials(edge_cases):
+    settings = _ATTENTION_SETTINGS + (_ATTENTION_UNET_SETTINGS if edge_cases else [])
+    return _trials(unet.SelfAttention, settings, _attention_inputs, _attention_forward)
+
+
+def _judge_self_attention(ex, trials, results):
     """``SelfAttention(channels, num_heads, rngs=...)``: __call__(x) against the reference."""
-    _check_against(ex, cls, [(16, 4), (8, 2)], _attention_inputs, _attention_forward, _ATTENTION_SLIPS, ["x"])
-    return "maps (N, H, W, C) features to the same shape, exactly as the reference, with 4 heads and with 2."
+    _judge_against(ex, trials, results, _ATTENTION_SLIPS, ["x"])
+    shown = "; ".join(f"{t.args[1]} heads of {t.args[0]} channels" for t in trials)
+    return f"maps (N, H, W, C) features to the same shape, exactly as the reference ({shown})."
 
 
-register(Exercise(name="SelfAttention", reference=None, property_check=_check_self_attention, reference_class=unet.SelfAttention,
-                  probe=lambda cls: cls(8, 2, rngs=nnx.Rngs(0))(jnp.zeros((2, 2, 2, 8)))))
+register(Exercise(name="SelfAttention", reference=None, trials=_self_attention_trials, judge=_judge_self_attention,
+                  reference_class=unet.SelfAttention))

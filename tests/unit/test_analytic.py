@@ -13,6 +13,7 @@ import pytest
 
 from course_utils import analytic, config, forward, grading, losses, schedules
 from course_utils.grading import CheckFailure, check
+from course_utils._validate import unmarked
 
 T, M, P = 50, 3.0, 0.5
 BETAS = np.linspace(0.02, 0.3, T).astype(np.float32)
@@ -382,7 +383,7 @@ def test_other_argument_errors():
 
 def test_checker_passes_the_reference_and_fails_each_slip_with_its_hint(capsys):
     ex = grading.exercise("gaussian_reverse_mean_var")
-    check("gaussian_reverse_mean_var", inspect.unwrap(ex.reference.raw), seed=301, edge_cases=True)  # its body, untagged
+    check("gaussian_reverse_mean_var", unmarked(ex.reference), seed=301, edge_cases=True)  # its body, untagged
     assert "passed 10 of 10" in capsys.readouterr().out
     assert len(ex.hints) >= 3
     for hint in ex.hints:
@@ -392,7 +393,7 @@ def test_checker_passes_the_reference_and_fails_each_slip_with_its_hint(capsys):
 
 
 def test_checker_explains_tuple_outputs():
-    ref = inspect.unwrap(analytic.gaussian_reverse_mean_var.raw)  # the body, without the reference tag
+    ref = unmarked(analytic.gaussian_reverse_mean_var)  # the body, without the reference tag
     with pytest.raises(CheckFailure, match=r"returned a single .*expected a tuple of 2 values \(mean, variance\)"):
         check("gaussian_reverse_mean_var", lambda x, t, b, m, p: ref(x, t, b, m, p)[0])
     with pytest.raises(CheckFailure, match=r"returned 3 values, expected 2"):

@@ -13,6 +13,7 @@ from flax import nnx
 
 from course_utils import forward, grading, losses, schedules
 from course_utils.grading import CheckFailure, check
+from course_utils._validate import unmarked
 
 WITH_REFERENCE = [n for n in grading.exercise_names() if grading.exercise(n).reference is not None]
 HINTS = [(n, i) for n in grading.exercise_names() for i in range(len(grading.exercise(n).hints))]
@@ -46,7 +47,7 @@ def test_reference_passes_every_case(name, capsys):
 
 def _unmarked(reference):
     """The reference's own body, without the scope that marks it as the reference (what a student would write)."""
-    return inspect.unwrap(getattr(reference, "raw", reference))
+    return unmarked(reference)
 
 
 def test_the_reference_itself_earns_no_points():

@@ -79,31 +79,38 @@ def test_precision_does_not_depend_on_the_notebook_setting(recorded):
     assert seen == {"reference": {grading.PRECISION}, "student": {grading.PRECISION}}
 
 
-def test_property_checks_and_class_probes_run_at_the_same_precision():
-    """Class exercises (the models of notebooks 04-06) are tested by property checks that build and call the
-    student's class and the course's: both are traced at grading.PRECISION."""
+class _Recorder(nnx.Module):
     seen = []
 
-    class Recorder(nnx.Module):
-        def __init__(self, rngs):
-            self.w = nnx.Param(jnp.ones((2, 2)))
+    def __init__(self, rngs):
+        self.w = nnx.Param(jnp.ones((2, 2)))
 
-        def __call__(self, x):
-            seen.append(_precision_now())
-            return x @ self.w
+    def __call__(self, x):
+        _Recorder.seen.append(_precision_now())
+        return x @ self.w
 
-    def property_check(ex, cls):
-        model = cls(nnx.Rngs(0))
-        grading.jit_call(lambda m, x: m(x), (model, jnp.ones((1, 2))), (), (0,))   # how the checks call models
-        model(jnp.ones((1, 2)))                                                     # and eagerly
+
+def _apply(model, x):
+    return model(x)
+
+
+def test_class_exercises_run_at_the_same_precision():
+    """Class exercises (the models of notebooks 04-06) build and call the student's class in the student's
+    process and judge in the grader's: everything is traced at grading.PRECISION."""
+    _Recorder.seen.clear()
+
+    def judge(ex, trials, results):
+        (out,) = grading.built_outputs(ex, trials[0], results[0], ["x"])
+        _Recorder(nnx.Rngs(0))(jnp.ones((1, 2)))  # a judge may call models eagerly, too
         return "ok"
 
-    grading.register(Exercise(name="_class_probe", reference=None, property_check=property_check))
+    trials = lambda edge: [grading.Build(inputs=((np.ones((1, 2), np.float32),),), forward=_apply)]  # noqa: E731
+    grading.register(Exercise(name="_class_probe", reference=None, trials=trials, judge=judge, reference_class=nnx.Module))
     try:
-        check("_class_probe", Recorder)
+        check("_class_probe", _Recorder)
     finally:
         grading._REGISTRY.pop("_class_probe")
-    assert seen and set(seen) == {grading.PRECISION}
+    assert _Recorder.seen and set(_Recorder.seen) == {grading.PRECISION}
 
 
 def test_jit_call_sets_the_precision_also_outside_check():
