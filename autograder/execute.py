@@ -59,7 +59,7 @@ GRADER_ERROR = "AutograderError"
 _CHECK_OPTIONS = {"n_cases": int, "seed": int, "edge_cases": bool}
 
 
-class TestCellError(ValueError):
+class UnrunnableTestCell(ValueError):
     """A test cell that is not a list of ``check(...)`` calls the grader can run itself."""
 
 
@@ -67,12 +67,12 @@ def parse_test_cell(source: str) -> list:
     """The ``check`` calls of a test cell, as (exercise name, answer's name, options) triples.
 
     Allowed: imports from course_utils.grading, and calls ``check("name", answer, n_cases=N, seed=S,
-    edge_cases=B)`` with literal options and a plain name as the answer. Anything else raises TestCellError.
+    edge_cases=B)`` with literal options and a plain name as the answer. Anything else raises UnrunnableTestCell.
     """
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
-        raise TestCellError(f"the test cell does not parse ({exc.msg})") from None
+        raise UnrunnableTestCell(f"the test cell does not parse ({exc.msg})") from None
     calls = []
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.module == "course_utils.grading":
@@ -81,17 +81,17 @@ def parse_test_cell(source: str) -> list:
         if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "check"
                 and len(call.args) == 2 and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)
                 and isinstance(call.args[1], ast.Name)):
-            raise TestCellError(f"line {node.lineno} of the test cell is not `check(\"name\", answer, ...)`")
+            raise UnrunnableTestCell(f"line {node.lineno} of the test cell is not `check(\"name\", answer, ...)`")
         options = {}
         for keyword in call.keywords:
             kind = _CHECK_OPTIONS.get(keyword.arg)
             value = keyword.value.value if isinstance(keyword.value, ast.Constant) else None
             if kind is None or type(value) is not kind:
-                raise TestCellError(f"line {node.lineno} of the test cell has an option the grader does not know")
+                raise UnrunnableTestCell(f"line {node.lineno} of the test cell has an option the grader does not know")
             options[keyword.arg] = value
         calls.append((call.args[0].value, call.args[1].id, options))
     if not calls:
-        raise TestCellError("the test cell has no check(...) call")
+        raise UnrunnableTestCell("the test cell has no check(...) call")
     return calls
 
 
@@ -176,7 +176,7 @@ class LimitedExecute(Execute):
 
         try:
             calls = parse_test_cell(cell.source)
-        except TestCellError as exc:
+        except UnrunnableTestCell as exc:
             cell.outputs = [_error(GRADER_ERROR, f"the grader cannot run this test cell: {exc}; tell your instructor")]
             return cell
         passed = []

@@ -30,6 +30,7 @@ _ATTRIBUTES = {
     "__globals__": "reads a function's `__globals__`",
     "__builtins__": "reads `__builtins__`",
     "__subclasses__": "lists classes with `__subclasses__`",
+    "__dict__": "reads an object's `__dict__`",
     "_getframe": "reads the interpreter's stack frames (`sys._getframe`)",
     "f_back": "reads the interpreter's stack frames (`f_back`)",
     "f_locals": "reads the interpreter's stack frames (`f_locals`)",
@@ -50,6 +51,7 @@ _CALLS = {"exec", "eval", "compile", "__import__", "globals", "vars", "get_ipyth
 # sys and os are not listed: what is flagged is what they are used for (the attributes above).
 _MODULES = {"inspect", "ctypes", "gc", "importlib", "builtins", "IPython", "traceback", "subprocess",
             "socket", "pickle", "marshal", "types", "dis", "code", "pty", "signal", "threading", "multiprocessing",
+            "operator",
             "course_utils.grading", "course_utils.exercises", "course_utils._validate", "autograder", "nbgrader"}
 
 
@@ -60,18 +62,42 @@ def _module_flag(name: str):
     return None
 
 
-def _reasons_in(tree, exercise_names: set, class_exercises: set) -> list:
+def course_aliases(trees) -> set:
+    """The names a notebook binds to course_utils or one of its modules (``cu`` for ``import course_utils as cu``)."""
+    aliases = set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] == "course_utils":
+                        aliases.add(alias.asname or alias.name.split(".")[0])
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "course_utils":
+                aliases.update(alias.asname or alias.name for alias in node.names)
+    return aliases
+
+
+def _root(node):
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _reasons_in(tree, exercise_names: set, class_exercises: set, aliases: set) -> list:
     reasons = []
     bases = {id(b) for node in ast.walk(tree) if isinstance(node, ast.ClassDef) for b in node.bases}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr in _ATTRIBUTES:
-            reasons.append(_ATTRIBUTES[node.attr])
+        if isinstance(node, ast.Attribute):
+            if node.attr in _ATTRIBUTES:
+                reasons.append(_ATTRIBUTES[node.attr])
+            elif node.attr in exercise_names and id(node) not in bases and _root(node) in aliases:
+                reasons.append(f"uses `{ast.unparse(node)}`, the course's own `{node.attr}`")
         elif isinstance(node, ast.Import):
             reasons += [r for alias in node.names if (r := _module_flag(alias.name))]
         elif isinstance(node, ast.ImportFrom) and node.module:
             flag = _module_flag(node.module)
             if flag:
                 reasons.append(flag)
+            reasons += [r for alias in node.names if (r := _module_flag(f"{node.module}.{alias.name}")) and not flag]
             if node.module.split(".")[0] == "course_utils":
                 reasons += [f"imports the course's `{alias.name}` from {node.module}" for alias in node.names
                             if alias.name in exercise_names and alias.name not in class_exercises]
@@ -83,15 +109,11 @@ def _reasons_in(tree, exercise_names: set, class_exercises: set) -> list:
                 name = node.args[1] if len(node.args) > 1 else None
                 if not (isinstance(name, ast.Constant) and isinstance(name.value, str) and not name.value.startswith("__")):
                     reasons.append(f"calls `{func.id}` with a computed or special attribute name")
-            elif isinstance(func, ast.Attribute) and func.attr in exercise_names and id(func) not in bases:
-                owner = func.value
-                if not (isinstance(owner, ast.Name) and owner.id == "self"):
-                    reasons.append(f"calls `{ast.unparse(func)}`, a course function named like an exercise")
     return reasons
 
 
 class _Canonical(ast.NodeTransformer):
-    """Rename every variable and argument by order of appearance; drop docstrings (for comparing code)."""
+    """Rename every variable and argument by order of appearance, blank the strings, drop docstrings (for comparing code)."""
 
     def __init__(self):
         self.names = {}
@@ -101,6 +123,9 @@ class _Canonical(ast.NodeTransformer):
 
     def visit_Name(self, node):
         return ast.copy_location(ast.Name(id=self._name(node.id), ctx=node.ctx), node)
+
+    def visit_Constant(self, node):  # messages and docstrings: wording is formatting
+        return ast.copy_location(ast.Constant(value="" if isinstance(node.value, str) else node.value), node)
 
     def visit_arg(self, node):
         return ast.copy_location(ast.arg(arg=self._name(node.arg)), node)
@@ -160,16 +185,20 @@ def flags(nb) -> dict:
     names = set(grading.exercise_names())
     classes = {n for n in names if grading.exercise(n).reference_class is not None}
     references = _reference_code()
+    trees = []
+    for cell in nb.cells:
+        try:
+            trees.append(ast.parse(cell.get("source", "")) if cell.get("cell_type") == "code" else ast.Module([], []))
+        except (SyntaxError, ValueError):
+            trees.append(ast.Module([], []))
+    aliases = course_aliases(trees)
     found = {}
     for index, cell in enumerate(nb.cells):
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if cell.get("cell_type") != "code" or not isinstance(meta, dict) or not meta.get("solution"):
             continue
-        try:
-            tree = ast.parse(cell.get("source", ""))
-        except (SyntaxError, ValueError):
-            continue
-        reasons = _reasons_in(tree, names, classes)
+        tree = trees[index]
+        reasons = _reasons_in(tree, names, classes, aliases)
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef) and node.name in references:
                 try:

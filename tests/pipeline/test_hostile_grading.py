@@ -1,0 +1,146 @@
+"""Submissions that attack the checker, graded for real: none earns a point its answers do not.
+
+The verdict of every test is made in the grader's process (autograder/execute.py); the kernel only runs the
+answers on inputs the grader draws. Each submission below is notebook 02 with some answers wrong or missing
+and one way of tampering with the checker that used to score full marks when the checker ran in the kernel:
+patching its module, replacing it in sys.modules, rewriting the test cells with an IPython input
+transformer, emitting an execute_result (nbgrader's partial credit) from inside an answer, reading the
+checker's stack frames, forging the kernel's reply, calling the reference through ``__wrapped__`` or exec.
+Each must get exactly the score an honest grading of its answers gets, and be flagged when its source
+reaches for the checker or the interpreter.
+"""
+
+import copy
+
+import pytest
+
+from autograder import course
+from autograder.grade import FLAGGED, GRADED, grade
+from notebook_tools import nbgrader_meta, read, solution_path, student_path, with_solutions
+
+NAME = "02_loss_comparison"
+pytestmark = pytest.mark.xdist_group("hostile-grading")
+POINTS = {"test_posterior_mean": 2, "test_posterior_variance": 1, "test_mean_loss": 1,
+          "test_mean_from_noise": 2, "test_noise_loss": 2, "test_simple_loss": 1}
+FULL = sum(POINTS.values())
+WRONG_SIMPLE = "def simple_loss(eps, eps_theta):\n    return jnp.mean((eps - eps_theta) ** 2)\n"
+
+PATCH_CHECKER = '''
+import course_utils.grading as g
+g.verdict = lambda request, outcome: (True, f"{request.name}: passed")
+g.judge = lambda request, outcome: f"{request.name}: passed"
+g._compare = lambda *a, **k: None
+g.check = lambda *a, **k: print("passed")
+g._REGISTRY.clear()
+'''
+FAKE_MODULE = '''
+import sys, types, json
+fake = types.ModuleType("course_utils.grading")
+def serve(payload, get_fn):
+    from IPython.display import display
+    display({"application/x-course-check+json": json.dumps({"body": {"str": "passed"}, "arrays": ""})}, raw=True)
+fake.serve = fake.check = serve
+sys.modules["course_utils.grading"] = fake
+import course_utils
+course_utils.grading = fake
+'''
+TRANSFORMER = '''
+def _rewrite(lines):
+    text = "".join(lines)
+    return ["print('passed')\\n"] if ("check(" in text or "serve(" in text) else lines
+get_ipython().input_transformers_post.append(_rewrite)
+'''
+DISPLAYHOOK = '''import sys
+def simple_loss(eps, eps_theta):
+    sys.displayhook("1.0")
+    return 0.0 * jnp.sum(eps)
+'''
+FRAMES = '''import sys
+def simple_loss(eps, eps_theta):
+    frame = sys._getframe()
+    while frame is not None:
+        for key in ("expected", "reference", "exp"):
+            if key in frame.f_locals:
+                return frame.f_locals[key]
+        frame = frame.f_back
+    return 0.0 * jnp.sum(eps)
+'''
+FORGED_REPLY = '''import base64, io, json
+import numpy as np
+from IPython.display import display
+def simple_loss(eps, eps_theta):
+    results = [{"dict": [["out", {"float": 0.0}]]}] * 5
+    empty = io.BytesIO()
+    np.savez(empty)
+    display({"application/x-course-check+json": json.dumps(
+        {"body": {"dict": [["results", {"seq": results, "type": "list"}], ["calls", {"dict": []}]]},
+         "arrays": base64.b64encode(empty.getvalue()).decode()})}, raw=True)
+    return 0.0 * jnp.sum(eps)
+'''
+WRAPPED = "simple_loss = cu.losses.simple_loss.__wrapped__\n"
+EXEC = 'exec("from course_utils import losses as L\\nsimple_loss = L.simple_loss.raw")\n'
+HARMLESS = "import os, sys\nimport numpy as np\n"
+
+
+def _replace(nb, grade_id, source):
+    nb = copy.deepcopy(nb)
+    (cell,) = [c for c in nb.cells if nbgrader_meta(c).get("grade_id") == grade_id]
+    cell.source = source
+    return nb
+
+
+def _source(nb, grade_id):
+    return next(c.source for c in nb.cells if nbgrader_meta(c).get("grade_id") == grade_id)
+
+
+def _class():
+    correct = with_solutions(read(student_path(NAME)), read(solution_path(NAME)))
+    stubs = read(student_path(NAME))
+    wrong_simple = _replace(correct, "simple_loss", WRONG_SIMPLE)
+    first = _source(correct, "posterior_mean")
+    return {  # student: (notebook, expected score, expected status, text expected in the reasons)
+        "honest": (correct, FULL, GRADED, ""),
+        "harmless": (_replace(correct, "posterior_mean", HARMLESS + first), FULL, GRADED, ""),
+        "patcher": (_replace(wrong_simple, "posterior_mean", first + PATCH_CHECKER), FULL - 1, FLAGGED, "course_utils.grading"),
+        "fakemodule": (_replace(stubs, "posterior_mean", FAKE_MODULE), 0, FLAGGED, "sys.modules"),
+        "transformer": (_replace(stubs, "posterior_mean", TRANSFORMER), 0, FLAGGED, "IPython reads cells"),
+        "displayhook": (_replace(correct, "simple_loss", DISPLAYHOOK), FULL - 1, FLAGGED, "display hook"),
+        "frames": (_replace(correct, "simple_loss", FRAMES), FULL - 1, FLAGGED, "stack frames"),
+        "forged": (_replace(correct, "simple_loss", FORGED_REPLY), FULL - 1, FLAGGED, "IPython"),
+        "wrapped": (_replace(correct, "simple_loss", WRAPPED), FULL - 1, FLAGGED, "calls the reference"),
+        "exec": (_replace(correct, "simple_loss", EXEC), FULL - 1, FLAGGED, "calls `exec`"),
+    }
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    import nbformat
+
+    root = tmp_path_factory.mktemp("hostile")
+    submissions = root / "submissions"
+    expected = _class()
+    for student, (nb, *_rest) in expected.items():
+        (submissions / student).mkdir(parents=True)
+        nbformat.write(nb, submissions / student / f"{NAME}.ipynb")
+    results = grade(NAME, submissions, root / "work", course.Limits(timeout=120, memory_mb=2048), workers=2)
+    return {r.student: r for r in results}, expected
+
+
+@pytest.mark.parametrize("student", list(_class()))
+def test_tampering_earns_nothing_and_is_flagged(graded, student):
+    results, expected = graded
+    _nb, score, status, reason = expected[student]
+    result = results[student]
+    assert result.max_score == FULL
+    assert result.score == score, {k: (c.score, c.message[:200]) for k, c in result.cells.items()}
+    assert result.status == status, result.reasons
+    assert reason in result.reason, result.reasons
+
+
+def test_the_checkers_messages_are_the_graders(graded):
+    """The message of a failed test is the grader's, whatever the kernel displayed."""
+    results, _ = graded
+    assert results["displayhook"].cells["test_simple_loss"].message.startswith("simple_loss: wrong output")
+    assert results["forged"].cells["test_simple_loss"].message.startswith("simple_loss: wrong output")
+    assert "malformed" in results["fakemodule"].cells["test_posterior_mean"].message
+    assert results["transformer"].cells["test_posterior_mean"].message.startswith("posterior_mean: the test could not run")
