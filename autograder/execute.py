@@ -42,6 +42,9 @@ It runs in nbgrader's process, outside the student's reach:
 """
 
 import ast
+import shutil
+import tempfile
+from pathlib import Path
 
 import json
 import time
@@ -140,7 +143,17 @@ class LimitedExecute(Execute):
             flagged = flags(nb)  # read before anything runs
         except Exception as exc:  # noqa: BLE001 - reading the source must not stop grading
             flagged = {0: [f"the answer cells could not be read ({type(exc).__name__})"]}
-        nb, resources = super().preprocess(nb, resources, km)
+        # The kernel works in an empty folder of its own, not in nbgrader's autograded folder: that one holds the
+        # notebook with its hidden tests restored (nbgrader writes it there before running it).
+        metadata = resources.setdefault("metadata", {})
+        path = metadata.get("path")
+        scratch = tempfile.mkdtemp(prefix=".kernel-", dir=Path(path).parent if path else None)
+        metadata["path"] = scratch
+        try:
+            nb, resources = super().preprocess(nb, resources, km)
+        finally:
+            metadata["path"] = path
+            shutil.rmtree(scratch, ignore_errors=True)
         for index, reasons in flagged.items():
             nb.cells[index].setdefault("outputs", []).append(
                 new_output("stream", name="stdout", text=f"{FLAG} {'; '.join(reasons)}]\n"))

@@ -144,3 +144,129 @@ def test_the_checkers_messages_are_the_graders(graded):
     assert results["forged"].cells["test_simple_loss"].message.startswith("simple_loss: wrong output")
     assert "malformed" in results["fakemodule"].cells["test_posterior_mean"].message
     assert results["transformer"].cells["test_posterior_mean"].message.startswith("posterior_mean: the test could not run")
+
+
+# ------------------------------------------------------------------ attacks on the answer key, classmates and the grader
+# The full set (slow: another graded class). Each attacker has correct answers, so its honest score is full
+# marks; the classmates graded beside it must keep theirs, and nothing secret may reach any output.
+
+READER = '''
+import os
+_found = []
+for _top in ("/", os.path.expanduser("~"), "/tmp", "..", "../..", "../../..", "../../../.."):
+    try:
+        for _root, _dirs, _files in os.walk(_top):
+            for _f in _files:
+                if _f.endswith((".db", ".ipynb", ".py")) and len(_found) < 2000:
+                    try:
+                        with open(os.path.join(_root, _f), errors="replace") as _h:
+                            _text = _h.read(200_000)
+                        if "seed=" + "201" in _text or "*Model " + "answer.*" in _text:  # a hidden test, a model answer
+                            _found.append(_text)
+                    except OSError:
+                        pass
+            if len(_dirs) > 200:
+                _dirs[:] = _dirs[:200]
+    except OSError:
+        pass
+print("LEAKED" if _found else "nothing found", *_found[:3])
+'''
+KILLER = '''
+import os, signal
+for _pid in range(1, 400):
+    if _pid != os.getpid():
+        try:
+            os.kill(_pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+'''
+VANDAL = '''
+import os, glob
+for _pattern in ("../../*/*/*.ipynb", "../../../*.db", "../../../../*.db", os.path.expanduser("~") + "/*",
+                 "/tmp/*", "/tmp/*/*", "/tmp/*/*/*", "../../../.jupyter/data/kernels/*/kernel.json"):
+    for _path in glob.glob(_pattern):
+        try:
+            with open(_path, "w") as _h:
+                _h.write("vandalised")
+        except OSError:
+            pass
+'''
+FORKER = '''
+import os, time
+for _ in range(50):
+    try:
+        if os.fork() == 0:
+            time.sleep(20)
+            for _path in ("../../../gradebook.db", "../../../../gradebook.db"):
+                try:
+                    open(_path, "w").write("x")
+                except OSError:
+                    pass
+            os._exit(0)
+    except OSError:
+        break
+'''
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory):
+    import nbformat
+
+    root = tmp_path_factory.mktemp("attacks")
+    correct = with_solutions(read(student_path(NAME)), read(solution_path(NAME)))
+    first = _source(correct, "posterior_mean")
+    notebooks = {"alice": correct, "bob": correct, "carol": correct,
+                 "reader": _replace(correct, "posterior_mean", first + READER),
+                 "vandal": _replace(correct, "posterior_mean", first + VANDAL),
+                 "killer": _replace(correct, "posterior_mean", first + KILLER),
+                 "forker": _replace(correct, "posterior_mean", first + FORKER)}
+    for student, nb in notebooks.items():
+        (root / "submissions" / student).mkdir(parents=True)
+        nbformat.write(nb, root / "submissions" / student / f"{NAME}.ipynb")
+    work = root / "work"
+    results = grade(NAME, root / "submissions", work, course.Limits(timeout=120, memory_mb=2048), workers=2)
+    return {r.student: r for r in results}, work
+
+
+@pytest.mark.slow
+def test_attackers_and_their_classmates_keep_their_honest_grades(attacked):
+    results, _ = attacked
+    for student in ("alice", "bob", "carol", "reader", "vandal", "forker"):
+        assert results[student].score == FULL, (student, results[student].reasons)
+        assert results[student].status in (GRADED, FLAGGED), (student, results[student].reasons)
+    assert results["alice"].status == results["bob"].status == results["carol"].status == GRADED
+
+
+@pytest.mark.slow
+def test_a_kernel_that_kills_every_process_it_can_see_kills_only_itself(attacked):
+    """Its PID namespace holds only its own sandbox: the kernel dies (its own doing), nothing else does."""
+    results, _ = attacked
+    killer = results["killer"]
+    assert killer.status == FLAGGED and "the kernel died in cell" in killer.reason, killer.reasons
+    assert killer.score == 0
+    assert len(results) == 7 and all(r.max_score == FULL for r in results.values())
+
+
+@pytest.mark.slow
+def test_nothing_secret_reaches_a_graded_notebook_or_the_results(attacked):
+    results, work = attacked
+    graded = (work / "autograded" / "reader" / NAME / f"{NAME}.ipynb").read_text()
+    assert "nothing found" in graded and "LEAKED" not in graded
+    for student in results:
+        text = (work / "autograded" / student / NAME / f"{NAME}.ipynb").read_text()
+        assert "*Model answer.*" not in text and "seed=201" not in text, student
+
+
+@pytest.mark.slow
+def test_the_gradebook_and_no_process_survive_the_attacks(attacked):
+    import subprocess
+    import time
+
+    from nbgrader.api import Gradebook
+
+    results, work = attacked
+    time.sleep(25)  # past the forked processes' delay
+    with Gradebook(f"sqlite:///{work / 'gradebook.db'}") as gb:
+        assert len(gb.find_assignment(NAME).submissions) == len(results)
+    survivors = subprocess.run(["pgrep", "-f", "ipykernel_launcher"], capture_output=True, text=True).stdout.split()
+    assert not [p for p in survivors if str(work) in open(f"/proc/{p}/cmdline").read().replace("\0", " ")]
