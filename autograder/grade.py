@@ -21,18 +21,30 @@ Flow of ``grade()``:
    Every kernel starts from a private copy of that cache, so no submission
    can change what another one runs.
 3. Workers (one per core by default) take students from a queue; each has a
-   course directory of its own (a copy of the gradebook) and runs
-   ``nbgrader autograde`` on a few students at a time in it, with the limits of
-   ``course.Limits`` (see ``autograder/sandbox.py`` and ``autograder/execute.py``).
-4. The workers' grades are merged into the one gradebook of the course
-   directory through nbgrader's API, and their autograded notebooks moved
-   next to it, as if one ``nbgrader autograde`` had graded everyone.
+   course directory of its own (``WORKDIR/workers/RUN-K``, with a copy of the
+   gradebook) and runs ``nbgrader autograde`` on a few students at a time in
+   it, with the limits of ``course.Limits`` (see ``autograder/sandbox.py`` and
+   ``autograder/execute.py``).
+4. After each such chunk, the grading process (never a worker's nbgrader or
+   kernel) merges the chunk's grades into a copy of the course directory's
+   gradebook through nbgrader's API and puts the copy in its place with
+   ``os.replace`` (``update_gradebook``), moves the autograded notebooks next
+   to it, as if one ``nbgrader autograde`` had graded everyone, and records the
+   students completely graded in the journal ``WORKDIR/progress_ASSIGNMENT.json``
+   (their result and a digest of their notebook; written the same way).
 5. Each autograded notebook is read back (``analyse``): the score and the
    checker's message of every test cell, and why the submission needs a
    look (time limit, memory, dead kernel, output limit, the reference called
    instead of computed). The results are written to
    ``WORKDIR/results_ASSIGNMENT.json``, which ``feedback``, ``export`` and
    ``report`` read together with the gradebook.
+
+Resuming: a kill at any moment leaves the gradebook, the journal and the
+results file each old or new and whole. The same ``grade`` command run again
+keeps every student the journal lists whose notebook is byte-identical, whose
+autograded notebook is in place and whose grades are in the gradebook, if the
+assignment, the limits and the grading code are unchanged (``run_key``), and
+grades everyone else (``restart`` grades everyone).
 
 Statuses: ``graded``; ``flagged`` (graded, for what ran, with reasons an
 instructor should read); ``needs attention`` (not graded: the reason says
