@@ -1,12 +1,17 @@
 """A grading process that dies is resumed by running the same command again (issue 14, item 3).
 
-One end-to-end run: ``python -m autograder grade`` on two submissions of notebook 02 (one worker, one
-student per nbgrader call) is killed with SIGKILL, with all its processes, as soon as its journal
-(WORKDIR/progress_ASSIGNMENT.json) records a finished student; the same command then resumes it. The other
-tests start from copies of the finished course directory and replace the grading itself (``run_autograde``)
-by a recorder of who would be graded, so they run no kernel. The gradebook is written only by the grading
-process, through a copy put in place with ``os.replace``: a process killed in the middle of a merge leaves
-the previous gradebook as it was.
+Fast (the default suite): ``grade`` runs with nbgrader's ``autograde`` replaced by a stand-in that writes
+the grades and the graded notebook as nbgrader would (``fake_autograde``), in a process that kills itself
+with SIGKILL while the second chunk is being graded; ``grade`` is then run again. Everything else (intake,
+``generate_assignment``, the merges, the journal WORKDIR/progress_ASSIGNMENT.json, resuming) is the real
+code. Further tests start from copies of that course directory with the grading itself (``run_autograde``)
+replaced by a recorder of who would be graded. The gradebook is written only by the grading process,
+through a copy put in place with ``os.replace``: a process killed in the middle of a merge leaves the
+previous gradebook as it was.
+
+Slow (``-m slow``): the same end to end with nbgrader and the sandboxed kernels, ``python -m autograder
+grade`` on two submissions of notebook 02 killed with all its processes as soon as its journal records a
+finished student, then the same command again.
 """
 
 import hashlib
@@ -79,6 +84,101 @@ def _autograded(work: Path, student: str) -> Path:
     return work / "autograded" / student / NAME / NB
 
 
+FAKE_SCORES = {"alice": {}, "bob": {"test_simple_loss": 0.0}}  # {student: {test cell: score}}; the rest full marks
+
+
+def fake_autograde(real, kill_at_call: int | None = None):
+    """``course.nbgrader`` with ``autograde`` replaced: every student in the course directory's submitted/ gets
+    the scores of FAKE_SCORES in its gradebook and its notebook copied to autograded/, as nbgrader would do.
+    At call number ``kill_at_call`` (1, 2, ...) the process kills itself instead."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    calls = []
+
+    def nbgrader(workdir, *args, **kw):
+        if args[0] != "autograde":
+            return real(workdir, *args, **kw)
+        calls.append(sorted(p.name for p in (Path(workdir) / "submitted").iterdir()))
+        if len(calls) == kill_at_call:
+            os.kill(os.getpid(), signal.SIGKILL)
+        with Gradebook(f"sqlite:///{Path(workdir) / 'gradebook.db'}") as gb:
+            cells = [c for c in gb.find_notebook(NAME, NAME).grade_cells if c.cell_type == "code"]
+            for student in calls[-1]:
+                gb.update_or_create_student(student)
+                try:
+                    gb.remove_submission(NAME, student)
+                except MissingEntry:
+                    pass
+                gb.add_submission(NAME, student)
+                for cell in cells:
+                    grade = gb.find_grade(cell.name, NAME, NAME, student)
+                    grade.auto_score = FAKE_SCORES.get(student, {}).get(cell.name, cell.max_score)
+                gb.db.commit()
+                target = Path(workdir) / "autograded" / student / NAME / NB
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(Path(workdir) / "submitted" / student / NAME / NB, target)
+        return subprocess.CompletedProcess(["nbgrader", *args], 0, f"fake autograde of {calls[-1]}\n", "")
+
+    nbgrader.calls = calls
+    return nbgrader
+
+
+@pytest.fixture(scope="module")
+def fake_resumed(tmp_path_factory):
+    """Grade with the stand-in nbgrader, killed during the second chunk (one student per chunk), then again."""
+    root = tmp_path_factory.mktemp("fake-resume")
+    subs, work = _write_class(root / "subs"), root / "work"
+    program = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = [{str(course.REPO)!r}, {str(course.REPO / 'tests')!r}, {str(Path(__file__).parent)!r}]
+        from pathlib import Path
+        from autograder import course, grade
+        import test_resume
+        course.nbgrader = test_resume.fake_autograde(course.nbgrader, kill_at_call=2)
+        grade.grade({NAME!r}, Path({str(subs)!r}), Path({str(work)!r}), course.Limits(), workers=1,
+                    compile_cache=False)
+    """)
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
+    assert out.returncode == -signal.SIGKILL, out.stdout + out.stderr
+    finished = _finished(work)
+    killed = {"finished": finished, "scores": gradebook_scores(work, NAME)[0],
+              "mtimes": {s: _autograded(work, s).stat().st_mtime_ns for s in finished},
+              "logs": {e["log"]: (work / "logs" / e["log"]).read_bytes() for e in finished.values()},
+              "files": sorted(p.name for p in work.iterdir())}
+    lines = []
+    with pytest.MonkeyPatch.context() as mp:
+        fake = fake_autograde(course.nbgrader)
+        mp.setattr(grade_module.course, "nbgrader", fake)
+        results = grade_module.grade(NAME, subs, work, course.Limits(), workers=1, compile_cache=False,
+                                     log=lines.append)
+    return {"subs": subs, "work": work, "killed": killed, "lines": lines, "calls": fake.calls,
+            "results": {r.student: r for r in results}}
+
+
+def test_a_run_killed_after_a_chunk_resumes_where_it_stopped(fake_resumed):
+    killed, work, lines = fake_resumed["killed"], fake_resumed["work"], fake_resumed["lines"]
+    assert set(killed["finished"]) == {"alice"}, killed["finished"]
+    assert killed["scores"] == {"alice": {c: (v, v) for c, v in _cell_points().items()}}, "the gradebook after the kill"
+    assert "workers" in killed["files"] and not [f for f in killed["files"] if f.endswith(".tmp")]
+    assert fake_resumed["calls"] == [["bob"]], "only the student not recorded as finished is graded again"
+    assert any(l.startswith("resumed: 1 student(s) graded by an earlier run keep their results") for l in lines), lines
+    assert _autograded(work, "alice").stat().st_mtime_ns == killed["mtimes"]["alice"], "alice was graded again"
+    [(log, text)] = killed["logs"].items()
+    assert (work / "logs" / log).read_bytes() == text
+    results = fake_resumed["results"]
+    assert {s: (r.status, r.score, r.max_score) for s, r in results.items()} == {
+        s: (GRADED, score, 9) for s, score in EXPECTED.items()}
+    assert {r.student: (r.status, r.score) for r in load_results(work, NAME)} == {
+        s: (GRADED, score) for s, score in EXPECTED.items()}
+    assert set(_finished(work)) == set(EXPECTED)
+    assert not (work / "workers").exists() and not list(work.glob(".*.tmp*"))
+
+
+def _cell_points() -> dict:
+    return {"test_posterior_mean": 2.0, "test_posterior_variance": 1.0, "test_mean_loss": 1.0,
+            "test_mean_from_noise": 2.0, "test_noise_loss": 2.0, "test_simple_loss": 1.0}
+
+
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory):
     """Grade, kill the grading process after its first recorded student, grade again with the same command."""
@@ -113,6 +213,7 @@ def resumed(tmp_path_factory):
             "results": {r.student: r for r in load_results(work, NAME)}}
 
 
+@pytest.mark.slow
 def test_a_killed_run_is_resumed_without_grading_the_finished_students_again(resumed):
     killed, work = resumed["killed"], resumed["work"]
     assert killed["finished"] and set(killed["finished"]) < set(EXPECTED), killed["finished"]
@@ -130,6 +231,7 @@ def test_a_killed_run_is_resumed_without_grading_the_finished_students_again(res
     assert f"{len(EXPECTED)} submissions, {len(regraded)} to grade" in resumed["stdout"]
 
 
+@pytest.mark.slow
 def test_the_resumed_run_has_every_result_right(resumed):
     results, work = resumed["results"], resumed["work"]
     assert {s: (r.status, r.score, r.max_score) for s, r in results.items()} == {
@@ -145,11 +247,11 @@ def test_the_resumed_run_has_every_result_right(resumed):
 
 
 @pytest.fixture
-def copy_of(resumed, tmp_path, monkeypatch):
+def copy_of(fake_resumed, tmp_path, monkeypatch):
     """A copy of the resumed course directory and its submissions; ``run_autograde`` replaced by a recorder."""
     subs, work = tmp_path / "subs", tmp_path / "work"
-    shutil.copytree(resumed["subs"], subs)
-    shutil.copytree(resumed["work"], work, symlinks=True)
+    shutil.copytree(fake_resumed["subs"], subs)
+    shutil.copytree(fake_resumed["work"], work, symlinks=True)
     graded = []
 
     def recorder(workdir, assignment, students, *args, **kwargs):
@@ -169,12 +271,12 @@ def copy_of(resumed, tmp_path, monkeypatch):
     return subs, work, run
 
 
-def test_a_finished_run_run_again_grades_nobody(copy_of, resumed):
+def test_a_finished_run_run_again_grades_nobody(copy_of, fake_resumed):
     _, work, run = copy_of
     results, graded, lines = run()
     assert graded == [] and any("resumed: 2 student(s)" in l for l in lines), lines
     assert {s: r.score for s, r in results.items()} == EXPECTED
-    assert {s: r.cells for s, r in results.items()} == {s: r.cells for s, r in resumed["results"].items()}
+    assert {s: r.cells for s, r in results.items()} == {s: r.cells for s, r in fake_resumed["results"].items()}
 
 
 def test_a_changed_or_late_notebook_is_graded_and_the_others_resumed(copy_of):
