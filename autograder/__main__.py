@@ -75,6 +75,10 @@ def main(argv=None) -> int:
                    help="also run the cells after the last graded cell (the figures and experiments: slower, same scores)")
     p.add_argument("--no-compile-cache", action="store_true",
                    help="do not warm a JAX compilation cache with the solution (slower, same scores)")
+    p.add_argument("--restart", action="store_true",
+                   help="grade everyone again (by default a rerun in the same WORKDIR keeps the results of the students "
+                        "an earlier run completely graded, if their notebook, the assignment, the limits and the code "
+                        "are unchanged)")
     p.add_argument("--out", type=Path, default=None, help="the grade table (default: WORKDIR/grades_ASSIGNMENT.csv)")
 
     for name, what in (("feedback", "write one feedback page per student (WORKDIR/feedback/STUDENT/ASSIGNMENT.html)"),
@@ -125,7 +129,8 @@ def main(argv=None) -> int:
                                memory_mb=args.memory_mb, output_bytes=args.output_kb * 1000,
                                network=args.allow_network, run_all_cells=args.run_all_cells)
         results = grade(args.assignment, args.submissions, args.workdir, limits, workers=args.workers,
-                        compile_cache=not args.no_compile_cache, allow_unsandboxed=args.allow_unsandboxed)
+                        compile_cache=not args.no_compile_cache, allow_unsandboxed=args.allow_unsandboxed,
+                        restart=args.restart)
         out = write_table(results, args.out or args.workdir / f"grades_{args.assignment}.csv")
         _print_results(results)
         print(f"grade table: {out}" + ("" if course.sandboxed(args.workdir) else f" [{NOT_ISOLATED}]"))

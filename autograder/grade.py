@@ -21,18 +21,30 @@ Flow of ``grade()``:
    Every kernel starts from a private copy of that cache, so no submission
    can change what another one runs.
 3. Workers (one per core by default) take students from a queue; each has a
-   course directory of its own (a copy of the gradebook) and runs
-   ``nbgrader autograde`` on a few students at a time in it, with the limits of
-   ``course.Limits`` (see ``autograder/sandbox.py`` and ``autograder/execute.py``).
-4. The workers' grades are merged into the one gradebook of the course
-   directory through nbgrader's API, and their autograded notebooks moved
-   next to it, as if one ``nbgrader autograde`` had graded everyone.
+   course directory of its own (``WORKDIR/workers/RUN-K``, with a copy of the
+   gradebook) and runs ``nbgrader autograde`` on a few students at a time in
+   it, with the limits of ``course.Limits`` (see ``autograder/sandbox.py`` and
+   ``autograder/execute.py``).
+4. After each such chunk, the grading process (never a worker's nbgrader or
+   kernel) merges the chunk's grades into a copy of the course directory's
+   gradebook through nbgrader's API and puts the copy in its place with
+   ``os.replace`` (``update_gradebook``), moves the autograded notebooks next
+   to it, as if one ``nbgrader autograde`` had graded everyone, and records the
+   students completely graded in the journal ``WORKDIR/progress_ASSIGNMENT.json``
+   (their result and a digest of their notebook; written the same way).
 5. Each autograded notebook is read back (``analyse``): the score and the
    checker's message of every test cell, and why the submission needs a
    look (time limit, memory, dead kernel, output limit, the reference called
    instead of computed). The results are written to
    ``WORKDIR/results_ASSIGNMENT.json``, which ``feedback``, ``export`` and
    ``report`` read together with the gradebook.
+
+Resuming: a kill at any moment leaves the gradebook, the journal and the
+results file each old or new and whole. The same ``grade`` command run again
+keeps every student the journal lists whose notebook is byte-identical, whose
+autograded notebook is in place and whose grades are in the gradebook, if the
+assignment, the limits and the grading code are unchanged (``run_key``), and
+grades everyone else (``restart`` grades everyone).
 
 Statuses: ``graded``; ``flagged`` (graded, for what ran, with reasons an
 instructor should read); ``needs attention`` (not graded: the reason says
@@ -456,20 +468,23 @@ def _clone_workdir(main: Path, clone: Path, assignment: str, limits: course.Limi
 
 
 def _worker(main: Path, clone: Path, assignment: str, todo: list, lock: threading.Lock, workers: int,
-            logs: dict) -> None:
+            logs: dict, record: "_Recorder") -> None:
     """Grade students taken from ``todo`` in the course directory ``clone``, a few at a time.
 
     Each ``nbgrader autograde`` call grades everyone in the clone's submitted/ (so the students of the
     previous call are taken out first); a call takes about 1/(2 * workers) of what is left, at most 8,
     so that nbgrader's start-up is paid once per several students and the workers finish together.
+    After each call the chunk's grades are merged into the main gradebook and recorded (``record``), so
+    that a grading process killed later loses only the chunks still running.
     """
-    while True:
+    while not record.stop.is_set():
         with lock:
             take = min(8, max(1, len(todo) // (2 * workers)))
             chunk, todo[:] = todo[:take], todo[take:]
+            if chunk:
+                log = _free_log_name(main / "logs", f"{chunk[0]}{f'+{len(chunk) - 1}' if len(chunk) > 1 else ''}")
         if not chunk:
             return
-        log = f"{chunk[0]}{f'+{len(chunk) - 1}' if len(chunk) > 1 else ''}.log"
         try:
             shutil.rmtree(clone / "submitted", ignore_errors=True)
             for student in chunk:
@@ -483,6 +498,113 @@ def _worker(main: Path, clone: Path, assignment: str, todo: list, lock: threadin
         (main / "logs" / log).write_text(text)
         with lock:
             logs.update({student: (clone, log) for student in chunk})
+        record(clone, chunk, log)
+
+
+def _free_log_name(folder: Path, stem: str) -> str:
+    """``stem.log``, or ``stem-2.log``, ... when a log of that name is kept from an earlier run; reserved at once."""
+    name, k = f"{stem}.log", 1
+    while True:
+        try:
+            (folder / name).open("x").close()
+            return name
+        except FileExistsError:
+            k += 1
+            name = f"{stem}-{k}.log"
+
+
+class _Recorder:
+    """Merges a worker's finished chunk into the main gradebook, moves its graded notebooks into place and calls
+    ``on_chunk``, one chunk at a time, in the grading process. An error here is the grader's, not a student's:
+    it stops the workers (after their current chunk) and ``run_autograde`` raises it."""
+
+    def __init__(self, workdir: Path, assignment: str, on_chunk=None):
+        self.workdir, self.assignment, self.on_chunk = workdir, assignment, on_chunk
+        self.lock, self.stop, self.errors, self.failed = threading.Lock(), threading.Event(), [], {}
+
+    def __call__(self, clone: Path, chunk: list[str], log: str) -> None:
+        with self.lock:
+            if self.errors:
+                return
+            try:
+                failed = merge_into_gradebook(clone / "gradebook.db", self.workdir, self.assignment, chunk)
+                self.failed |= failed
+                for student in chunk:
+                    if student in failed:
+                        continue
+                    graded = clone / "autograded" / student
+                    target = self.workdir / "autograded" / student
+                    if target.exists():
+                        shutil.rmtree(target)
+                    if graded.exists():
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.move(str(graded), str(target))
+                if self.on_chunk is not None:
+                    self.on_chunk(chunk, log, failed)
+            except BaseException as exc:  # noqa: BLE001 - raised again by run_autograde, in the main thread
+                self.errors.append(exc)
+                self.stop.set()
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # a file system that cannot sync a folder: the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader (or a process killed meanwhile) sees the old file or the new
+    one, never a part: a temporary file next to it, synced, then renamed over it (``os.replace``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync(path.parent, directory=True)
+
+
+def update_gradebook(workdir: Path, update):
+    """Apply ``update(path)`` to a copy of WORKDIR/gradebook.db (a new file if there is none yet) and put the
+    copy in its place with ``os.replace``; return what ``update`` returned.
+
+    The main gradebook is only ever changed this way, by the grading process: a process killed at any moment
+    leaves either the old gradebook or the new one, complete (SQLite keeps everything in the one file between
+    transactions). The workers' nbgrader writes only the gradebooks of their own course directories.
+    """
+    main = Path(workdir) / "gradebook.db"
+    tmp = main.with_name(f".gradebook.db.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        if main.exists():
+            shutil.copyfile(main, tmp)
+        result = update(tmp)
+        _fsync(tmp)
+        os.replace(tmp, main)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+    _fsync(main.parent, directory=True)
+    return result
+
+
+def merge_into_gradebook(source_db: Path, workdir: Path, assignment: str, students: list[str]) -> dict:
+    """``merge_gradebook`` from a worker's gradebook into WORKDIR's, atomically (``update_gradebook``); return
+    {student: why its grades could not be merged}."""
+    def merge(target: Path) -> dict:
+        try:
+            return merge_gradebook(source_db, target, assignment, students)
+        except Exception as exc:  # noqa: BLE001 - the worker's gradebook is unreadable: its students need attention
+            return {s: f"its worker's gradebook could not be read ({type(exc).__name__}: {exc})" for s in students}
+
+    return update_gradebook(workdir, merge)
 
 
 def merge_gradebook(source_db: Path, target_db: Path, assignment: str, students: list[str]) -> dict:
@@ -565,43 +687,42 @@ def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) ->
 
 
 def run_autograde(workdir: Path, assignment: str, students: list[str], workers: int, limits: course.Limits,
-                  jax_cache: Path | None = None) -> dict:
+                  jax_cache: Path | None = None, on_chunk=None) -> dict:
     """``nbgrader autograde`` of ``students`` (already in WORKDIR/submitted) by ``workers`` parallel workers,
-    merged into WORKDIR's gradebook and autograded/; return {student: the name of its log in WORKDIR/logs} and
-    {student: why its grades could not be merged}."""
+    merged into WORKDIR's gradebook and autograded/ after each chunk; return {student: the name of its log in
+    WORKDIR/logs} and {student: why its grades could not be merged}.
+
+    ``on_chunk(students, log, failed)`` is called in this process after each chunk is merged and its notebooks
+    moved, one chunk at a time (``grade`` records its progress there). The workers' course directories are
+    WORKDIR/workers/RUN-K, new for every run: an nbgrader left running by a grading process that was killed
+    cannot write into the next run's.
+    """
     (workdir / "logs").mkdir(exist_ok=True)
+    run = uuid.uuid4().hex[:8]
     clones = []
     for k in range(min(workers, len(students))):
-        clone = workdir / "workers" / str(k)
+        clone = workdir / "workers" / f"{run}-{k}"
         _clone_workdir(workdir, clone, assignment, limits, jax_cache)
         clones.append(clone)
     todo, lock, logs = list(students), threading.Lock(), {}
-    threads = [threading.Thread(target=_worker, args=(workdir, clone, assignment, todo, lock, len(clones), logs))
+    record = _Recorder(workdir, assignment, on_chunk)
+    threads = [threading.Thread(target=_worker, args=(workdir, clone, assignment, todo, lock, len(clones), logs,
+                                                      record))
                for clone in clones]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
-    failed = {}
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:  # Ctrl-C: the workers stop after their current chunk, which is still recorded
+        record.stop.set()
+        raise
     for clone in clones:
         shutil.rmtree(course.runtime_dir(clone), ignore_errors=True)
-        mine = [s for s, (c, _) in logs.items() if c == clone]
-        try:
-            failed |= merge_gradebook(clone / "gradebook.db", workdir / "gradebook.db", assignment, mine)
-        except Exception as exc:  # noqa: BLE001 - the worker's gradebook is unreadable: its students need attention
-            failed |= {s: f"its worker's gradebook could not be read ({type(exc).__name__}: {exc})" for s in mine}
-        for student in mine:
-            if student in failed:
-                continue
-            graded = clone / "autograded" / student
-            target = workdir / "autograded" / student
-            if target.exists():
-                shutil.rmtree(target)
-            if graded.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(graded), str(target))
+    if record.errors:
+        raise record.errors[0]
     shutil.rmtree(workdir / "workers", ignore_errors=True)
-    return {student: log for student, (_, log) in logs.items()}, failed
+    return {student: log for student, (_, log) in logs.items()}, record.failed
 
 
 # ---------------------------------------------------------------- reading the results back
@@ -660,11 +781,12 @@ def analyse(autograded: Path, release_nb, gradebook_scores: dict) -> tuple[dict,
     return cells, reasons
 
 
-def gradebook_scores(workdir: Path, assignment: str, unfinished: set | None = None) -> tuple[dict, float]:
+def gradebook_scores(workdir: Path, assignment: str, unfinished: set | None = None,
+                     students=None) -> tuple[dict, float]:
     """{student: {test cell: (score, max)}} from the gradebook (manual scores included), and the written questions' points.
 
     A student with a test cell that has neither an automatic nor a manual score (nbgrader was killed or crashed
-    before it saved the grades) is added to ``unfinished``, when given.
+    before it saved the grades) is added to ``unfinished``, when given. ``students``: only these (default: all).
     """
     from nbgrader.api import Gradebook
 
@@ -673,6 +795,8 @@ def gradebook_scores(workdir: Path, assignment: str, unfinished: set | None = No
         nb = gb.find_notebook(assignment, assignment)
         manual_max = sum(c.max_score for c in nb.grade_cells if c.cell_type == "markdown")
         for sub in gb.find_assignment(assignment).submissions:
+            if students is not None and sub.student.id not in students:
+                continue
             for snb in sub.notebooks:
                 code = [g for g in snb.grades if g.cell.cell_type == "code"]
                 scores[sub.student.id] = {g.name: (float(g.score or 0.0), float(g.max_score)) for g in code}
@@ -687,13 +811,144 @@ def results_path(workdir: Path, assignment: str) -> Path:
     return Path(workdir) / f"results_{assignment}.json"
 
 
+PROGRESS_VERSION = 1
+
+
+def progress_path(workdir: Path, assignment: str) -> Path:
+    """The journal of a ``grade`` run: who is completely graded (see ``grade``)."""
+    return Path(workdir) / f"progress_{assignment}.json"
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def submission_digest(sub: Submission) -> str:
+    """What identifies a submission for resuming: its notebook's bytes and where it was found."""
+    name = str(sub.path.relative_to(sub.path.parents[1]))
+    return _sha256(name.encode() + b"\0" + sub.path.read_bytes())
+
+
+def run_key(assignment: str, limits: course.Limits) -> str:
+    """A digest of everything besides the submission that decides a grade: the assignment's source (solution,
+    tests, hidden tests), the limits and sandbox setting, and the code of ``autograder`` and ``course_utils``.
+    A journal made under another key is not resumed: everyone is graded again."""
+    import hashlib
+    import importlib.util
+
+    digest = hashlib.sha256(json.dumps({"version": PROGRESS_VERSION, "assignment": assignment,
+                                        "limits": asdict(limits)}, sort_keys=True).encode())
+    spec = importlib.util.find_spec("course_utils")
+    roots = [course.SOLUTIONS / assignment, course.REPO / "autograder"]
+    roots += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and ("__pycache__" not in path.parts and ".ipynb_checkpoints" not in path.parts
+                                   and (root.parent == course.SOLUTIONS or path.suffix == ".py")):
+                digest.update(f"{path.relative_to(root)}\0{path.stat().st_size}\0".encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def load_progress(workdir: Path, assignment: str, key: str) -> tuple[dict, str]:
+    """The students an earlier run recorded as completely graded ({student: entry}), and why none can be
+    resumed ("" when the journal is usable)."""
+    path = progress_path(workdir, assignment)
+    if not path.exists():
+        return {}, ""
+    try:
+        data = json.loads(path.read_text())
+        finished = data["finished"]
+        assert isinstance(finished, dict)
+    except Exception as exc:  # noqa: BLE001 - an unreadable journal: grade everyone again
+        return {}, f"the journal {path.name} could not be read ({type(exc).__name__})"
+    if data.get("version") != PROGRESS_VERSION or data.get("key") != key:
+        return {}, ("the earlier run graded with other settings, another version of the assignment or of the "
+                    "grading code")
+    return finished, ""
+
+
+def save_progress(workdir: Path, assignment: str, key: str, finished: dict) -> None:
+    write_atomically(progress_path(workdir, assignment),
+                     json.dumps({"version": PROGRESS_VERSION, "assignment": assignment, "key": key,
+                                 "finished": finished}, indent=1).encode())
+
+
+def _result_from_dict(data: dict) -> StudentResult:
+    data = dict(data)
+    data["cells"] = {k: CellResult(**v) for k, v in data["cells"].items()}
+    return StudentResult(**data)
+
+
+def _student_result(sub: Submission, workdir: Path, assignment: str, release_nb, scores: dict, unfinished: set,
+                    manual_max: float, merge_failed: dict, logs: dict) -> StudentResult:
+    """The result of one submission, from the gradebook (``scores``) and its autograded notebook."""
+    name = str(sub.path.relative_to(sub.path.parents[1])) if sub.path else ""
+    autograded = workdir / "autograded" / sub.student / assignment / f"{assignment}.ipynb"
+    log_file = workdir / "logs" / logs.get(sub.student, "missing.log")
+    see = f" (see {log_file.relative_to(workdir)})"
+    if sub.problem:
+        return StudentResult(sub.student, ATTENTION, [sub.problem], notebook=name)
+    if sub.student in merge_failed:
+        return StudentResult(sub.student, ATTENTION, [merge_failed[sub.student] + see], notebook=name)
+    if not autograded.exists() or sub.student not in scores:
+        lines = log_file.read_text(errors="replace").splitlines() if log_file.exists() else []
+        errors = [l for l in lines if "ERROR" in l and f"'{sub.student}'" in l][-1:]
+        return StudentResult(sub.student, ATTENTION,
+                             ["nbgrader could not grade it" + (f": {errors[0]}" if errors else "") + see], notebook=name)
+    if sub.student in unfinished:
+        return StudentResult(sub.student, ATTENTION, ["grading did not finish: a test cell has no score "
+                                                      "(nbgrader was killed or crashed)" + see], notebook=name)
+    try:
+        cells, reasons = analyse(autograded, release_nb, scores[sub.student])
+    except Exception as exc:  # noqa: BLE001 - an unreadable graded notebook needs a look, the batch goes on
+        return StudentResult(sub.student, ATTENTION, [f"the graded notebook could not be read back "
+                                                      f"({type(exc).__name__}: {exc})" + see], notebook=name)
+    reasons = sub.notes + reasons
+    return StudentResult(sub.student, FLAGGED if reasons else GRADED, reasons, cells, manual_max, name)
+
+
+def _resumable(previous: dict, digests: dict, workdir: Path, assignment: str) -> dict:
+    """The entries of ``previous`` whose student was completely graded from the same submission: the same
+    digest, the autograded notebook in place and unchanged, every test cell scored in the main gradebook."""
+    candidates = {s: e for s, e in previous.items() if isinstance(e, dict) and s in digests
+                  and e.get("submission") == digests[s]}
+    if not candidates or not (Path(workdir) / "gradebook.db").exists():
+        return {}
+    unfinished = set()
+    try:
+        scores, _ = gradebook_scores(workdir, assignment, unfinished, students=set(candidates))
+    except Exception:  # noqa: BLE001 - an unreadable gradebook: grade everyone again
+        return {}
+    kept = {}
+    for student, entry in candidates.items():
+        autograded = Path(workdir) / "autograded" / student / assignment / f"{assignment}.ipynb"
+        try:
+            same = autograded.is_file() and _sha256(autograded.read_bytes()) == entry.get("autograded")
+            _result_from_dict(entry["result"])
+        except Exception:  # noqa: BLE001 - a damaged entry: that student is graded again
+            continue
+        if same and student in scores and student not in unfinished:
+            kept[student] = entry
+    return kept
+
+
 def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limits = course.Limits(),
           workers: int | None = None, compile_cache: bool = True, log=print,
-          allow_unsandboxed: bool = False) -> list[StudentResult]:
+          allow_unsandboxed: bool = False, restart: bool = False) -> list[StudentResult]:
     """Autograde every submission of ``assignment``; return one result per student (sorted by id).
 
     The kernels run in the bubblewrap sandbox (``autograder/sandbox.py``); where it is unavailable grading
     stops, unless ``allow_unsandboxed``: then every line logged and every result says NOT ISOLATED.
+
+    Resuming: after each chunk of students is merged into the gradebook, WORKDIR/progress_ASSIGNMENT.json
+    records who is completely graded (grades in the main gradebook, graded notebook in place, result saved),
+    with a digest of their submitted notebook. Run again in the same WORKDIR (after the grading process was
+    killed, or with late submissions added), ``grade`` keeps those students' results and grades everyone else,
+    provided the assignment, the limits and the grading code are unchanged (``run_key``). ``restart``
+    grades everyone again. Students who needed attention are always tried again.
     """
     course.check_assignment(assignment)
     from .sandbox import sandbox_problem
@@ -710,22 +965,70 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
     if workers < 1:
         raise ValueError(f"grade: `workers` must be at least 1, got {workers}")
     workdir = Path(workdir).resolve()
-    for stale in ("submitted", "autograded", "logs", "workers", "scratch"):
+    key = run_key(assignment, limits)
+    previous, not_resumed = ({}, "") if restart else load_progress(workdir, assignment, key)
+    for stale in ("submitted", "workers", "scratch"):
         shutil.rmtree(workdir / stale, ignore_errors=True)
+    for leftover in workdir.glob(".*.tmp*") if workdir.exists() else []:
+        leftover.unlink(missing_ok=True)  # a temporary gradebook, journal or results file of a killed run
+    if not previous:
+        for stale in ("autograded", "logs"):
+            shutil.rmtree(workdir / stale, ignore_errors=True)
     jax_cache = workdir / "jax-cache" if compile_cache else None
     (workdir / "scratch").mkdir(parents=True)
     workdir = course.prepare_workdir(workdir, assignment, limits, jax_cache)
-    course.nbgrader(workdir, "generate_assignment", assignment, "--force")
+    update_gradebook(workdir, lambda db: course.nbgrader(workdir, "generate_assignment", assignment, "--force",
+                                                        f"--CourseDirectory.db_url=sqlite:///{db}"))
     release_nb = nbformat.read(workdir / "release" / assignment / f"{assignment}.ipynb", as_version=4)
 
     subs = intake(submissions, assignment, workdir / "intake", warn=lambda message: log(f"warning: {message}"))
     for sub in subs:
         if not sub.problem:
             prepare_notebook(sub, release_nb, workdir / "submitted" / sub.student / assignment / f"{assignment}.ipynb")
-    students = [s.student for s in subs if not s.problem]
+    digests = {}
+    for sub in subs:
+        if not sub.problem:
+            try:
+                digests[sub.student] = submission_digest(sub)
+            except OSError as exc:
+                sub.problem = f"the notebook could not be read ({type(exc).__name__}: {exc})"
+    finished = _resumable(previous, digests, workdir, assignment)
+    save_progress(workdir, assignment, key, finished)  # from here on, the journal lists only what is kept
+    if previous:
+        kept_logs = {e.get("log") for e in finished.values()}
+        for path in (workdir / "autograded").iterdir() if (workdir / "autograded").is_dir() else []:
+            if path.name not in finished:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+        for path in (workdir / "logs").iterdir() if (workdir / "logs").is_dir() else []:
+            if path.name not in kept_logs:
+                path.unlink(missing_ok=True)
+    students = [s.student for s in subs if not s.problem and s.student not in finished]
     log(f"{len(subs)} submissions, {len(students)} to grade with {min(workers, max(len(students), 1))} worker(s); "
         f"{'sandboxed (bubblewrap)' if limits.sandbox else 'NOT sandboxed'}, "
         f"network {'isolated' if course.network_isolated(workdir) else 'NOT isolated'}")
+    if restart:
+        log("--restart: everyone is graded again")
+    elif previous or not_resumed:
+        log(f"resumed: {len(finished)} student(s) graded by an earlier run keep their results"
+            + (f" ({len(previous) - len(finished)} of its others changed or were not completely recorded)"
+               if len(previous) > len(finished) else "")
+            + (f"; {not_resumed}: everyone is graded again" if not_resumed else ""))
+    by_id = {s.student: s for s in subs}
+
+    def record(chunk: list[str], chunk_log: str, failed: dict) -> None:
+        """After a chunk is merged: each student completely graded goes into the journal."""
+        unfinished = set()
+        scores, manual_max = gradebook_scores(workdir, assignment, unfinished, students=set(chunk))
+        for student in chunk:
+            result = _student_result(by_id[student], workdir, assignment, release_nb, scores, unfinished, manual_max,
+                                     failed, {student: chunk_log})
+            if result.status == ATTENTION:
+                continue  # tried again by the next run
+            autograded = workdir / "autograded" / student / assignment / f"{assignment}.ipynb"
+            finished[student] = {"submission": digests[student], "autograded": _sha256(autograded.read_bytes()),
+                                 "log": chunk_log, "result": asdict(result)}
+        save_progress(workdir, assignment, key, finished)
+
     if students:
         started = time.monotonic()
         if compile_cache:
@@ -733,7 +1036,7 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
             if problem:
                 log(f"warning: warming the compilation cache: {problem}")
             log(f"compilation cache warmed in {time.monotonic() - started:.0f} s")
-        logs, merge_failed = run_autograde(workdir, assignment, students, workers, limits, jax_cache)
+        logs, merge_failed = run_autograde(workdir, assignment, students, workers, limits, jax_cache, on_chunk=record)
         shutil.rmtree(workdir / "scratch", ignore_errors=True)
     else:
         logs, merge_failed = {}, {}
@@ -742,34 +1045,14 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
     scores, manual_max = gradebook_scores(workdir, assignment, unfinished)
     results = []
     for sub in subs:
-        name = str(sub.path.relative_to(sub.path.parents[1])) if sub.path else ""
-        autograded = workdir / "autograded" / sub.student / assignment / f"{assignment}.ipynb"
-        log_file = workdir / "logs" / logs.get(sub.student, "missing.log")
-        see = f" (see {log_file.relative_to(workdir)})"
-        if sub.problem:
-            results.append(StudentResult(sub.student, ATTENTION, [sub.problem], notebook=name))
-        elif sub.student in merge_failed:
-            results.append(StudentResult(sub.student, ATTENTION, [merge_failed[sub.student] + see], notebook=name))
-        elif not autograded.exists() or sub.student not in scores:
-            lines = log_file.read_text(errors="replace").splitlines() if log_file.exists() else []
-            errors = [l for l in lines if "ERROR" in l and f"'{sub.student}'" in l][-1:]
-            results.append(StudentResult(sub.student, ATTENTION,
-                                         ["nbgrader could not grade it" + (f": {errors[0]}" if errors else "") + see],
-                                         notebook=name))
-        elif sub.student in unfinished:
-            results.append(StudentResult(sub.student, ATTENTION, ["grading did not finish: a test cell has no score "
-                                                                  "(nbgrader was killed or crashed)" + see],
-                                         notebook=name))
+        if sub.student in finished:
+            result = _result_from_dict(finished[sub.student]["result"])
+            for cell, value in result.cells.items():  # hand grading done since is included
+                value.score, value.max_score = scores.get(sub.student, {}).get(cell, (value.score, value.max_score))
+            results.append(result)
         else:
-            try:
-                cells, reasons = analyse(autograded, release_nb, scores[sub.student])
-            except Exception as exc:  # noqa: BLE001 - an unreadable graded notebook needs a look, the batch goes on
-                results.append(StudentResult(sub.student, ATTENTION, [f"the graded notebook could not be read back "
-                                                                      f"({type(exc).__name__}: {exc})" + see],
-                                             notebook=name))
-                continue
-            reasons = sub.notes + reasons
-            results.append(StudentResult(sub.student, FLAGGED if reasons else GRADED, reasons, cells, manual_max, name))
+            results.append(_student_result(sub, workdir, assignment, release_nb, scores, unfinished, manual_max,
+                                           merge_failed, logs))
     if not limits.sandbox:
         for r in results:
             r.reasons.append(NOT_ISOLATED)
@@ -781,7 +1064,8 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
 
 def save_results(results: list[StudentResult], workdir: Path, assignment: str) -> Path:
     path = results_path(workdir, assignment)
-    path.write_text(json.dumps({"assignment": assignment, "students": [asdict(r) for r in results]}, indent=1))
+    write_atomically(path, json.dumps({"assignment": assignment, "students": [asdict(r) for r in results]},
+                                      indent=1).encode())
     return path
 
 
