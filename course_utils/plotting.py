@@ -199,10 +199,10 @@ def plot_losses(losses, title="training loss", window=100):
     return fig
 
 
-def plot_image_grid(images, titles=None, title=None, vmin=-1.5, vmax=1.5):
-    """A row of small grey-scale images (e.g. 3x3), each with its own title."""
+def plot_image_grid(images, titles=None, title=None, vmin=-1.5, vmax=1.5, size=1.6):
+    """A row of small grey-scale images (e.g. 3x3), each with its own title; ``size``: inches per image."""
     images = np.asarray(images)
-    fig, axes = plt.subplots(1, len(images), figsize=(1.6 * len(images), 2.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(images), figsize=(size * len(images), size + 0.6), squeeze=False, layout="constrained")
     for i, (ax, image) in enumerate(zip(axes[0], images)):
         ax.imshow(image, cmap="gray", vmin=vmin, vmax=vmax)
         ax.set_xticks([])
@@ -420,18 +420,21 @@ def plot_trajectory_on_densities(path, estimated: dict, true_grid, T):
     return fig
 
 
-def plot_steps_grid(rows: dict, true_grid, max_points=5000):
+def plot_steps_grid(rows: dict, true_grid, max_points=5000, title=None):
     """The 4 x 2 grid: one row per T; samples over the true density (left), their estimated density (right).
 
-    ``rows``: {row title: (samples (n, 2), (xs, ys, kde))}.
+    ``rows``: {row label: (samples (n, 2), (xs, ys, kde))}. The column titles stand once, over the
+    top row; each row's label (put its number there, it may have two lines) stands at its left.
     """
-    fig, axes = plt.subplots(len(rows), 2, figsize=(7.2, 3.4 * len(rows)), squeeze=False)
-    for (label, (samples, kde)), (left, right) in zip(rows.items(), axes):
+    fig, axes = plt.subplots(len(rows), 2, figsize=(7.6, 3.3 * len(rows)), squeeze=False, layout="constrained")
+    for row, ((label, (samples, kde)), (left, right)) in enumerate(zip(rows.items(), axes)):
         samples = np.asarray(samples)[:max_points]
-        _density_panel(left, true_grid, f"{label}: samples on the true density", cmap="Greens")
+        _density_panel(left, true_grid, "samples on the true density" if row == 0 else "", cmap="Greens")
         left.scatter(samples[:, 0], samples[:, 1], s=1, c="tab:orange", alpha=0.35)
-        _density_panel(right, kde, f"{label}: density estimated from the samples")
-        left.set_ylabel("right pixel $x_2$")
+        _density_panel(right, kde, "density estimated from the samples" if row == 0 else "")
+        left.set_ylabel(f"{label}\n\nright pixel $x_2$", fontsize=9)
+    if title:
+        fig.suptitle(title)
     return fig
 
 
