@@ -9,13 +9,23 @@ student understands, what went wrong: which input, the expected and actual
 shapes and dtypes, the size of the error, and the likely slip when the output
 matches a known wrong variant.
 
-Answer cells run in the same Python process as the tests. So that an answer
-cannot make the tests pass by replacing ``np.allclose``, ``jnp.allclose`` or
-``jax.jit``, this module keeps its own references to every function it uses,
-taken when it is first imported (the notebook's setup cell imports it before
-any answer cell runs), and compares with plain Python arithmetic on the
-numbers. ``check`` itself is looked up again from this module by every test
-cell, so rebinding the name ``check`` in the notebook has no effect either.
+A check is three steps: :func:`plan` draws the inputs, :func:`evaluate` runs
+the student's code on them and returns plain data (the only step that runs
+the student's code), and :func:`judge` computes the references and the hints
+and gives the verdict. In a student's own notebook all three run in the
+kernel, for instant feedback. While grading, ``autograder/execute.py`` runs
+``plan`` and ``judge`` in the grader's process and only ``evaluate`` in the
+kernel (through :func:`serve`), so nothing the student's code does to its own
+process can change a verdict. The outputs always travel through
+:func:`encode_outcome` / :func:`decode_outcome` (JSON and .npz, never pickle),
+in the notebook too, so the verdict is the same in both places.
+
+In the notebook, answer cells run in the same Python process as the checker.
+So that an answer cannot make its own instant feedback lie by replacing
+``np.allclose``, ``jnp.allclose`` or ``jax.jit``, this module keeps its own
+references to every function it uses, taken when it is first imported (the
+notebook's setup cell imports it before any answer cell runs), and compares
+with plain Python arithmetic on the numbers.
 """
 
 import contextlib
