@@ -72,6 +72,8 @@ c.LimitedExecute.max_output_bytes = {output_bytes}
 c.LimitedExecute.notebook_timeout = {notebook_timeout}
 # Cells after the last graded one cannot change a grade: not run unless asked (grade --run-all-cells).
 c.LimitedExecute.run_all_cells = {run_all_cells}
+# The grader's own compilation cache (its references and hints), kept between the nbgrader runs of a worker.
+c.LimitedExecute.grader_jax_cache = {grader_cache!r}
 {transport}
 # A student who deleted a test cell gets it back (and fails it if it fails).
 c.OverwriteCells.add_missing_cells = True
@@ -141,7 +143,7 @@ def write_config(workdir: Path, limits: Limits = Limits(), jax_cache: Path | Non
     (workdir / "nbgrader_config.py").write_text(CONFIG_TEMPLATE.format(
         course_id=COURSE_ID, root=str(workdir), timeout=limits.timeout, repo=str(REPO), kernel=KERNEL_NAME,
         output_bytes=limits.output_bytes, notebook_timeout=limits.notebook_timeout, run_all_cells=limits.run_all_cells,
-        transport=transport_config(workdir)))
+        transport=transport_config(workdir), grader_cache=str(workdir / "grader-jax-cache") if jax_cache is not None else ""))
     write_kernelspec(workdir, limits, jax_cache)
 
 

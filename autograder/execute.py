@@ -52,7 +52,7 @@ import time
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.v4 import new_code_cell, new_output
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Integer
+from traitlets import Bool, Integer, Unicode
 
 OUTPUT_LIMIT = "[autograder: output limit reached"
 KERNEL_DIED = "KernelDied"
@@ -127,12 +127,26 @@ def _error(ename: str, evalue: str):
     return new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
 
+def _use_compilation_cache(folder: str) -> None:
+    """Keep this process's compiled references in ``folder`` (one writer: one nbgrader run at a time per worker)."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir != folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", folder)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 class LimitedExecute(Execute):
     max_output_bytes = Integer(200_000, help="most bytes of output kept per cell").tag(config=True)
     notebook_timeout = Integer(900, help="seconds after which the remaining cells are not run").tag(config=True)
     run_all_cells = Bool(False, help="also run the code cells after the last graded one").tag(config=True)
+    grader_jax_cache = Unicode("", help="a JAX compilation cache for this process (the references it judges with)").tag(config=True)
 
     def preprocess(self, nb, resources=None, km=None):
+        if self.grader_jax_cache:
+            _use_compilation_cache(self.grader_jax_cache)
         self._output_bytes = {}
         self._stopped = None  # why the remaining cells are not run
         self._started = time.monotonic()

@@ -230,3 +230,14 @@ def test_the_reference_code_itself_is_flagged_up_to_names_and_formatting():
     assert found and "the course's reference code" in found[1][0], (found, source)
     assert provenance.canonical(source)[1] >= provenance.MIN_COPY_NODES
     assert provenance.flags(_notebook(answer)) == {} or "reference code" not in str(provenance.flags(_notebook(answer)))
+
+
+def test_the_grader_keeps_its_compiled_references_in_its_own_cache(tmp_path):
+    """Each worker's grader process has a compilation cache of its own, outside every kernel's sandbox."""
+    from autograder import course
+
+    course.write_config(tmp_path, jax_cache=tmp_path / "jax-cache")
+    config = (tmp_path / "nbgrader_config.py").read_text()
+    assert f"c.LimitedExecute.grader_jax_cache = {str(tmp_path / 'grader-jax-cache')!r}" in config
+    course.write_config(tmp_path, jax_cache=None)
+    assert "c.LimitedExecute.grader_jax_cache = ''" in (tmp_path / "nbgrader_config.py").read_text()
