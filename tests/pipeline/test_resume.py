@@ -31,7 +31,7 @@ import pytest
 from autograder import course, grade as grade_module
 from autograder.grade import (ATTENTION, GRADED, gradebook_scores, load_results, merge_into_gradebook,
                               progress_path, update_gradebook)
-from notebook_tools import nbgrader_meta, read, solution_path, student_path, with_solutions
+from notebook_tools import nbgrader_meta, processes_mentioning, read, solution_path, student_path, with_solutions
 
 NAME = "02_loss_comparison"
 NB = f"{NAME}.ipynb"
@@ -66,18 +66,6 @@ def _finished(work: Path) -> dict:
         return json.loads(progress_path(work, NAME).read_text())["finished"]
     except (OSError, ValueError, KeyError):
         return {}
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 def _autograded(work: Path, student: str) -> Path:
@@ -197,9 +185,9 @@ def resumed(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     deadline = time.monotonic() + 30
-    while _processes_mentioning(str(work)) and time.monotonic() < deadline:
+    while processes_mentioning(str(work)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    left_running = _processes_mentioning(str(work))
+    left_running = processes_mentioning(str(work))
     killed = {
         "finished": _finished(work),
         "scores": gradebook_scores(work, NAME)[0],  # the gradebook is readable after the kill

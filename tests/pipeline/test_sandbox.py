@@ -20,7 +20,7 @@ import pytest
 
 from autograder import course, sandbox
 from autograder.grade import GRADED, NOT_ISOLATED, grade
-from notebook_tools import read, solution_path, student_path, with_solutions
+from notebook_tools import processes_mentioning, read, solution_path, student_path, with_solutions
 
 LAUNCHER = course.REPO / "autograder" / "sandbox.py"
 PREFIX = "import json, os, sys\n"
@@ -155,18 +155,6 @@ def test_other_processes_are_not_visible_and_no_capability_is_held(alice):
     assert seen["caps"] == 0 and seen["nnp"] == "1"
 
 
-def _host_processes_with(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
-
-
 def test_a_background_process_dies_with_the_kernel(alice):
     marker = f"left-behind-{uuid.uuid4().hex}"
     out = run(alice, f"""
@@ -180,9 +168,9 @@ def test_a_background_process_dies_with_the_kernel(alice):
     assert out.returncode == 0, out.stderr
     assert (alice / "started").exists(), "the background process should have started"
     deadline = time.monotonic() + 10
-    while _host_processes_with(marker) and time.monotonic() < deadline:
+    while processes_mentioning(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _host_processes_with(marker) == [], "a process the kernel started outlived it"
+    assert processes_mentioning(marker) == [], "a process the kernel started outlived it"
 
 
 def test_the_memory_limit_holds(alice):
@@ -284,5 +272,5 @@ def test_a_correct_submission_is_graded_in_the_sandbox(tmp_path):
     assert "--unsandboxed" not in spec["argv"] and spec["interrupt_mode"] == "message"
     [r] = results
     assert (r.student, r.status, r.score, r.max_score) == ("correct", GRADED, 9, 9), r
-    assert _host_processes_with(str(course.runtime_dir(work))) == []
-    assert _host_processes_with(str(work / "workers")) == []  # the workers' kernels (WORKDIR/workers/RUN-K)
+    assert processes_mentioning(str(course.runtime_dir(work))) == []
+    assert processes_mentioning(str(work / "workers")) == []  # the workers' kernels (WORKDIR/workers/RUN-K)
