@@ -50,12 +50,13 @@ def with_solutions(student_nb, solution_nb):
     return nb
 
 
-def execute(nb, workdir: Path, timeout: int = 300):
-    """Execute a copy of ``nb`` in grading mode, in ``workdir``, with errors recorded in the outputs."""
+def execute(nb, workdir: Path, timeout: int = 300, fast: bool = True):
+    """Execute a copy of ``nb`` in grading mode (or full mode, ``fast=False``), in ``workdir``, with errors
+    recorded in the outputs."""
     from nbclient import NotebookClient
 
     nb = copy.deepcopy(nb)
-    env = course.environment(workdir, fast=True)
+    env = course.environment(workdir, fast=fast)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(workdir)}})
     import os
