@@ -117,6 +117,8 @@ def environment(workdir: Path, fast: bool = True) -> dict:
     runtime_dir(workdir).mkdir(parents=True, exist_ok=True)
     if fast:
         env["COURSE_FAST"] = "1"
+    else:
+        env.pop("COURSE_FAST", None)
     return env
 
 
