@@ -57,7 +57,7 @@ def test_the_reference_itself_earns_no_points():
             check("q_sample", answer)
 
 
-@pytest.mark.parametrize("name", ["ddpm_loss", "ddpm_step", "drop_labels", "guided_eps"])
+@pytest.mark.parametrize("name", ["ddpm_loss", "ddpm_step", "sample", "ddim_step", "drop_labels", "guided_eps"])
 def test_references_that_take_modules_or_keys_earn_no_points_either(name):
     """References that are not jitted themselves (they take a model or a key) are marked too."""
     reference = grading.exercise(name).reference
@@ -284,6 +284,53 @@ EQUIVALENT = {
 @pytest.mark.parametrize("name", sorted(EQUIVALENT))
 def test_equivalent_correct_answer_passes(name):
     check(name, EQUIVALENT[name], n_cases=10, edge_cases=True)
+
+
+def _sample_zs_reversed(model, x_T, zs, betas, alpha_bars, sigmas):
+    """The sampler scanning over the noises in the order it uses them, with its own step formula."""
+    ts = jnp.arange(betas.shape[0], 0, -1)
+    noises = zs[::-1] * (ts > 1)[:, None, None]
+
+    def body(x, t_and_z):
+        t, z = t_and_z
+        eps = model(x, jnp.full((x.shape[0],), t))
+        b, ab = betas[t - 1], alpha_bars[t - 1]
+        x = (x - b / jnp.sqrt(1 - ab) * eps) * jax.lax.rsqrt(1 - b) + sigmas[t - 1] * z
+        return x, x
+
+    _, xs = jax.lax.scan(body, x_T, (ts, noises))
+    return jnp.concatenate([x_T[None], xs], axis=0)
+
+
+def _ddim_variance_form(model, x_t, t, t_prev, alpha_bars, eta, z):
+    """DDIM written with the variance and a padded alpha_bars (alpha_bar_0 = 1 at index 0)."""
+    eps = model(x_t, jnp.full((x_t.shape[0],), t))
+    ab = alpha_bars[t - 1]
+    abp = jnp.concatenate([jnp.ones(1, alpha_bars.dtype), alpha_bars])[t_prev]
+    var = eta**2 * (1 - abp) / (1 - ab) * (abp - ab) / abp
+    x0 = (x_t - jnp.sqrt(1 - ab) * eps) * jax.lax.rsqrt(ab)
+    return jnp.sqrt(abp) * x0 + jnp.sqrt(1 - abp - var) * eps + jnp.sqrt(var) * z
+
+
+@pytest.mark.parametrize("name,answer", [("sample", _sample_zs_reversed), ("ddim_step", _ddim_variance_form)])
+@pytest.mark.parametrize("seed", [0, 405, 406])
+def test_sampler_exercises_written_differently_pass(name, answer, seed, capsys):
+    check(name, answer, n_cases=10, seed=seed, edge_cases=True)
+    assert f"{name}: passed" in capsys.readouterr().out
+
+
+def test_sample_with_a_python_loop_must_use_scan():
+    def sample(model, x_T, zs, betas, alpha_bars, sigmas):
+        xs = [x_T]
+        for t in range(betas.shape[0], 0, -1):
+            eps = model(xs[-1], jnp.full((x_T.shape[0],), t))
+            b, ab = betas[t - 1], alpha_bars[t - 1]
+            z = zs[t - 1] if t > 1 else 0.0
+            xs.append((xs[-1] - b / jnp.sqrt(1 - ab) * eps) / jnp.sqrt(1 - b) + sigmas[t - 1] * z)
+        return jnp.stack(xs)
+
+    with pytest.raises(CheckFailure, match="sample: loop over the time steps with jax.lax.scan"):
+        check("sample", sample)
 
 
 def _cosine_linspace(T, s, max_beta):
