@@ -220,13 +220,13 @@ register(Exercise(
 
 
 def _ddim_case(rng):
-    """A step t -> t_prev: to 0 (one case in three), to t - 1 (one in three), or strided; eta 0, 1 or in between."""
-    T = int(rng.choice([10, 200]))
-    alpha_bars = np.cumprod(1 - np.linspace(1e-3, rng.uniform(0.05, 0.3), T)).astype(np.float32)
+    """A step t -> t_prev: to 0 (one case in four), to t - 1 (one in two), or strided; eta 0, 1 or (mostly) in between."""
+    T = int(rng.choice([10, 100]))
+    alpha_bars = np.cumprod(1 - np.linspace(1e-3, rng.uniform(0.05, 0.3) * 10 / np.sqrt(T), T)).astype(np.float32)
     t = int(rng.integers(2, T + 1))
-    kind = int(rng.integers(3))
-    t_prev = 0 if kind == 0 else t - 1 if kind == 1 else int(rng.integers(1, t))
-    eta = [0.0, 1.0, rng.uniform(0.2, 0.9)][int(rng.integers(3))]
+    kind = rng.uniform()
+    t_prev = 0 if kind < 0.25 else t - 1 if kind < 0.75 else int(rng.integers(1, t))
+    eta = float(rng.choice([0.0, 1.0, rng.uniform(0.2, 0.9)], p=[0.2, 0.2, 0.6]))
     n = 8
     return (_reference_model(int(rng.integers(3))), _array(rng, (n, 2)), np.int32(t), np.int32(t_prev),
             alpha_bars, np.float32(eta), _array(rng, (n, 2)))
