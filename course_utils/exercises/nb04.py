@@ -151,12 +151,14 @@ def _sample_case(rng):
 def _sample_edge_cases():
     rng = np.random.default_rng(4052)
     cases = []
-    for T, sigma in ((1, "beta"), (20, "beta_tilde"), (20, "zero")):
+    # T = 1 (one step, no noise at all), sigma^2 = beta_tilde (zero at t = 1), no noise (deterministic);
+    # the shapes of the random cases where possible, so that the compiled functions are reused.
+    for T, sigma in ((1, "beta"), (30, "beta_tilde"), (6, "zero")):
         schedule = schedules.make_schedule(np.linspace(1e-3, 0.2, T).astype(np.float32))
         sigmas = {"beta": np.sqrt(np.asarray(schedule.betas)),
                   "beta_tilde": np.sqrt(np.asarray(schedule.posterior_variances)),
                   "zero": np.zeros(T)}[sigma].astype(np.float32)
-        n = 1 if sigma == "zero" else 8
+        n = 8
         cases.append((_reference_model(T), _array(rng, (n, 2)), _array(rng, (T, n, 2)),
                       np.asarray(schedule.betas), np.asarray(schedule.alpha_bars), sigmas))
     return cases
