@@ -1,6 +1,7 @@
 """The grading checker: references pass, known slips fail with their hint, errors are explained, no tampering."""
 
 import inspect
+from pathlib import Path
 import re
 import math
 import warnings
@@ -476,3 +477,49 @@ def test_tampering_with_builtins_does_not_make_a_wrong_answer_pass(monkeypatch):
     monkeypatch.setattr(builtins, "abs", lambda x: 0.0)
     with pytest.raises(CheckFailure, match=r"forward_mean: wrong output"):
         check("forward_mean", lambda x, b: 0 * x + 0.123)
+
+
+# ------------------------------------------------------------------ mutants of the course's own solutions
+
+_SOLUTION_04 = Path(__file__).resolve().parents[2] / "solutions" / "04_denoising_2d" / "04_denoising_2d.ipynb"
+
+# (exercise, what the solution says, the slip, the hint expected in the message or None)
+_MUTANTS_04 = [
+    ("sample", "jnp.arange(T, 0, -1))", "jnp.arange(1, T + 1))", "runs backwards in time"),
+    ("sample", "jnp.arange(T, 0, -1))", "jnp.arange(T - 1, -1, -1))", "yours start at T - 1"),
+    ("sample", "jnp.where(t > 1, zs[t - 1], 0.0)", "zs[t - 1]", "no noise at the last step"),
+    ("sample", "jnp.where(t > 1, zs[t - 1], 0.0)", "jnp.where(t > 1, zs[T - t], 0.0)", "step t uses the noise zs[t - 1]"),
+    ("sample", "jnp.where(t > 1, zs[t - 1], 0.0)", "jnp.where(t > 1, zs[t], 0.0)", None),
+    ("sample", "return jnp.concatenate([x_T[None], xs])", "return xs", "starts with x_T"),
+    ("sample", "return x_prev, x_prev", "return x_prev, x_t", None),
+    ("ddim_step", "sigma = eta * jnp.sqrt(", "sigma = jnp.sqrt(", "multiplied by eta"),
+    ("ddim_step", "jnp.sqrt(1 - alpha_bar_prev - sigma**2)", "jnp.sqrt(1 - alpha_bar_prev)", "direction term"),
+    ("ddim_step", "/ jnp.sqrt(alpha_bar_t)", "/ alpha_bar_t", "divides by sqrt(alpha_bar_t)"),
+    ("ddim_step", "alpha_bars[t - 1]", "alpha_bars[t]", None),
+    ("ddim_step", " + sigma * z", "", "noise term"),
+    ("ddim_step", "jnp.where(t_prev > 0, alpha_bars[jnp.maximum(t_prev - 1, 0)], 1.0)", "alpha_bars[t_prev - 1]", "t_prev = 0 means"),
+    ("ddim_step", "jnp.full((x_t.shape[0],), t))", "jnp.full((x_t.shape[0],), t_prev))", None),
+    ("ddim_step", "sigma**2", "sigma", None),
+]
+
+
+def _solution_04(grade_id):
+    import json
+
+    cells = json.loads(_SOLUTION_04.read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
+    return source
+
+
+@pytest.mark.parametrize("name,right,wrong,hint", _MUTANTS_04, ids=[f"{m[0]}-{i}" for i, m in enumerate(_MUTANTS_04)])
+def test_mutants_of_the_solution_fail_the_visible_test(name, right, wrong, hint):
+    """The solution notebook's own answer, with one slip, fails the visible test (with its hint where one is named)."""
+    source = _solution_04(name)
+    assert right in source, f"{name}: {right!r} is not in the solution"
+    namespace = {"jax": jax, "jnp": jnp}
+    exec(compile(_solution_04("ddpm_step"), "<ddpm_step>", "exec"), namespace)  # sample calls the student's ddpm_step
+    exec(compile(source.replace(right, wrong, 1), f"<{name}>", "exec"), namespace)
+    with pytest.raises(CheckFailure) as info:
+        check(name, namespace[name])
+    if hint:
+        assert "Likely slip: " in str(info.value) and hint in str(info.value), str(info.value)
