@@ -23,3 +23,22 @@ def setup() -> str:
     devices = ", ".join(str(d) for d in jax.devices())
     mode = "grading mode (COURSE_FAST=1): runs are shortened" if config.fast_mode() else "full mode"
     return f"JAX {jax.__version__} on {jax.default_backend().upper()} ({devices}); {mode}"
+
+
+def yours_or_reference(name: str, yours, reference):
+    """``yours()``; when it raises (a stub, a bug, a missing cell), one printed line and ``reference()`` instead.
+
+    For the cells that use an exercise's function after its test: a student who is stuck on
+    ``name`` still sees the rest of the notebook work. Both arguments are functions of no
+    arguments (``lambda: sample(model, ...)``), so that the whole computation is retried.
+    """
+    try:
+        return yours()
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the cell goes on with the reference
+        if isinstance(exc, NotImplementedError):
+            why = "is not written yet"
+        else:
+            lines = str(exc).strip().splitlines()
+            why = f"raised {type(exc).__name__}: {(lines[0] if lines else '')[:150]}"
+        print(f"note: your `{name}` {why}; this cell uses the course's reference implementation instead.")
+        return reference()

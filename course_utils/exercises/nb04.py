@@ -133,6 +133,160 @@ register(Exercise(
 ))
 
 
+# ---------------------------------------------------------------- the whole sampler: sample
+
+
+def _sample_case(rng):
+    """A short schedule, noise sigmas between sqrt(beta_tilde) and sqrt(beta) (never zero at t = 1, so that
+    adding noise at the last step shows), a batch of 8 points and its pre-drawn noises."""
+    T = int(rng.choice([6, 30]))
+    schedule = schedules.make_schedule(np.linspace(1e-3, rng.uniform(0.05, 0.3), T).astype(np.float32))
+    mix = rng.uniform(0.3, 1.0)
+    sigmas = np.sqrt(mix * np.asarray(schedule.betas) + (1 - mix) * np.asarray(schedule.posterior_variances))
+    n = 8
+    return (_reference_model(int(rng.integers(3))), _array(rng, (n, 2)), _array(rng, (T, n, 2)),
+            np.asarray(schedule.betas), np.asarray(schedule.alpha_bars), sigmas.astype(np.float32))
+
+
+def _sample_edge_cases():
+    rng = np.random.default_rng(4052)
+    cases = []
+    # T = 1 (one step, no noise at all), sigma^2 = beta_tilde (zero at t = 1), no noise (deterministic);
+    # the shapes of the random cases where possible, so that the compiled functions are reused.
+    for T, sigma in ((1, "beta"), (30, "beta_tilde"), (6, "zero")):
+        schedule = schedules.make_schedule(np.linspace(1e-3, 0.2, T).astype(np.float32))
+        sigmas = {"beta": np.sqrt(np.asarray(schedule.betas)),
+                  "beta_tilde": np.sqrt(np.asarray(schedule.posterior_variances)),
+                  "zero": np.zeros(T)}[sigma].astype(np.float32)
+        n = 8
+        cases.append((_reference_model(T), _array(rng, (n, 2)), _array(rng, (T, n, 2)),
+                      np.asarray(schedule.betas), np.asarray(schedule.alpha_bars), sigmas))
+    return cases
+
+
+def _sample_with(times="down", shift=0, noise_at_1=False, z_order="by t", keep="x_T first"):
+    """The reverse loop with one slip: the steps visited, the noise used, or the trajectory kept."""
+    def run(model, x_T, zs, betas, alpha_bars, sigmas):
+        zs, betas, alpha_bars, sigmas = (jnp.asarray(a) for a in (zs, betas, alpha_bars, sigmas))
+        T = betas.shape[0]
+        ts = (jnp.arange(T, 0, -1) if times == "down" else jnp.arange(1, T + 1)) - shift
+        z_index = ts - 1 if z_order == "by t" else jnp.arange(T)     # "in order": zs[0] at the first step (t = T)
+
+        def body(x, t_and_i):
+            t, i = t_and_i
+            z = zs[i] if noise_at_1 else jnp.where(t > 1, zs[i], 0.0)
+            x_prev = sampling.ddpm_step(model, x, t, z, betas, alpha_bars, sigmas)
+            return x_prev, (x if keep == "no x_0" else x_prev)
+
+        x_last, xs = jax.lax.scan(body, x_T, (ts, z_index))
+        if keep == "x_0 only":
+            return x_last
+        if keep in ("no x_T", "no x_0"):
+            return xs
+        trajectory = jnp.concatenate([x_T[None], xs])
+        return trajectory[::-1] if keep == "reversed" else trajectory
+    return run
+
+
+register(Exercise(
+    name="sample",
+    reference=sampling.ddpm_sample,
+    make_case=_sample_case,
+    edge_cases=_sample_edge_cases,
+    module_argnums=(0,),
+    rtol=1e-4, atol=1e-5,
+    requires=("scan", "while"),
+    requires_message="loop over the time steps with jax.lax.scan (a Python for loop unrolls all T steps, "
+                     "each with a call of the network, into one huge compiled program).",
+    hints=[
+        Hint(_sample_with(times="up"), "the reverse process runs backwards in time: t = T, T - 1, ..., 1 "
+                                       "(jnp.arange(T, 0, -1)), not 1, ..., T."),
+        Hint(_sample_with(shift=1), "off by one: the steps are t = T, ..., 1, and jnp.arange(T, 0, -1) gives exactly "
+                                    "those; yours start at T - 1 and end at t = 0."),
+        Hint(_sample_with(noise_at_1=True), "no noise at the last step: z = 0 when t = 1 (zs[0] is never used)."),
+        Hint(_sample_with(z_order="in order"), "step t uses the noise zs[t - 1] (the same index as betas[t - 1]): "
+                                               "scanning over zs in its stored order gives step T the noise zs[0]."),
+        Hint(_sample_with(keep="x_0 only"), "return the whole trajectory x_T, ..., x_0 (shape (T + 1, N, 2)), not only "
+                                            "the final x_0: scan's second output collects one entry per step."),
+        Hint(_sample_with(keep="no x_T"), "the trajectory starts with x_T itself: put x_T in front of the T states "
+                                          "that the scan collects (jnp.concatenate([x_T[None], xs]))."),
+        Hint(_sample_with(keep="no x_0"), "the trajectory is missing x_0: collect the new state x_{t-1} in the scan "
+                                          "body, not the state x_t it started from."),
+        Hint(_sample_with(keep="reversed"), "the trajectory is in the order of the sampler: index 0 holds x_T and the "
+                                            "last index x_0 (do not reverse it)."),
+    ],
+))
+
+
+# ---------------------------------------------------------------- DDIM with its eta family: ddim_step
+
+
+def _ddim_case(rng):
+    """A step t -> t_prev: to 0 (one case in four), to t - 1 (one in two), or strided; eta 0, 1 or (mostly) in between."""
+    T = int(rng.choice([10, 100]))
+    alpha_bars = np.cumprod(1 - np.linspace(1e-3, rng.uniform(0.05, 0.3) * 10 / np.sqrt(T), T)).astype(np.float32)
+    t = int(rng.integers(2, T + 1))
+    kind = rng.uniform()
+    t_prev = 0 if kind < 0.25 else t - 1 if kind < 0.75 else int(rng.integers(1, t))
+    eta = float(rng.choice([0.0, 1.0, rng.uniform(0.2, 0.9)], p=[0.2, 0.2, 0.6]))
+    n = 8
+    return (_reference_model(int(rng.integers(3))), _array(rng, (n, 2)), np.int32(t), np.int32(t_prev),
+            alpha_bars, np.float32(eta), _array(rng, (n, 2)))
+
+
+def _ddim_edge_cases():
+    rng = np.random.default_rng(4053)
+    alpha_bars = np.cumprod(1 - np.linspace(1e-4, 0.08, 100)).astype(np.float32)
+    cases = []
+    for t, t_prev, eta in ((1, 0, 1.0), (100, 0, 1.0), (100, 99, 1.0), (50, 49, 0.0), (100, 80, 0.5), (30, 1, 1.0)):
+        cases.append((_reference_model(t), _array(rng, (8, 2)), np.int32(t), np.int32(t_prev), alpha_bars,
+                      np.float32(eta), _array(rng, (8, 2))))
+    return cases
+
+
+def _ddim_with(shift=1, prev_zero=True, x0_power=0.5, sigma="eq16", direction="with sigma", noise=True):
+    """The DDIM step with one slip."""
+    def step(model, x_t, t, t_prev, alpha_bars, eta, z):
+        alpha_bars = jnp.asarray(alpha_bars)
+        last = alpha_bars.shape[0] - 1
+        eps = model(x_t, jnp.full((x_t.shape[0],), t))
+        ab_t = alpha_bars[jnp.clip(t - shift, 0, last)]
+        ab_index = alpha_bars[jnp.clip(t_prev - shift, 0, last)] if shift == 0 else alpha_bars[t_prev - 1]
+        ab_prev = jnp.where(t_prev > 0, ab_index, 1.0) if prev_zero else ab_index
+        x0_hat = (x_t - jnp.sqrt(1 - ab_t) * eps) / ab_t**x0_power
+        ratio = (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
+        s = {"eq16": eta * jnp.sqrt(ratio), "no eta": jnp.sqrt(ratio), "no sqrt": eta * ratio}[sigma]
+        keep = 1 - ab_prev - (s**2 if direction == "with sigma" else 0.0)
+        out = jnp.sqrt(ab_prev) * x0_hat + jnp.sqrt(jnp.maximum(keep, 0.0)) * eps
+        return out + s * z if noise else out
+    return step
+
+
+register(Exercise(
+    name="ddim_step",
+    reference=sampling.ddim_step,
+    make_case=_ddim_case,
+    edge_cases=_ddim_edge_cases,
+    module_argnums=(0,),
+    rtol=1e-4, atol=1e-5,
+    hints=[
+        Hint(_ddim_with(sigma="no eta"), "sigma_t is multiplied by eta: eta = 0 gives the deterministic DDIM step, "
+                                         "eta = 1 the DDPM-like one."),
+        Hint(_ddim_with(sigma="no sqrt"), "sigma_t is a standard deviation: eta * sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) "
+                                          "* sqrt(1 - alpha_bar_t / alpha_bar_prev); without the square roots it is "
+                                          "(eta times) the variance."),
+        Hint(_ddim_with(direction="without sigma"), "the direction term is sqrt(1 - alpha_bar_prev - sigma_t^2) * eps: "
+                                                    "the noise sigma_t z takes its share of the variance."),
+        Hint(_ddim_with(x0_power=1.0), "the predicted x_0 divides by sqrt(alpha_bar_t), not by alpha_bar_t."),
+        Hint(_ddim_with(shift=0), "off by one: the alpha_bar of step t is alpha_bars[t - 1] (time steps count from 1), "
+                                  "and the same for t_prev."),
+        Hint(_ddim_with(prev_zero=False), "t_prev = 0 means alpha_bar = 1 (the clean data): alpha_bars[t_prev - 1] "
+                                          "with t_prev = 0 wraps around to the last entry, alpha_bar_T. Use jnp.where."),
+        Hint(_ddim_with(noise=False), "the noise term sigma_t * z is missing."),
+    ],
+))
+
+
 def _apply(model, x, t):
     return model(x, t)
 

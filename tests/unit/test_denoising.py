@@ -217,3 +217,63 @@ def test_dot_images_have_one_bright_centre_pixel():
     assert np.all(images[:, 1, 1] == 1) and np.sum(images == 1) == 4 and np.sum(images == -1) == 32
     with pytest.raises(ValueError, match="points_2d"):
         data.points_2d("spiral", jax.random.key(0), 10)
+
+
+def test_ddpm_sample_is_the_loop_of_ddpm_steps_with_zs_indexed_by_t():
+    """Written out in Python, independently of the scan: step t uses zs[t - 1], and none at t = 1."""
+    schedule = schedules.make_schedule(schedules.linear_betas(12, 1e-3, 0.2))
+    model = models.MLPDenoiser(hidden=16, depth=1, time_dim=4, rngs=nnx.Rngs(0))
+    x_T = jax.random.normal(jax.random.key(0), (5, 2))
+    zs = jax.random.normal(jax.random.key(1), (12, 5, 2))
+    sigmas = jnp.sqrt(schedule.betas)
+    xs = sampling.ddpm_sample(model, x_T, zs, schedule.betas, schedule.alpha_bars, sigmas)
+    assert xs.shape == (13, 5, 2)
+    x, expected = x_T, [x_T]
+    for t in range(12, 0, -1):
+        eps = model(x, jnp.full((5,), t))
+        alpha, alpha_bar = 1 - schedule.betas[t - 1], schedule.alpha_bars[t - 1]
+        x = (x - (1 - alpha) / jnp.sqrt(1 - alpha_bar) * eps) / jnp.sqrt(alpha) + (sigmas[t - 1] * zs[t - 1] if t > 1 else 0)
+        expected.append(x)
+    np.testing.assert_allclose(xs, jnp.stack(expected), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="ddpm_sample.*`zs`"):
+        sampling.ddpm_sample(model, x_T, zs[1:], schedule.betas, schedule.alpha_bars, sigmas)
+
+
+def test_ddim_with_eta_1_and_one_step_is_the_ddpm_step_with_the_posterior_variance():
+    """Question 3 of notebook 04, numerically: sigma_t(1)^2 = beta_tilde_t and the same mean."""
+    schedule = schedules.make_schedule(schedules.linear_betas(50, 1e-4, 0.1))
+    model = models.MLPDenoiser(hidden=16, depth=1, time_dim=4, rngs=nnx.Rngs(1))
+    x_t = jax.random.normal(jax.random.key(2), (6, 2))
+    z = jax.random.normal(jax.random.key(3), (6, 2))
+    for t in (2, 17, 50):
+        ddim = sampling.ddim_step(model, x_t, t, t - 1, schedule.alpha_bars, 1.0, z)
+        ddpm = sampling.ddpm_step(model, x_t, t, z, schedule.betas, schedule.alpha_bars,
+                                  jnp.sqrt(schedule.posterior_variances))
+        np.testing.assert_allclose(ddim, ddpm, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(sampling.ddim_sigma(schedule.alpha_bars[t - 1], schedule.alpha_bars[t - 2], 1.0) ** 2,
+                                   schedule.posterior_variances[t - 1], rtol=1e-4)
+    # eta = 0 ignores z; t_prev = 0 gives the estimate of x_0 whatever eta
+    np.testing.assert_allclose(sampling.ddim_step(model, x_t, 9, 4, schedule.alpha_bars, 0.0, z),
+                               sampling.ddim_step(model, x_t, 9, 4, schedule.alpha_bars), rtol=1e-6)
+    np.testing.assert_allclose(sampling.ddim_step(model, x_t, 9, 0, schedule.alpha_bars, 1.0, z),
+                               sampling.ddim_step(model, x_t, 9, 0, schedule.alpha_bars), rtol=1e-6)
+
+
+def test_ddim_sample_with_eta_draws_noise_and_takes_a_step_function():
+    schedule = schedules.make_schedule(schedules.linear_betas(40, 1e-4, 0.1))
+    model = models.MLPDenoiser(hidden=16, depth=1, time_dim=4, rngs=nnx.Rngs(0))
+    x_T = jax.random.normal(jax.random.key(0), (7, 2))
+    deterministic = sampling.ddim_sample(model, x_T, schedule, 10)
+    noisy = sampling.ddim_sample(model, x_T, schedule, 10, eta=1.0, key=jax.random.key(1))
+    assert noisy.shape == deterministic.shape and not np.allclose(noisy, deterministic)
+    np.testing.assert_allclose(sampling.ddim_sample(model, x_T, schedule, 10, eta=1.0, key=jax.random.key(1)), noisy)
+    calls = []
+
+    def my_step(model, x_t, t, t_prev, alpha_bars, eta, z):
+        calls.append(1)
+        return sampling.ddim_step(model, x_t, t, t_prev, alpha_bars, eta, z)
+
+    np.testing.assert_allclose(sampling.ddim_sample(model, x_T, schedule, 10, step=my_step), deterministic, rtol=1e-6)
+    assert calls  # traced once inside the scan
+    with pytest.raises(ValueError, match="key"):
+        sampling.ddim_sample(model, x_T, schedule, 10, eta=0.5)

@@ -1,6 +1,7 @@
 """The grading checker: references pass, known slips fail with their hint, errors are explained, no tampering."""
 
 import inspect
+from pathlib import Path
 import re
 import math
 import warnings
@@ -57,7 +58,7 @@ def test_the_reference_itself_earns_no_points():
             check("q_sample", answer)
 
 
-@pytest.mark.parametrize("name", ["ddpm_loss", "ddpm_step", "drop_labels", "guided_eps"])
+@pytest.mark.parametrize("name", ["ddpm_loss", "ddpm_step", "sample", "ddim_step", "drop_labels", "guided_eps"])
 def test_references_that_take_modules_or_keys_earn_no_points_either(name):
     """References that are not jitted themselves (they take a model or a key) are marked too."""
     reference = grading.exercise(name).reference
@@ -286,6 +287,53 @@ def test_equivalent_correct_answer_passes(name):
     check(name, EQUIVALENT[name], n_cases=10, edge_cases=True)
 
 
+def _sample_zs_reversed(model, x_T, zs, betas, alpha_bars, sigmas):
+    """The sampler scanning over the noises in the order it uses them, with its own step formula."""
+    ts = jnp.arange(betas.shape[0], 0, -1)
+    noises = zs[::-1] * (ts > 1)[:, None, None]
+
+    def body(x, t_and_z):
+        t, z = t_and_z
+        eps = model(x, jnp.full((x.shape[0],), t))
+        b, ab = betas[t - 1], alpha_bars[t - 1]
+        x = (x - b / jnp.sqrt(1 - ab) * eps) * jax.lax.rsqrt(1 - b) + sigmas[t - 1] * z
+        return x, x
+
+    _, xs = jax.lax.scan(body, x_T, (ts, noises))
+    return jnp.concatenate([x_T[None], xs], axis=0)
+
+
+def _ddim_variance_form(model, x_t, t, t_prev, alpha_bars, eta, z):
+    """DDIM written with the variance and a padded alpha_bars (alpha_bar_0 = 1 at index 0)."""
+    eps = model(x_t, jnp.full((x_t.shape[0],), t))
+    ab = alpha_bars[t - 1]
+    abp = jnp.concatenate([jnp.ones(1, alpha_bars.dtype), alpha_bars])[t_prev]
+    var = eta**2 * (1 - abp) / (1 - ab) * (abp - ab) / abp
+    x0 = (x_t - jnp.sqrt(1 - ab) * eps) * jax.lax.rsqrt(ab)
+    return jnp.sqrt(abp) * x0 + jnp.sqrt(1 - abp - var) * eps + jnp.sqrt(var) * z
+
+
+@pytest.mark.parametrize("name,answer", [("sample", _sample_zs_reversed), ("ddim_step", _ddim_variance_form)])
+@pytest.mark.parametrize("seed", [0, 405, 406])
+def test_sampler_exercises_written_differently_pass(name, answer, seed, capsys):
+    check(name, answer, n_cases=10, seed=seed, edge_cases=True)
+    assert f"{name}: passed" in capsys.readouterr().out
+
+
+def test_sample_with_a_python_loop_must_use_scan():
+    def sample(model, x_T, zs, betas, alpha_bars, sigmas):
+        xs = [x_T]
+        for t in range(betas.shape[0], 0, -1):
+            eps = model(xs[-1], jnp.full((x_T.shape[0],), t))
+            b, ab = betas[t - 1], alpha_bars[t - 1]
+            z = zs[t - 1] if t > 1 else 0.0
+            xs.append((xs[-1] - b / jnp.sqrt(1 - ab) * eps) / jnp.sqrt(1 - b) + sigmas[t - 1] * z)
+        return jnp.stack(xs)
+
+    with pytest.raises(CheckFailure, match="sample: loop over the time steps with jax.lax.scan"):
+        check("sample", sample)
+
+
 def _cosine_linspace(T, s, max_beta):
     # t / T as linspace(0, 1, T + 1); f(0) cancels in the ratio alpha_bar_t / alpha_bar_{t-1}
     t = jnp.linspace(0, 1, T + 1)
@@ -429,3 +477,49 @@ def test_tampering_with_builtins_does_not_make_a_wrong_answer_pass(monkeypatch):
     monkeypatch.setattr(builtins, "abs", lambda x: 0.0)
     with pytest.raises(CheckFailure, match=r"forward_mean: wrong output"):
         check("forward_mean", lambda x, b: 0 * x + 0.123)
+
+
+# ------------------------------------------------------------------ mutants of the course's own solutions
+
+_SOLUTION_04 = Path(__file__).resolve().parents[2] / "solutions" / "04_denoising_2d" / "04_denoising_2d.ipynb"
+
+# (exercise, what the solution says, the slip, the hint expected in the message or None)
+_MUTANTS_04 = [
+    ("sample", "jnp.arange(T, 0, -1))", "jnp.arange(1, T + 1))", "runs backwards in time"),
+    ("sample", "jnp.arange(T, 0, -1))", "jnp.arange(T - 1, -1, -1))", "yours start at T - 1"),
+    ("sample", "jnp.where(t > 1, zs[t - 1], 0.0)", "zs[t - 1]", "no noise at the last step"),
+    ("sample", "jnp.where(t > 1, zs[t - 1], 0.0)", "jnp.where(t > 1, zs[T - t], 0.0)", "step t uses the noise zs[t - 1]"),
+    ("sample", "jnp.where(t > 1, zs[t - 1], 0.0)", "jnp.where(t > 1, zs[t], 0.0)", None),
+    ("sample", "return jnp.concatenate([x_T[None], xs])", "return xs", "starts with x_T"),
+    ("sample", "return x_prev, x_prev", "return x_prev, x_t", None),
+    ("ddim_step", "sigma = eta * jnp.sqrt(", "sigma = jnp.sqrt(", "multiplied by eta"),
+    ("ddim_step", "jnp.sqrt(1 - alpha_bar_prev - sigma**2)", "jnp.sqrt(1 - alpha_bar_prev)", "direction term"),
+    ("ddim_step", "/ jnp.sqrt(alpha_bar_t)", "/ alpha_bar_t", "divides by sqrt(alpha_bar_t)"),
+    ("ddim_step", "alpha_bars[t - 1]", "alpha_bars[t]", None),
+    ("ddim_step", " + sigma * z", "", "noise term"),
+    ("ddim_step", "jnp.where(t_prev > 0, alpha_bars[jnp.maximum(t_prev - 1, 0)], 1.0)", "alpha_bars[t_prev - 1]", "t_prev = 0 means"),
+    ("ddim_step", "jnp.full((x_t.shape[0],), t))", "jnp.full((x_t.shape[0],), t_prev))", None),
+    ("ddim_step", "sigma**2", "sigma", None),
+]
+
+
+def _solution_04(grade_id):
+    import json
+
+    cells = json.loads(_SOLUTION_04.read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
+    return source
+
+
+@pytest.mark.parametrize("name,right,wrong,hint", _MUTANTS_04, ids=[f"{m[0]}-{i}" for i, m in enumerate(_MUTANTS_04)])
+def test_mutants_of_the_solution_fail_the_visible_test(name, right, wrong, hint):
+    """The solution notebook's own answer, with one slip, fails the visible test (with its hint where one is named)."""
+    source = _solution_04(name)
+    assert right in source, f"{name}: {right!r} is not in the solution"
+    namespace = {"jax": jax, "jnp": jnp}
+    exec(compile(_solution_04("ddpm_step"), "<ddpm_step>", "exec"), namespace)  # sample calls the student's ddpm_step
+    exec(compile(source.replace(right, wrong, 1), f"<{name}>", "exec"), namespace)
+    with pytest.raises(CheckFailure) as info:
+        check(name, namespace[name])
+    if hint:
+        assert "Likely slip: " in str(info.value) and hint in str(info.value), str(info.value)
