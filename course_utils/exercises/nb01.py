@@ -36,6 +36,7 @@ register(Exercise(
 register(Exercise(
     name="forward_step",
     reference=forward.forward_step,
+    depends_on=("forward_mean", "forward_variance"),
     make_case=lambda rng: (lambda s: (_array(rng, s), _f32(rng.uniform(1e-3, 0.99)), _array(rng, s)))(_shape(rng)),
     hints=[
         Hint(lambda x, b, e: jnp.sqrt(1 - b) * x + b * e, "the noise is scaled by the standard deviation sqrt(beta), not by the variance beta."),
@@ -49,8 +50,12 @@ register(Exercise(
     name="linear_betas",
     reference=schedules.linear_betas,
     make_case=lambda rng: (int(rng.choice([2, 10, 50, 200, 1000])), _f32(rng.uniform(1e-5, 1e-3)), _f32(rng.uniform(0.01, 0.3))),
+    # T = 1: the text defines the single value as beta_start (what jnp.linspace gives); the formula
+    # beta_start + (t - 1) / (T - 1) * (...) must then avoid 0 / 0 (the NaN message names the division).
     edge_cases=[(1, _f32(1e-4), _f32(0.02)), (1000, _f32(1e-4), _f32(0.02))],
     static_argnums=(0,),
+    max_equations=2000,
+    unrolled_message="Compute all T values at once: jnp.linspace(beta_start, beta_end, T), or jnp.arange(T) in the formula.",
     hints=[
         Hint(lambda T, a, b: jnp.linspace(a, b, T + 1)[1:], "off by one: T values from beta_start to beta_end, both ends included (jnp.linspace(beta_start, beta_end, T))."),
         Hint(lambda T, a, b: jnp.linspace(a, b, T + 1)[:-1], "off by one: the last value must be beta_end itself (jnp.linspace(beta_start, beta_end, T))."),
@@ -63,6 +68,8 @@ register(Exercise(
     make_case=lambda rng: (int(rng.choice([2, 10, 50, 200, 1000])), _f32(rng.uniform(1e-3, 0.02)), _f32(rng.uniform(0.5, 0.999))),
     edge_cases=[(1000, _f32(0.008), _f32(0.999)), (5, _f32(0.008), _f32(0.2))],
     static_argnums=(0,),
+    max_equations=2000,
+    unrolled_message="Compute alpha_bar for all t = 0..T at once with jnp.arange(T + 1), then take ratios of neighbours.",
     # cos(t) near pi/2 loses digits in float32: correct answers written in
     # different ways differ by up to ~1e-4 relative near t = T.
     rtol=5e-4, atol=1e-5,
@@ -122,13 +129,19 @@ def _judge_schedule(ex, trials, results):
     return f"valid schedule for T = {shown} (betas in (0, 1), non-decreasing, alpha_bar_T < 0.05 for T >= 50)."
 
 
-register(Exercise(name="my_betas", reference=None, static_argnums=(0,), trials=_schedule_trials, judge=_judge_schedule))
+register(Exercise(name="my_betas", reference=None, static_argnums=(0,), trials=_schedule_trials, judge=_judge_schedule,
+                  max_equations=2000,
+                  unrolled_message="Compute all T betas at once from jnp.arange(1, T + 1) (or jnp.linspace)."))
 
 register(Exercise(
     name="alpha_bars",
     reference=schedules.alpha_bars,
     make_case=lambda rng: (np.sort(rng.uniform(1e-4, 0.3, size=int(rng.choice([1, 10, 100, 1000])))).astype(np.float32),),
     rtol=2e-4,
+    # A Python loop over T is correct but unrolls: ~3 operations per step, and compiling the chain of products takes
+    # 44 s at T = 300 and over 5 GB at T = 1000. The check traces first (cheap) and stops it in seconds.
+    max_equations=250,
+    unrolled_message="use jnp.cumprod(1 - betas) (or jax.lax.scan): a Python loop over T unrolls under jit.",
     hints=[
         Hint(lambda b: jnp.cumprod(b), "alpha_t = 1 - beta_t: take the cumulative product of 1 - betas, not of betas."),
         Hint(lambda b: 1 - jnp.cumprod(1 - b), "alpha_bar_t is the product itself, not 1 minus it."),
@@ -158,6 +171,7 @@ def _diffuse_with(step):
 register(Exercise(
     name="diffuse",
     reference=forward.diffuse,
+    depends_on=("forward_step",),
     make_case=_diffuse_case,
     rtol=1e-4, atol=1e-5,
     requires=("scan", "while"),

@@ -98,6 +98,7 @@ def _weighted(weight):
 register(Exercise(
     name="noise_loss",
     reference=losses.noise_loss,
+    depends_on=("mean_loss",),
     make_case=_noise_loss_case,
     hints=[
         Hint(_weighted(lambda b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab))), "the weight has alpha_t, not alpha_bar_t, in the denominator: beta^2 / (2 sigma2 alpha_t (1 - alpha_bar_t))."),
