@@ -412,6 +412,7 @@ class Build:
     forward: Callable | None = None
     state: object = None
     seed: int = 0
+    fill: tuple = ()  # (shape, array) pairs: every nnx.Param of that shape gets that array (layer names not fixed)
 
     def call(self) -> str:
         listed = [*map(repr, self.args), *(f"{k}={v!r}" for k, v in self.kwargs), f"rngs=nnx.Rngs({self.seed})"]
@@ -431,11 +432,22 @@ def _run_build(cls, trial: Build) -> dict:
         except Exception as exc:  # noqa: BLE001
             return {"state_error": _error_record(exc)}
     try:
-        n_params = int(sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param))))
+        leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+        n_params = int(sum(p.size for p in leaves))
+        shapes = [[int(d) for d in np.shape(p)] for p in leaves][:200]
     except Exception:  # noqa: BLE001
-        n_params = -1
+        n_params, shapes = -1, []
+    if trial.fill:
+        by_shape = {tuple(int(d) for d in shape): array for shape, array in trial.fill}
+        if any(tuple(s) not in by_shape for s in shapes) or n_params < 0:
+            return {"fill_error": {"shapes": shapes}, "n_params": n_params}
+        try:
+            state = nnx.state(model, nnx.Param)
+            nnx.update(model, jax.tree.map(lambda p: jax.numpy.asarray(by_shape[tuple(np.shape(p))], p.dtype), state))
+        except Exception as exc:  # noqa: BLE001
+            return {"state_error": _error_record(exc)}
     calls = [_run_call(trial.forward, (model, *inputs), (), (0,)) for inputs in trial.inputs]
-    return {"calls": calls, "n_params": n_params}
+    return {"calls": calls, "n_params": n_params, "shapes": shapes}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -908,6 +920,31 @@ def _slips_elsewhere(ex: Exercise, trials, results, arg_names, shown: int) -> li
     return []
 
 
+def _diagnose_all(ex: Exercise, trials, results) -> list:
+    """:func:`diagnose` on every test input's outputs put end to end (a scalar output is a constant factor of the
+    expected one only if the factor is the same on every input)."""
+    if ex.output_names:
+        return []
+    exps, outs = [], []
+    for args, record in _zip(trials, results):
+        if not _isinstance(record, dict) or "out" not in record:
+            continue
+        try:
+            e = np.asarray(jit_call(ex.reference, args, ex.static_argnums, ex.module_argnums), np.float64).reshape(-1)
+            g = np.asarray(record["out"], np.float64).reshape(-1)
+        except Exception:  # noqa: BLE001
+            continue
+        if e.shape == g.shape:
+            exps.append(e)
+            outs.append(g)
+    if _len(exps) < 2:
+        return []
+    exp, out = np.concatenate(exps), np.concatenate(outs)
+    found = diagnose(exp, out) if exp.size > 1 else []
+    return [line.replace("your output is", "on every test input your output is") for line in found
+            if "shifted" not in line and "transposed" not in line]
+
+
 def _diagnose_outputs(expected, got) -> list:
     """:func:`diagnose` on an output, or on the first wrong element of a tuple of outputs."""
     if _isinstance(expected, (tuple, list)):
@@ -978,7 +1015,7 @@ def judge(request: Request, outcome) -> str:
             slips = _slips_elsewhere(ex, request.trials, results, arg_names, number)
         lines += [f"Likely slip: {s}" for s in slips]
         if not slips:
-            lines += [f"  {line}" for line in _diagnose_outputs(expected, got)]
+            lines += [f"  {line}" for line in _diagnose_outputs(expected, got) or _diagnose_all(ex, request.trials, results)]
         lines += _dependency_lines(ex)
         _fail(name, lines)
     if ex.requires and calls.get("has_required") is False:

@@ -30,6 +30,7 @@ register(Exercise(
         Hint(lambda b: jnp.sqrt(b), "you returned the standard deviation sqrt(beta); the variance is beta itself."),
         Hint(lambda b: 1 - b, "the variance of the added noise is beta, not 1 - beta."),
         Hint(lambda b: b**2, "the variance is beta, not beta squared."),
+        Hint(lambda b: jnp.sqrt(1 - b), "sqrt(1 - beta) is the factor of the mean; the variance of the noise is beta."),
     ],
 ))
 
@@ -43,6 +44,9 @@ register(Exercise(
         Hint(lambda x, b, e: (1 - b) * x + jnp.sqrt(b) * e, "the mean is sqrt(1 - beta) * x_prev: a square root is missing."),
         Hint(lambda x, b, e: jnp.sqrt(1 - b) * x + e, "the noise must be scaled by sqrt(beta)."),
         Hint(lambda x, b, e: jnp.sqrt(1 - b) * x, "the noise term sqrt(beta) * noise is missing."),
+        Hint(lambda x, b, e: jnp.sqrt(1 - b) * x - jnp.sqrt(b) * e, "the noise is added (+ sqrt(beta) * noise), not subtracted."),
+        Hint(lambda x, b, e: jnp.sqrt(b) * x + jnp.sqrt(1 - b) * e,
+             "the two square roots are swapped: x_prev gets sqrt(1 - beta), the noise sqrt(beta)."),
     ],
 ))
 
@@ -59,6 +63,9 @@ register(Exercise(
     hints=[
         Hint(lambda T, a, b: jnp.linspace(a, b, T + 1)[1:], "off by one: T values from beta_start to beta_end, both ends included (jnp.linspace(beta_start, beta_end, T))."),
         Hint(lambda T, a, b: jnp.linspace(a, b, T + 1)[:-1], "off by one: the last value must be beta_end itself (jnp.linspace(beta_start, beta_end, T))."),
+        Hint(lambda T, a, b: jnp.linspace(b, a, T), "the betas increase from beta_start (beta_1) to beta_end (beta_T): the ends are swapped."),
+        Hint(lambda T, a, b: a + jnp.arange(T) / T * (b - a),
+             "divide by T - 1 (the number of gaps between T values), not T: beta_T must be beta_end."),
     ],
 ))
 
@@ -80,6 +87,10 @@ register(Exercise(
         Hint(lambda T, s, m: jnp.minimum(1 - _cos_ab(T, s)[1:] / _cos_ab(T, s)[:-1], m) * 0 + schedules.cosine_betas.raw(T, 0.0, m),
              "the offset s is missing from the formula (cos((t/T + s) / (1 + s) * pi/2)^2)."),
         Hint(lambda T, s, m: _cos_beta_unsquared(T, s, m), "f(t) is the cosine squared: cos(...) ** 2."),
+        Hint(lambda T, s, m: jnp.minimum(_cos_ab(T, s)[1:] / _cos_ab(T, s)[:-1], m),
+             "beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}: you returned the ratio itself."),
+        Hint(lambda T, s, m: jnp.minimum(1 - _cos_ab(T, s)[1:], m),
+             "take ratios of neighbours, alpha_bar_t / alpha_bar_{t-1}; 1 - alpha_bar_t is not beta_t."),
     ],
 ))
 
@@ -182,6 +193,8 @@ register(Exercise(
              "each step starts from the previous x_{t-1}, not from x0."),
         Hint(_diffuse_with(lambda x, b, e, x0: jnp.sqrt(1 - b) * x + b * e),
              "the noise is scaled by sqrt(beta_t), not beta_t."),
+        Hint(lambda x0, b, n: jnp.concatenate([x0[None], forward.diffuse.raw(x0, b, n)[:-1]]),
+             "each entry is the state after its step: the scan body must return (x_t, x_t), not (x_t, x_{t-1})."),
     ],
 ))
 
@@ -195,6 +208,8 @@ register(Exercise(
         Hint(lambda x, a, e: jnp.sqrt(a) * x + (1 - a) * e, "the noise is scaled by sqrt(1 - alpha_bar), not 1 - alpha_bar."),
         Hint(lambda x, a, e: jnp.sqrt(a) * x + jnp.sqrt(a) * e, "the noise is scaled by sqrt(1 - alpha_bar)."),
         Hint(lambda x, a, e: jnp.sqrt(1 - a) * x + jnp.sqrt(a) * e, "the two coefficients are swapped: x0 gets sqrt(alpha_bar)."),
+        Hint(lambda x, a, e: jnp.sqrt(a) * x - jnp.sqrt(1 - a) * e, "the noise is added (+ sqrt(1 - alpha_bar) * noise), not subtracted."),
+        Hint(lambda x, a, e: jnp.sqrt(a) * x + 0 * e, "the noise term sqrt(1 - alpha_bar) * noise is missing."),
     ],
 ))
 
