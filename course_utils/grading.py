@@ -873,7 +873,7 @@ def student_output(ex: Exercise, record, arg_names, args):
                         f"Keep the signature given in the exercise: {ex.name}({', '.join(arg_names)}).", *shown])
     if kind == "type":
         # The arguments bind: the TypeError comes from a line of the answer or from a function it calls.
-        _fail(ex.name, [f"it raised TypeError inside your code (or a function it calls): {line}", *where,
+        _fail(ex.name, [f"calling it raised TypeError inside your code (or a function it calls): {line}", *where,
                         *_dependency_lines(ex), *shown])
     _fail(ex.name, [f"it raised {etype}: {line}", *where, *shown])
 
