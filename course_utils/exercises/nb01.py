@@ -62,10 +62,9 @@ register(Exercise(
     unrolled_message="Compute all T values at once: jnp.linspace(beta_start, beta_end, T), or jnp.arange(T) in the formula.",
     hints=[
         Hint(lambda T, a, b: jnp.linspace(a, b, T + 1)[1:], "off by one: T values from beta_start to beta_end, both ends included (jnp.linspace(beta_start, beta_end, T))."),
-        Hint(lambda T, a, b: jnp.linspace(a, b, T + 1)[:-1], "off by one: the last value must be beta_end itself (jnp.linspace(beta_start, beta_end, T))."),
+        Hint(lambda T, a, b: jnp.linspace(a, b, T + 1)[:-1], "off by one: the last value must be beta_end itself (jnp.linspace(beta_start, beta_end, T)); "
+                                                           "in the formula divide by T - 1 (the gaps between T values), not T."),
         Hint(lambda T, a, b: jnp.linspace(b, a, T), "the betas increase from beta_start (beta_1) to beta_end (beta_T): the ends are swapped."),
-        Hint(lambda T, a, b: a + jnp.arange(T) / T * (b - a),
-             "divide by T - 1 (the number of gaps between T values), not T: beta_T must be beta_end."),
     ],
 ))
 
