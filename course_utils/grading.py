@@ -80,7 +80,12 @@ class Exercise:
     split into graph and state so that the function can be jitted.
     ``output_names`` name the elements of an exercise that returns a tuple
     (``("mean", "variance")``): each is compared on its own, and messages
-    say which one is wrong.
+    say which one is wrong. ``depends_on`` names earlier exercises whose
+    functions the student's answer may call: a wrong output says to check
+    them first. ``max_equations``: the most equations the traced answer may
+    have on one input (checked in the kernel before compiling, see
+    :func:`evaluate`): a Python loop over T unrolls under jit and compiling
+    it can take minutes and gigabytes; ``unrolled_message`` says what to use.
     """
 
     name: str
@@ -98,6 +103,9 @@ class Exercise:
     module_argnums: tuple = ()
     output_names: tuple = ()
     reference_class: type | None = None
+    depends_on: tuple = ()
+    max_equations: int | None = None
+    unrolled_message: str = ""
 
     def fixed_cases(self) -> list:
         """The edge cases, made now if they are given as a function."""
@@ -246,9 +254,25 @@ def _matches(a, b, rtol, atol) -> bool:
 _JIT_ERRORS = tuple(
     getattr(jax.errors, name)
     for name in ("ConcretizationTypeError", "TracerBoolConversionError",
-                 "TracerArrayConversionError", "TracerIntegerConversionError")
+                 "TracerArrayConversionError", "TracerIntegerConversionError",
+                 "NonConcreteBooleanIndexError", "UnexpectedTracerError", "KeyReuseError")
     if hasattr(jax.errors, name)
 )
+
+# One line of advice per kind of jit failure (by the error's type name).
+_JIT_ADVICE = {
+    "TracerBoolConversionError": "a Python `if`, `while`, `and`/`or` or `bool()` on an array: use jnp.where(condition, a, b) "
+                                 "(or jax.lax.cond) instead.",
+    "NonConcreteBooleanIndexError": "boolean indexing (x[mask]) gives an array whose size depends on the values: "
+                                    "use jnp.where(mask, a, b) to keep the shape fixed.",
+    "TracerIntegerConversionError": "int(), range() or a Python index on an array: index arrays with arrays "
+                                    "(betas[t - 1]) and use jax.lax loops instead of range over a traced value.",
+    "TracerArrayConversionError": "numpy (np.*) or np.asarray on a traced array: use the jnp functions instead.",
+    "ConcretizationTypeError": "a Python value (float(), a shape, a Python loop bound) taken from an array: "
+                               "keep the computation in jnp (jnp.where for conditions).",
+    "UnexpectedTracerError": "a traced value leaked out of the function (stored in a global or on self): "
+                             "return values instead of storing them.",
+}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -336,17 +360,31 @@ def _jit_call(fn, args, static_argnums, module_argnums):
 
 # ---------------------------------------------------------------- the student's side: evaluating
 
-def _error_record(exc: BaseException) -> dict:
-    """What the grader needs to explain an error raised by the student's code: its kind, type, first line, and where."""
+def _error_record(exc: BaseException, signature_ok: bool = True) -> dict:
+    """What the grader needs to explain an error raised by the student's code: its kind, type, first line, and where.
+
+    A TypeError is a changed signature ("signature") only when the arguments do not bind to the function's
+    parameters; otherwise it comes from a line inside the answer (or a function it calls)."""
     if _isinstance(exc, NotImplementedError):
         kind = "not_implemented"
     elif _isinstance(exc, _JIT_ERRORS):
         kind = "jit"
     elif _isinstance(exc, TypeError):
-        kind = "type"
+        kind = "type" if signature_ok else "signature"
     else:
         kind = "other"
     return {"kind": kind, "type": type(exc).__name__, "line": _first_line(exc)[:_MAX_TEXT], "where": (student_line(exc) or "")[:_MAX_TEXT]}
+
+
+def _binds(fn, args) -> bool:
+    """Whether ``fn(*args)`` binds (False: the student changed the signature)."""
+    try:
+        inspect.signature(fn).bind(*args)
+    except TypeError:
+        return False
+    except Exception:  # noqa: BLE001 - no signature to read (a builtin): assume it binds
+        return True
+    return True
 
 
 def _run_call(fn, args, static_argnums, module_argnums) -> dict:
@@ -358,7 +396,7 @@ def _run_call(fn, args, static_argnums, module_argnums) -> dict:
             out = jit_call(fn, args, static_argnums, module_argnums)
             out = jax.tree_util.tree_map(_asarray, out)
     except Exception as exc:  # noqa: BLE001 - every error is explained by the grader
-        return {"error": _error_record(exc)}
+        return {"error": _error_record(exc, not _isinstance(exc, TypeError) or _binds(fn, args))}
     return {"out": out, "notes": [f"note: your function warned: {w.category.__name__}: {w.message}"[:_MAX_TEXT] for w in caught]}
 
 
@@ -374,6 +412,7 @@ class Build:
     forward: Callable | None = None
     state: object = None
     seed: int = 0
+    fill: tuple = ()  # (shape, array) pairs: every nnx.Param of that shape gets that array (layer names not fixed)
 
     def call(self) -> str:
         listed = [*map(repr, self.args), *(f"{k}={v!r}" for k, v in self.kwargs), f"rngs=nnx.Rngs({self.seed})"]
@@ -393,11 +432,22 @@ def _run_build(cls, trial: Build) -> dict:
         except Exception as exc:  # noqa: BLE001
             return {"state_error": _error_record(exc)}
     try:
-        n_params = int(sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param))))
+        leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
+        n_params = int(sum(p.size for p in leaves))
+        shapes = [[int(d) for d in np.shape(p)] for p in leaves][:200]
     except Exception:  # noqa: BLE001
-        n_params = -1
+        n_params, shapes = -1, []
+    if trial.fill:
+        by_shape = {tuple(int(d) for d in shape): array for shape, array in trial.fill}
+        if any(tuple(s) not in by_shape for s in shapes) or n_params < 0:
+            return {"fill_error": {"shapes": shapes}, "n_params": n_params}
+        try:
+            state = nnx.state(model, nnx.Param)
+            nnx.update(model, jax.tree.map(lambda p: jax.numpy.asarray(by_shape[tuple(np.shape(p))], p.dtype), state))
+        except Exception as exc:  # noqa: BLE001
+            return {"state_error": _error_record(exc)}
     calls = [_run_call(trial.forward, (model, *inputs), (), (0,)) for inputs in trial.inputs]
-    return {"calls": calls, "n_params": n_params}
+    return {"calls": calls, "n_params": n_params, "shapes": shapes}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -414,6 +464,48 @@ class Request:
     module_argnums: tuple = ()
     requires: tuple = ()
     reference_class: type | None = None
+    max_equations: int | None = None
+
+
+def _count_equations(jaxpr) -> int:
+    """The equations of ``jaxpr`` and of the jaxprs nested in it."""
+    total, todo = 0, [jaxpr]
+    while todo:
+        jaxpr = todo.pop()
+        total += _len(jaxpr.eqns)
+        for eqn in jaxpr.eqns:
+            for value in eqn.params.values():
+                for sub in (value if _isinstance(value, (tuple, list)) else (value,)):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        todo.append(inner)
+    return total
+
+
+def _unrolled(request: Request, fn):
+    """The first trial whose traced answer has more than ``request.max_equations`` equations, as
+    {"trial": index, "equations": count}, or None. Tracing is cheap (no compilation): it runs before the trials,
+    so that an unrolled Python loop is reported in seconds instead of compiling for minutes."""
+    limit = request.max_equations
+    if not limit:
+        return None
+    seen = set()
+    for i, trial in _enumerate(request.trials):
+        if _isinstance(trial, Build):
+            continue
+        key = tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) if i_ not in request.static_argnums else ("static", a)
+                    for i_, a in _enumerate(trial))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            closed = _jaxpr_of(fn, trial, request.static_argnums, request.module_argnums)
+        except Exception:  # noqa: BLE001 - the error is reported when the trial runs
+            continue
+        n = _count_equations(closed.jaxpr)
+        if n > limit:
+            return {"trial": i, "equations": int(n)}
+    return None
 
 
 def evaluate(request: Request, fn) -> dict:
@@ -426,6 +518,11 @@ def evaluate(request: Request, fn) -> dict:
             return {"missing": _error_record(exc)}
     if not callable(fn):
         return {"not_callable": type(fn).__name__}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        unrolled = _unrolled(request, fn)
+    if unrolled is not None:
+        return {"unrolled": unrolled}
     results = []
     for trial in request.trials:
         results.append(_run_build(fn, trial) if _isinstance(trial, Build) else
@@ -690,12 +787,67 @@ def plan(name: str, n_cases: int = 5, seed: int = 0, edge_cases: bool = False) -
     ex = _REGISTRY[name]
     trials = ex.trials(edge_cases) if ex.trials is not None else _cases(ex, n_cases, seed, edge_cases)
     return Request(name, tuple(trials), tuple(ex.static_argnums), tuple(ex.module_argnums), tuple(ex.requires),
-                   ex.reference_class)
+                   ex.reference_class, ex.max_equations)
 
 
 def _malformed(name: str) -> None:
     _fail(name, ["the test could not read your function's results (the reply from the notebook's kernel is malformed).",
                  "Restart the kernel, run every cell in order, and try again."])
+
+
+def _dependency_lines(ex: Exercise) -> list:
+    """The line that points at the earlier exercises this one may call."""
+    if not ex.depends_on:
+        return []
+    names = " and ".join(f"`{n}`" for n in ex.depends_on)
+    return [f"This exercise may call your {names} from an earlier exercise: if its test fails, fix it first."]
+
+
+def diagnose(expected, got) -> list:
+    """One-sentence descriptions of the shape of an error that matches no known slip (grader side, numpy only):
+    a constant factor, the sign, a constant offset, a shift by one step along the first axis, a transpose."""
+    try:
+        exp = np.asarray(expected, np.float64)
+        out = np.asarray(got, np.float64)
+    except Exception:  # noqa: BLE001
+        return []
+    if exp.size == 0 or out.size == 0 or not np.all(np.isfinite(exp)):
+        return []
+    if not np.all(np.isfinite(out)):
+        return []
+
+    def close(a, b):
+        return a.shape == b.shape and bool(np.all(np.abs(a - b) <= 1e-5 + 1e-3 * np.abs(b)))
+
+    if out.shape != exp.shape:
+        if exp.ndim == 2 and out.shape == exp.shape[::-1] and close(out.T, exp):
+            return ["your output is the expected one transposed (the two axes are swapped)."]
+        return []
+    lines = []
+    scale = _float(np.max(np.abs(exp)))
+    if scale > 0 and exp.ndim == 2 and exp.shape[0] == exp.shape[1] and exp.shape[0] > 1 and close(out, exp.T):
+        return ["your output is the expected one transposed (the two axes are swapped)."]
+    if scale > 0 and close(out, -exp):
+        return ["your output is the expected one with the sign flipped (-1 times it)."]
+    denom = _float(np.sum(exp * exp))
+    if denom > 0 and exp.size > 1 and np.unique(np.round(exp, 6)).size > 1:  # a scalar is always a multiple
+        k = _float(np.sum(out * exp) / denom)
+        if _abs(k - 1) > 1e-3 and k != 0 and close(out, k * exp):
+            lines.append(f"your output is the expected one times a constant factor {k:.6g} "
+                         f"(about 1/{1 / k:.4g}): a missing or extra constant or square root?")
+            return lines
+    if exp.size > 1:
+        offset = _float(np.mean(out - exp))
+        if _abs(offset) > 1e-5 and close(out, exp + offset):
+            return [f"your output is the expected one plus a constant {offset:.6g} everywhere."]
+    if exp.ndim >= 1 and exp.shape[0] > 2:
+        if close(out[1:], exp[:-1]):
+            return ["your output is the expected one shifted by one step along the first axis "
+                    "(your entry t is the expected entry t - 1): an off-by-one in the time index?"]
+        if close(out[:-1], exp[1:]):
+            return ["your output is the expected one shifted by one step along the first axis "
+                    "(your entry t is the expected entry t + 1): an off-by-one in the time index?"]
+    return lines
 
 
 def student_output(ex: Exercise, record, arg_names, args):
@@ -711,14 +863,18 @@ def student_output(ex: Exercise, record, arg_names, args):
     if kind == "not_implemented":
         _fail(ex.name, ["not implemented yet. Replace `raise NotImplementedError()` with your code."])
     if kind == "jit":
+        advice = _JIT_ADVICE.get(etype)
         _fail(ex.name, ["it does not work under jax.jit.", f"    {etype}: {line}",
+                        *([f"The cause: {advice}"] if advice else []),
                         "Inside jax.jit the inputs are abstract arrays: use jnp functions instead of",
                         "Python `if`/`float()`/numpy on them, and jnp.where for conditions.", *where, *shown])
+    if kind == "signature":
+        _fail(ex.name, [f"calling it raised TypeError: {line}",
+                        f"Keep the signature given in the exercise: {ex.name}({', '.join(arg_names)}).", *shown])
     if kind == "type":
-        # A TypeError raised by a line of the student's function is a slip in that line; one raised
-        # by the call itself (no such line) is a changed signature.
-        advice = [] if where else [f"Keep the signature given in the exercise: {ex.name}({', '.join(arg_names)})."]
-        _fail(ex.name, [f"calling it raised TypeError: {line}", *where, *advice, *shown])
+        # The arguments bind: the TypeError comes from a line of the answer or from a function it calls.
+        _fail(ex.name, [f"calling it raised TypeError inside your code (or a function it calls): {line}", *where,
+                        *_dependency_lines(ex), *shown])
     _fail(ex.name, [f"it raised {etype}: {line}", *where, *shown])
 
 
@@ -745,6 +901,68 @@ def built_outputs(ex: Exercise, trial: Build, record, arg_names) -> list:
     return [student_output(ex, rec, ["model", *arg_names], (model, *inputs)) for rec, inputs in _zip(calls, trial.inputs)]
 
 
+def _slips_elsewhere(ex: Exercise, trials, results, arg_names, shown: int) -> list:
+    """The hints that match the student's output on another wrong test input (some slips only show on some
+    inputs, for instance at small angles), each with the number of that input."""
+    for number, (args, record) in enumerate(_zip(trials, results), start=1):
+        if number == shown or not ex.hints or not _isinstance(record, dict) or "out" not in record:
+            continue
+        got = record["out"]
+        try:
+            expected = jit_call(ex.reference, args, ex.static_argnums, ex.module_argnums)
+            if _compare(expected, got, ex.rtol, ex.atol, ex.output_names) is None:
+                continue
+        except Exception:  # noqa: BLE001
+            continue
+        found = [h.message for h in ex.hints if _matches(_run_variant(ex, h, args), got, ex.rtol, ex.atol)]
+        if found:
+            return [f"{m} (seen on test input {number})" for m in found]
+    return []
+
+
+def _diagnose_all(ex: Exercise, trials, results) -> list:
+    """:func:`diagnose` on every test input's outputs put end to end (a scalar output is a constant factor of the
+    expected one only if the factor is the same on every input)."""
+    if ex.output_names:
+        return []
+    exps, outs = [], []
+    for args, record in _zip(trials, results):
+        if not _isinstance(record, dict) or "out" not in record:
+            continue
+        try:
+            e = np.asarray(jit_call(ex.reference, args, ex.static_argnums, ex.module_argnums), np.float64).reshape(-1)
+            g = np.asarray(record["out"], np.float64).reshape(-1)
+        except Exception:  # noqa: BLE001
+            continue
+        if e.shape == g.shape:
+            exps.append(e)
+            outs.append(g)
+    if _len(exps) < 2:
+        return []
+    exp, out = np.concatenate(exps), np.concatenate(outs)
+    found = diagnose(exp, out) if exp.size > 1 else []
+    return [line.replace("your output is", "on every test input your output is") for line in found
+            if "shifted" not in line and "transposed" not in line]
+
+
+def _diagnose_outputs(expected, got) -> list:
+    """:func:`diagnose` on an output, or on the first wrong element of a tuple of outputs."""
+    if _isinstance(expected, (tuple, list)):
+        if not _isinstance(got, (tuple, list)) or _len(got) != _len(expected):
+            return []
+        for e, g in _zip(expected, got):
+            try:
+                if _compare(e, g, 1e-4, 1e-6) is not None:
+                    return diagnose(e, g)
+            except Exception:  # noqa: BLE001
+                return []
+        return []
+    try:
+        return diagnose(expected, got)
+    except Exception:  # noqa: BLE001
+        return []
+
+
 def judge(request: Request, outcome) -> str:
     """The verdict on ``outcome`` (what :func:`evaluate` returned for ``request``): the line a passing check prints,
     or a CheckFailure. Computes the references and the hints itself: nothing but the outputs is taken from
@@ -759,6 +977,18 @@ def judge(request: Request, outcome) -> str:
                      "Run the cell that defines it (and every cell above it) before this test."])
     if "not_callable" in outcome:
         _fail(name, [f"expected a function, got {str(outcome['not_callable'])[:100]}. Did a later cell overwrite `{name}`?"])
+    if "unrolled" in outcome:
+        info = outcome["unrolled"] if _isinstance(outcome["unrolled"], dict) else {}
+        count = info.get("equations") if _isinstance(info.get("equations"), int) else "too many"
+        index = info.get("trial") if _isinstance(info.get("trial"), int) else 0
+        args = request.trials[index] if 0 <= index < _len(request.trials) else ()
+        arg_names = list(inspect.signature(ex.reference).parameters) if ex.reference is not None else \
+            [f"argument {i + 1}" for i in range(_len(args))]
+        _fail(name, [f"traced under jax.jit your function has {count} operations on test input {index + 1}: "
+                     "a Python loop over the steps unrolls (JAX traces its body once per step), and compiling "
+                     "the result takes minutes and gigabytes of memory.",
+                     ex.unrolled_message or "Use a vectorised jnp function or jax.lax.scan instead of a Python loop.",
+                     "The input was:", _describe_args(arg_names, args)])
     results, calls = outcome.get("results"), outcome.get("calls")
     if not _isinstance(results, list) or _len(results) != _len(request.trials) or not _isinstance(calls, dict):
         _malformed(name)
@@ -781,7 +1011,12 @@ def judge(request: Request, outcome) -> str:
                  f"  got:      {describe_value(got) if got is not None else None}",
                  *("  " + line for line in problem)]
         slips = [h.message for h in ex.hints if _matches(_run_variant(ex, h, args), got, ex.rtol, ex.atol)]
+        if not slips:
+            slips = _slips_elsewhere(ex, request.trials, results, arg_names, number)
         lines += [f"Likely slip: {s}" for s in slips]
+        if not slips:
+            lines += [f"  {line}" for line in _diagnose_outputs(expected, got) or _diagnose_all(ex, request.trials, results)]
+        lines += _dependency_lines(ex)
         _fail(name, lines)
     if ex.requires and calls.get("has_required") is False:
         _fail(name, [ex.requires_message or f"it must use one of {ex.requires}."])

@@ -30,18 +30,23 @@ register(Exercise(
         Hint(lambda b: jnp.sqrt(b), "you returned the standard deviation sqrt(beta); the variance is beta itself."),
         Hint(lambda b: 1 - b, "the variance of the added noise is beta, not 1 - beta."),
         Hint(lambda b: b**2, "the variance is beta, not beta squared."),
+        Hint(lambda b: jnp.sqrt(1 - b), "sqrt(1 - beta) is the factor of the mean; the variance of the noise is beta."),
     ],
 ))
 
 register(Exercise(
     name="forward_step",
     reference=forward.forward_step,
+    depends_on=("forward_mean", "forward_variance"),
     make_case=lambda rng: (lambda s: (_array(rng, s), _f32(rng.uniform(1e-3, 0.99)), _array(rng, s)))(_shape(rng)),
     hints=[
         Hint(lambda x, b, e: jnp.sqrt(1 - b) * x + b * e, "the noise is scaled by the standard deviation sqrt(beta), not by the variance beta."),
         Hint(lambda x, b, e: (1 - b) * x + jnp.sqrt(b) * e, "the mean is sqrt(1 - beta) * x_prev: a square root is missing."),
         Hint(lambda x, b, e: jnp.sqrt(1 - b) * x + e, "the noise must be scaled by sqrt(beta)."),
         Hint(lambda x, b, e: jnp.sqrt(1 - b) * x, "the noise term sqrt(beta) * noise is missing."),
+        Hint(lambda x, b, e: jnp.sqrt(1 - b) * x - jnp.sqrt(b) * e, "the noise is added (+ sqrt(beta) * noise), not subtracted."),
+        Hint(lambda x, b, e: jnp.sqrt(b) * x + jnp.sqrt(1 - b) * e,
+             "the two square roots are swapped: x_prev gets sqrt(1 - beta), the noise sqrt(beta)."),
     ],
 ))
 
@@ -49,11 +54,17 @@ register(Exercise(
     name="linear_betas",
     reference=schedules.linear_betas,
     make_case=lambda rng: (int(rng.choice([2, 10, 50, 200, 1000])), _f32(rng.uniform(1e-5, 1e-3)), _f32(rng.uniform(0.01, 0.3))),
+    # T = 1: the text defines the single value as beta_start (what jnp.linspace gives); the formula
+    # beta_start + (t - 1) / (T - 1) * (...) must then avoid 0 / 0 (the NaN message names the division).
     edge_cases=[(1, _f32(1e-4), _f32(0.02)), (1000, _f32(1e-4), _f32(0.02))],
     static_argnums=(0,),
+    max_equations=2000,
+    unrolled_message="Compute all T values at once: jnp.linspace(beta_start, beta_end, T), or jnp.arange(T) in the formula.",
     hints=[
         Hint(lambda T, a, b: jnp.linspace(a, b, T + 1)[1:], "off by one: T values from beta_start to beta_end, both ends included (jnp.linspace(beta_start, beta_end, T))."),
-        Hint(lambda T, a, b: jnp.linspace(a, b, T + 1)[:-1], "off by one: the last value must be beta_end itself (jnp.linspace(beta_start, beta_end, T))."),
+        Hint(lambda T, a, b: jnp.linspace(a, b, T + 1)[:-1], "off by one: the last value must be beta_end itself (jnp.linspace(beta_start, beta_end, T)); "
+                                                           "in the formula divide by T - 1 (the gaps between T values), not T."),
+        Hint(lambda T, a, b: jnp.linspace(b, a, T), "the betas increase from beta_start (beta_1) to beta_end (beta_T): the ends are swapped."),
     ],
 ))
 
@@ -63,6 +74,8 @@ register(Exercise(
     make_case=lambda rng: (int(rng.choice([2, 10, 50, 200, 1000])), _f32(rng.uniform(1e-3, 0.02)), _f32(rng.uniform(0.5, 0.999))),
     edge_cases=[(1000, _f32(0.008), _f32(0.999)), (5, _f32(0.008), _f32(0.2))],
     static_argnums=(0,),
+    max_equations=2000,
+    unrolled_message="Compute alpha_bar for all t = 0..T at once with jnp.arange(T + 1), then take ratios of neighbours.",
     # cos(t) near pi/2 loses digits in float32: correct answers written in
     # different ways differ by up to ~1e-4 relative near t = T.
     rtol=5e-4, atol=1e-5,
@@ -73,6 +86,10 @@ register(Exercise(
         Hint(lambda T, s, m: jnp.minimum(1 - _cos_ab(T, s)[1:] / _cos_ab(T, s)[:-1], m) * 0 + schedules.cosine_betas.raw(T, 0.0, m),
              "the offset s is missing from the formula (cos((t/T + s) / (1 + s) * pi/2)^2)."),
         Hint(lambda T, s, m: _cos_beta_unsquared(T, s, m), "f(t) is the cosine squared: cos(...) ** 2."),
+        Hint(lambda T, s, m: jnp.minimum(_cos_ab(T, s)[1:] / _cos_ab(T, s)[:-1], m),
+             "beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}: you returned the ratio itself."),
+        Hint(lambda T, s, m: jnp.minimum(1 - _cos_ab(T, s)[1:], m),
+             "take ratios of neighbours, alpha_bar_t / alpha_bar_{t-1}; 1 - alpha_bar_t is not beta_t."),
     ],
 ))
 
@@ -122,13 +139,19 @@ def _judge_schedule(ex, trials, results):
     return f"valid schedule for T = {shown} (betas in (0, 1), non-decreasing, alpha_bar_T < 0.05 for T >= 50)."
 
 
-register(Exercise(name="my_betas", reference=None, static_argnums=(0,), trials=_schedule_trials, judge=_judge_schedule))
+register(Exercise(name="my_betas", reference=None, static_argnums=(0,), trials=_schedule_trials, judge=_judge_schedule,
+                  max_equations=2000,
+                  unrolled_message="Compute all T betas at once from jnp.arange(1, T + 1) (or jnp.linspace)."))
 
 register(Exercise(
     name="alpha_bars",
     reference=schedules.alpha_bars,
     make_case=lambda rng: (np.sort(rng.uniform(1e-4, 0.3, size=int(rng.choice([1, 10, 100, 1000])))).astype(np.float32),),
     rtol=2e-4,
+    # A Python loop over T is correct but unrolls: ~3 operations per step, and compiling the chain of products takes
+    # 44 s at T = 300 and over 5 GB at T = 1000. The check traces first (cheap) and stops it in seconds.
+    max_equations=250,
+    unrolled_message="use jnp.cumprod(1 - betas) (or jax.lax.scan): a Python loop over T unrolls under jit.",
     hints=[
         Hint(lambda b: jnp.cumprod(b), "alpha_t = 1 - beta_t: take the cumulative product of 1 - betas, not of betas."),
         Hint(lambda b: 1 - jnp.cumprod(1 - b), "alpha_bar_t is the product itself, not 1 minus it."),
@@ -158,6 +181,7 @@ def _diffuse_with(step):
 register(Exercise(
     name="diffuse",
     reference=forward.diffuse,
+    depends_on=("forward_step",),
     make_case=_diffuse_case,
     rtol=1e-4, atol=1e-5,
     requires=("scan", "while"),
@@ -168,6 +192,8 @@ register(Exercise(
              "each step starts from the previous x_{t-1}, not from x0."),
         Hint(_diffuse_with(lambda x, b, e, x0: jnp.sqrt(1 - b) * x + b * e),
              "the noise is scaled by sqrt(beta_t), not beta_t."),
+        Hint(lambda x0, b, n: jnp.concatenate([x0[None], forward.diffuse.raw(x0, b, n)[:-1]]),
+             "each entry is the state after its step: the scan body must return (x_t, x_t), not (x_t, x_{t-1})."),
     ],
 ))
 
@@ -181,6 +207,8 @@ register(Exercise(
         Hint(lambda x, a, e: jnp.sqrt(a) * x + (1 - a) * e, "the noise is scaled by sqrt(1 - alpha_bar), not 1 - alpha_bar."),
         Hint(lambda x, a, e: jnp.sqrt(a) * x + jnp.sqrt(a) * e, "the noise is scaled by sqrt(1 - alpha_bar)."),
         Hint(lambda x, a, e: jnp.sqrt(1 - a) * x + jnp.sqrt(a) * e, "the two coefficients are swapped: x0 gets sqrt(alpha_bar)."),
+        Hint(lambda x, a, e: jnp.sqrt(a) * x - jnp.sqrt(1 - a) * e, "the noise is added (+ sqrt(1 - alpha_bar) * noise), not subtracted."),
+        Hint(lambda x, a, e: jnp.sqrt(a) * x + 0 * e, "the noise term sqrt(1 - alpha_bar) * noise is missing."),
     ],
 ))
 

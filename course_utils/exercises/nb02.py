@@ -34,6 +34,11 @@ register(Exercise(
              "the coefficient of x0 has sqrt(alpha_bar_{t-1}), not sqrt(alpha_bar_t)."),
         Hint(lambda x0, xt, b, ab, abp: abp * b / (1 - ab) * x0 + (1 - b) * (1 - abp) / (1 - ab) * xt,
              "square roots are missing: sqrt(alpha_bar_{t-1}) and sqrt(alpha_t)."),
+        Hint(lambda x0, xt, b, ab, abp: _C0(b, ab, abp) * x0 + (1 - b) * (1 - abp) / (1 - ab) * xt,
+             "the coefficient of x_t has sqrt(alpha_t) = sqrt(1 - beta_t): the square root is missing."),
+        Hint(lambda x0, xt, b, ab, abp: jnp.sqrt(abp) * b / (1 - abp) * x0 + jnp.sqrt(1 - b) * (1 - ab) / (1 - abp) * xt,
+             "alpha_bar_t and alpha_bar_{t-1} are swapped: both coefficients are divided by 1 - alpha_bar_t, and x_t's "
+             "has 1 - alpha_bar_{t-1} on top."),
     ],
 ))
 
@@ -47,6 +52,8 @@ register(Exercise(
         Hint(lambda b, ab, abp: (1 - ab) / (1 - abp) * b, "the ratio is upside down: (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)."),
         Hint(lambda b, ab, abp: b + 0 * ab, "that is the forward variance beta_t; the posterior variance is smaller by (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)."),
         Hint(lambda b, ab, abp: jnp.sqrt((1 - abp) / (1 - ab) * b), "you returned a standard deviation; return the variance."),
+        Hint(lambda b, ab, abp: (1 - abp) / (1 - ab) * (1 - b), "the ratio multiplies beta_t, not alpha_t = 1 - beta_t."),
+        Hint(lambda b, ab, abp: (abp - ab) / (1 - ab) * b, "the numerator is 1 - alpha_bar_{t-1}, not alpha_bar_{t-1} - alpha_bar_t."),
     ],
 ))
 
@@ -67,6 +74,8 @@ register(Exercise(
         Hint(lambda x, e, b, ab: (x - b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(ab), "divide by sqrt(alpha_t) = sqrt(1 - beta_t), not sqrt(alpha_bar_t)."),
         Hint(lambda x, e, b, ab: x - b / jnp.sqrt(1 - ab) * e, "the whole bracket is divided by sqrt(alpha_t)."),
         Hint(lambda x, e, b, ab: (x + b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(1 - b), "the predicted noise is subtracted from x_t, not added."),
+        Hint(lambda x, e, b, ab: x / jnp.sqrt(1 - b) - b / jnp.sqrt(1 - ab) * e,
+             "the whole bracket is divided by sqrt(alpha_t): only x_t is divided by sqrt(alpha_t) in your answer."),
     ],
 ))
 
@@ -80,6 +89,7 @@ register(Exercise(
         Hint(lambda m, mt, s2: jnp.mean((m - mt) ** 2) / (2 * s2), "sum the squared errors over the coordinates; do not average them."),
         Hint(lambda m, mt, s2: (m - mt) ** 2 / (2 * s2), "return a single number: sum over all coordinates."),
         Hint(lambda m, mt, s2: jnp.sqrt(jnp.sum((m - mt) ** 2)) / (2 * s2), "the squared norm is needed, without a square root."),
+        Hint(lambda m, mt, s2: jnp.sum((m - mt) ** 2) * s2 / 2, "divide by 2 * sigma2, do not multiply by it."),
     ],
 ))
 
@@ -98,6 +108,7 @@ def _weighted(weight):
 register(Exercise(
     name="noise_loss",
     reference=losses.noise_loss,
+    depends_on=("mean_loss",),
     make_case=_noise_loss_case,
     hints=[
         Hint(_weighted(lambda b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab))), "the weight has alpha_t, not alpha_bar_t, in the denominator: beta^2 / (2 sigma2 alpha_t (1 - alpha_bar_t))."),
@@ -105,6 +116,8 @@ register(Exercise(
         Hint(_weighted(lambda b, a, ab, s2: b**2 / (s2 * a * (1 - ab))), "the factor 1/2 is missing from the weight."),
         Hint(_weighted(lambda b, a, ab, s2: b**2 / (2 * s2 * a * jnp.sqrt(1 - ab))), "the weight has 1 - alpha_bar_t, not its square root."),
         Hint(lambda e, et, b, a, ab, s2: b**2 / (2 * s2 * a * (1 - ab)) * jnp.mean((e - et) ** 2), "sum the squared errors over the coordinates; do not average them."),
+        Hint(lambda e, et, b, a, ab, s2: jnp.sum((e - et) ** 2) + 0 * b,
+             "the weight beta_t^2 / (2 sigma2 alpha_t (1 - alpha_bar_t)) is missing: that is L_simple."),
     ],
 ))
 
@@ -117,5 +130,6 @@ register(Exercise(
         Hint(lambda e, et: jnp.sum(jnp.abs(e - et)), "square the errors instead of taking absolute values."),
         Hint(lambda e, et: jnp.sqrt(jnp.sum((e - et) ** 2)), "L_simple is the squared norm, without a square root."),
         Hint(lambda e, et: (e - et) ** 2, "return a single number: sum over all coordinates."),
+        Hint(lambda e, et: jnp.sum(e**2 - et**2), "square the difference (eps - eps_theta) ** 2, not each term on its own."),
     ],
 ))

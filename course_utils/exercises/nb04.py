@@ -12,6 +12,10 @@ from .common import array as _array
 
 
 def _embedding_case(rng):
+    if rng.uniform() < 0.4:
+        # Small steps and dim = 4 (frequencies 1 and 0.01): the angles stay small, so that a slip in the frequencies
+        # can be named (at angles ~1e4 float32 sines of two ways of writing the same frequency disagree).
+        return rng.integers(0, 3, size=(6,)).astype(np.int32), 4
     shape = [(), (7,), (3, 4)][rng.integers(3)]
     t = rng.integers(1, 1001, size=shape).astype(np.int32)
     return t, int(rng.choice([2, 8, 16, 32, 64]))
@@ -42,6 +46,8 @@ register(Exercise(
         Hint(lambda t, d: jnp.stack([jnp.sin(jnp.asarray(t, jnp.float32)[..., None] * _freq(d)),
                                      jnp.cos(jnp.asarray(t, jnp.float32)[..., None] * _freq(d))], axis=-1).reshape(jnp.shape(t) + (d,)),
              "put all the sines first and all the cosines after (concatenate), not interleaved."),
+        Hint(lambda t, d: _sin_cos(t, d, 10000.0 ** (-jnp.linspace(0.0, 1.0, d // 2))),
+             "the exponent is i / (dim / 2) for i = 0, ..., dim/2 - 1 (jnp.arange(dim // 2)), not jnp.linspace(0, 1, dim / 2)."),
     ],
 ))
 
@@ -65,17 +71,36 @@ def _loss_case(rng):
     alpha_bars = np.cumprod(1 - betas.astype(np.float64)).astype(np.float32)
     n = 8
     if rng.uniform() < 1 / 3:
-        model, shape = _reference_image_model(int(rng.integers(3))), (n, 3, 3)
+        model, shape = _loss_model("image", int(rng.integers(3))), (n, 3, 3)
     else:
-        model, shape = _reference_model(int(rng.integers(3))), (n, 2)
+        model, shape = _loss_model("points", int(rng.integers(3))), (n, 2)
     return model, _array(rng, shape), rng.integers(1, T + 1, size=n).astype(np.int32), _array(rng, shape), alpha_bars
 
 
-def _loss_with(make_x_t, target="noise", reduce=jnp.mean):
+class _TimeSensitive(nnx.Module):
+    """A test model for ddpm_loss whose output depends strongly on t: with a plain small network the loss is
+    dominated by the noise, and slips in t and in x_t gave losses equal to 2e-5."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def __call__(self, x, t):
+        out = self.net(x, t)
+        phase = jnp.sin(0.9 * jnp.asarray(t, jnp.float32)).reshape((-1,) + (1,) * (out.ndim - 1))
+        return out + 2.0 * phase * jnp.ones_like(out)
+
+
+@functools.lru_cache(maxsize=None)
+def _loss_model(kind, seed):
+    net = _reference_image_model(seed) if kind == "image" else _reference_model(seed)
+    return _TimeSensitive(net)
+
+
+def _loss_with(make_x_t, target="noise", reduce=jnp.mean, model_t=lambda t: t):
     def loss(model, x0, t, noise, alpha_bars):
         x_t = make_x_t(x0, t, noise, alpha_bars)
         goal = noise if target == "noise" else x0
-        return reduce((goal - model(x_t, t)) ** 2)
+        return reduce((goal - model(x_t, model_t(t))) ** 2)
     return loss
 
 
@@ -95,6 +120,10 @@ register(Exercise(
         Hint(_loss_with(lambda x0, t, e, ab: _x_t(x0, t, e, ab, sqrt=False)), "x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: the square roots are missing."),
         Hint(_loss_with(lambda x0, t, e, ab: _x_t(x0, t, e, ab), target="x0"), "the network predicts the noise: compare its output with `noise`, not with x0."),
         Hint(_loss_with(lambda x0, t, e, ab: _x_t(x0, t, e, ab), reduce=jnp.sum), "average the squared errors (jnp.mean) instead of summing them."),
+        Hint(_loss_with(lambda x0, t, e, ab: _x_t(x0, t, e, ab), model_t=lambda t: t - 1),
+             "call the model with the time step t itself: only the index into alpha_bars is t - 1."),
+        Hint(_loss_with(lambda x0, t, e, ab: _x_t(x0, t, e, ab, shift=0), model_t=lambda t: t - 1),
+             "off by one: keep t for the model and use alpha_bars[t - 1] for alpha_bar_t (you shifted both by one)."),
     ],
 ))
 
@@ -291,40 +320,136 @@ def _apply(model, x, t):
     return model(x, t)
 
 
+_DENOISER = dict(hidden=128, depth=3, time_dim=32)  # the constructor's defaults, as the text gives them
+
+
+def _denoiser_weights(dim):
+    """Known weights for the text's architecture, by shape: layer names are the student's choice, so every
+    parameter of a shape gets the same array (all the (hidden, hidden) kernels one matrix, all the hidden biases
+    one vector); the function is then fixed whatever the names and the order of creation."""
+    h, e = _DENOISER["hidden"], _DENOISER["time_dim"]
+    rng = np.random.default_rng(400 + dim)
+    def normal(*shape, scale):
+        return np.asarray(rng.standard_normal(shape) * scale, np.float32)
+    return {(dim + e, h): normal(dim + e, h, scale=1.5 / np.sqrt(dim + e)), (h, h): normal(h, h, scale=1.5 / np.sqrt(h)),
+            (h, dim): normal(h, dim, scale=1.0 / np.sqrt(h)), (h,): normal(h, scale=0.3), (dim,): normal(dim, scale=0.3)}
+
+
+def _denoiser_forward(weights, x, t, act=jax.nn.silu, final=lambda z: z, order="x_first"):
+    """The text's MLP on the weights of :func:`_denoiser_weights`, with optional slips (for the messages)."""
+    h, e, depth = _DENOISER["hidden"], _DENOISER["time_dim"], _DENOISER["depth"]
+    dim = x.shape[-1]
+    emb = embeddings.sinusoidal_embedding.raw(t, e)
+    z = jnp.concatenate([x, emb] if order == "x_first" else [emb, x], axis=-1)
+    z = act(z @ weights[(dim + e, h)] + weights[(h,)])
+    for _ in range(depth - 1):
+        z = act(z @ weights[(h, h)] + weights[(h,)])
+    return final(z @ weights[(h, dim)] + weights[(dim,)])
+
+
 def _denoiser_trials(edge_cases):
-    """For dim = 2 and 3: a batch, the same batch at other steps, and moved points (to see that both are used)."""
+    """For dim = 2 and 3: the student's model with known weights (by shape), on a batch, the same batch at other
+    steps, and points far out (where an activation after the output layer shows)."""
     trials = []
     for dim in (2, 3):
         x = np.asarray(np.random.default_rng(dim).standard_normal((5, dim)), np.float32)
         t = np.array([1, 10, 50, 100, 200], np.int32)
-        trials.append(Build(kwargs=(("dim", dim),), inputs=((x, t), (x, t + 37), (x + 1.0, t)), forward=_apply))
+        fill = tuple((shape, array) for shape, array in _denoiser_weights(dim).items())
+        trials.append(Build(kwargs=(("dim", dim),), inputs=((x, t), (x, t + 37), (4.0 * x + 1.0, t)), forward=_apply,
+                            fill=fill))
     return trials
 
 
+_DENOISER_SLIPS = [
+    (dict(final=jax.nn.silu), "no activation after the output layer: the predicted noise can be any real number."),
+    (dict(final=jax.nn.relu), "no activation after the output layer: the predicted noise can be any real number."),
+    (dict(final=jnp.tanh), "no activation after the output layer: the predicted noise can be any real number."),
+    (dict(act=jax.nn.relu), "the hidden layers use the SiLU activation (jax.nn.silu), not ReLU."),
+    (dict(act=jnp.tanh), "the hidden layers use the SiLU activation (jax.nn.silu), not tanh."),
+    (dict(act=jax.nn.gelu), "the hidden layers use the SiLU activation (jax.nn.silu), not GELU."),
+    (dict(act=lambda z: z), "the activation jax.nn.silu after each hidden layer is missing."),
+    (dict(act=jax.nn.relu, final=jax.nn.relu), "use SiLU after each hidden layer, and no activation after the output layer."),
+]
+
+
+def _expected_shapes(dim):
+    h, e, depth = _DENOISER["hidden"], _DENOISER["time_dim"], _DENOISER["depth"]
+    return [(dim + e, h), (h,)] + [(h, h), (h,)] * (depth - 1) + [(h, dim), (dim,)]
+
+
+def _shape_problems(dim, shapes):
+    """Why the student's parameters do not have the shapes of the text's architecture (one sentence each)."""
+    h, e, depth = _DENOISER["hidden"], _DENOISER["time_dim"], _DENOISER["depth"]
+    kernels = [tuple(s) for s in shapes if len(s) == 2]
+    expected = _expected_shapes(dim)
+    listed = ", ".join(str(tuple(s)) for s in shapes) or "none"
+    lines = [f"with dim = {dim} and the default sizes (hidden = {h}, depth = {depth}, time_dim = {e}) its parameters "
+             f"have the shapes {listed}; the architecture of the exercise has {', '.join(map(str, expected))}."]
+    firsts = [k for k in kernels if k[1] == h and k[0] not in (h,)]
+    if (dim + 1, h) in kernels:
+        lines.append("The first layer takes dim + 1 inputs: feed it x concatenated with the embedding "
+                     "sinusoidal_embedding(t, time_dim), not the raw t.")
+    elif (dim, h) in kernels:
+        lines.append("The first layer takes only x: concatenate x with the time embedding sinusoidal_embedding(t, time_dim) "
+                     "(dim + time_dim inputs).")
+    elif firsts and (dim + e, h) not in kernels:
+        lines.append(f"The first layer must take dim + time_dim = {dim + e} inputs (x and the time embedding), "
+                     f"it takes {firsts[0][0]}.")
+    if not any(k[1] == dim for k in kernels):
+        lines.append(f"The output layer must have dim = {dim} outputs.")
+    if any(len(s) == 2 and s[0] == s[1] != h for s in shapes) or any(len(s) == 1 and s[0] not in (h, dim) for s in shapes):
+        lines.append(f"Use the constructor's arguments: hidden layers of width `hidden` ({h}).")
+    return lines
+
+
 def _judge_denoiser(ex, trials, results):
-    """``MLPDenoiser(dim, rngs=...)``: maps (N, dim) points and (N,) steps to (N, dim), uses both, and is trainable."""
-    problems = []
-    n_params = 0
+    """``MLPDenoiser(dim, rngs=...)``: the architecture of the text (shapes, parameter count), then its outputs with
+    known weights against the text's MLP: x concatenated with the sinusoidal embedding, SiLU, no final activation."""
+    from ..grading import _compare, _dependency_lines, describe_value
     for trial, record in zip(trials, results):
         dim = dict(trial.kwargs)["dim"]
-        out, other_t, other_x = (np.asarray(o) for o in built_outputs(ex, trial, record, ["x", "t"]))
-        if out.shape != (5, dim):
-            problems.append(f"with dim = {dim}, a batch x of shape (5, {dim}) must give shape (5, {dim}), got {out.shape}")
-            continue
-        if not np.issubdtype(out.dtype, np.floating) or not np.all(np.isfinite(out)):
-            problems.append("the output contains NaN or infinite values")
-            continue
-        if other_t.shape == out.shape and np.allclose(other_t, out, atol=1e-6):
-            problems.append("the output does not change with t: feed the time embedding into the network")
-        if other_x.shape == out.shape and np.allclose(other_x, out, atol=1e-6):
-            problems.append("the output does not change with x: feed the noisy point into the network")
-        n_params = record.get("n_params") if isinstance(record.get("n_params"), int) else 0
-        if n_params < 1000:
-            problems.append(f"the network has only {n_params} parameters: use hidden layers (e.g. 3 of width 128)")
-    if problems:
-        raise CheckFailure(f"{ex.name}: " + "\n".join(dict.fromkeys(problems)))
-    return f"maps (N, dim) points and (N,) time steps to (N, dim) noise predictions, using both ({n_params} parameters for dim = 3)."
+        def fail(lines):
+            raise CheckFailure(f"{ex.name}: " + "\n".join(lines))
+        if isinstance(record, dict) and "fill_error" in record:
+            info = record["fill_error"] if isinstance(record["fill_error"], dict) else {}
+            shapes = [s for s in info.get("shapes", []) if isinstance(s, list)][:200]
+            fail(["the layers differ from the exercise's: " + _shape_problems(dim, shapes)[0], *_shape_problems(dim, shapes)[1:]])
+        n_expected = sum(int(np.prod(s)) for s in _expected_shapes(dim))
+        n_params = record.get("n_params") if isinstance(record, dict) and isinstance(record.get("n_params"), int) else -1
+        if n_params != n_expected:
+            h, depth = _DENOISER["hidden"], _DENOISER["depth"]
+            fail([f"with dim = {dim} the network has {n_params} parameters; the exercise's architecture (depth = {depth} "
+                  f"hidden nnx.Linear layers of width {h}, then an output layer) has {n_expected}.",
+                  "Create exactly `depth` hidden layers (the first takes dim + time_dim inputs) and one output layer."])
+        outputs = built_outputs(ex, trial, record, ["x", "t"])
+        weights = {tuple(shape): jnp.asarray(a) for shape, a in trial.fill}
+        for number, ((x, t), got) in enumerate(zip(trial.inputs, outputs), start=1):
+            expected = np.asarray(jit_call(lambda x, t: _denoiser_forward(weights, x, t), (x, t)))
+            problem = _compare(expected, got, 1e-4, 1e-5)
+            if problem is None:
+                continue
+            swapped = np.asarray(jit_call(lambda x, t: _denoiser_forward(weights, x, t, order="emb_first"), (x, t)))
+            if _compare(swapped, got, 1e-4, 1e-5) is None:
+                continue  # [embedding, x] is as good as [x, embedding]
+            lines = [f"wrong output with dim = {dim} on input {number} (the test gives your layers known weights, "
+                     f"by their shapes): x of shape {x.shape}, t = {t.tolist()}.",
+                     f"  expected: {describe_value(expected)}", f"  got:      {describe_value(got)}",
+                     *("  " + p for p in problem)]
+            for change, message in _DENOISER_SLIPS:
+                variant = np.asarray(jit_call(lambda x, t: _denoiser_forward(weights, x, t, **change), (x, t)))
+                if _compare(variant, got, 1e-4, 1e-5) is None:
+                    lines.append(f"Likely slip: {message}")
+                    break
+            else:
+                if isinstance(got, np.ndarray) and got.shape == expected.shape and np.all(got > -0.2785):
+                    lines.append("Likely slip: the output is never below -0.28: is there an activation after the output "
+                                 "layer? The predicted noise can be any real number.")
+                lines.append("The exercise fixes the computation: concatenate x with sinusoidal_embedding(t, time_dim), "
+                             "apply each hidden layer followed by jax.nn.silu, then the output layer with no activation.")
+            lines += _dependency_lines(ex)
+            fail(lines)
+    return "the architecture of the exercise, with the right outputs for known weights (dim = 2 and 3)."
 
 
 register(Exercise(name="MLPDenoiser", reference=None, trials=_denoiser_trials, judge=_judge_denoiser,
-                  reference_class=models.MLPDenoiser))
+                  reference_class=models.MLPDenoiser, depends_on=("sinusoidal_embedding",)))

@@ -50,6 +50,8 @@ register(Exercise(
         Hint(_fourier_with(scale=1.0), "the angles are 2 pi W t: the factor 2 pi is missing."),
         Hint(_fourier_with(order=("cos", "sin")), "the sines come first, then the cosines."),
         Hint(_fourier_with(interleave=True), "put all the sines first and all the cosines after (concatenate), not interleaved."),
+        Hint(_fourier_with(scale=jnp.pi), "the angles are 2 pi W t, not pi W t."),
+        Hint(lambda t, W: _fourier_with()(t, 1 / W), "multiply by W (the angles are 2 pi W t), do not divide by it."),
     ],
 ))
 
@@ -64,9 +66,9 @@ def _drop_case(rng):
     return key, y, np.float32(rng.uniform(0.2, 0.8))
 
 
-def _drop_with(keep_when_drawn=False, fill=embeddings.NO_LABEL):
+def _drop_with(keep_when_drawn=False, fill=embeddings.NO_LABEL, prob=lambda p: p, shape=jnp.shape):
     def drop(key, y, p_uncond):
-        mask = jax.random.bernoulli(key, p_uncond, jnp.shape(y))
+        mask = jax.random.bernoulli(key, prob(p_uncond), shape(y))
         return jnp.where(mask, y, fill) if keep_when_drawn else jnp.where(mask, fill, y)
     return drop
 
@@ -82,6 +84,11 @@ register(Exercise(
         Hint(_drop_with(keep_when_drawn=True), "the mask is reversed: a label is dropped (set to -1) where "
                                                "bernoulli(key, p_uncond) is True, so that a fraction p_uncond is dropped."),
         Hint(_drop_with(fill=0), "a dropped label becomes -1 (\"no label\"), not 0: 0 is a real class."),
+        Hint(_drop_with(prob=lambda p: 1 - p), "a label is dropped with probability p_uncond: bernoulli(key, p_uncond, y.shape), not 1 - p_uncond."),
+        Hint(_drop_with(shape=lambda y: ()), "draw one value per label, bernoulli(key, p_uncond, y.shape): with a single draw "
+                                            "all the labels are dropped or none."),
+        Hint(lambda key, y, p: jnp.full_like(y, embeddings.NO_LABEL), "only a fraction p_uncond of the labels is dropped "
+                                                                    "(where the mask is True); keep the others."),
     ],
 ))
 
@@ -112,6 +119,10 @@ def _guided_with(kind):
             return (w + 1) * uncond - w * cond
         if kind == "no_plus_one":
             return w * cond + (1 - w) * uncond
+        if kind == "plus":
+            return (w + 1) * cond + w * uncond
+        if kind == "cond_only":
+            return (w + 1) * cond
         return (w + 1) * cond - w * uncond
     return guided
 
@@ -131,6 +142,8 @@ register(Exercise(
         Hint(_guided_with("no_plus_one"), "that is w eps(y) + (1 - w) eps(none), another convention: this course uses "
                                           "(w + 1) eps(x, t, y) - w eps(x, t, none), so that w = 0 is the plain conditional model."),
         Hint(_guided_with("zero"), "the unconditional prediction uses the label -1 (\"no label\"), not 0 (a real class)."),
+        Hint(_guided_with("plus"), "subtract w times the unconditional prediction: (w + 1) eps(y) - w eps(none)."),
+        Hint(_guided_with("cond_only"), "the unconditional prediction is missing: (w + 1) eps(x, t, y) - w eps(x, t, none)."),
     ],
 ))
 
@@ -152,6 +165,8 @@ def _unet_variant(kind):
         skips = [h, h1, x[:, None, :]]
         if kind == "skip_order":
             skips = [h1, h, x[:, None, :]]
+        if kind == "no_input_skip":
+            skips = [h, h1, jnp.zeros_like(x[:, None, :])]
         return model.tconv1(jnp.concatenate(skips, axis=-1))[:, 0, :]
     return forward
 
@@ -161,6 +176,7 @@ _UNET_SLIPS = [
     ("no_embedding", "the blocks do not add the embedding: add self.denseK(emb)[:, None, :] to each conv's output, before the norm."),
     ("norm_after", "the order in a block is conv + dense(emb), then GroupNorm, then SiLU (you applied SiLU before the norm)."),
     ("skip_order", "concatenate in the order [decoder 1's output, encoder 1's output (h1), the input pixels]."),
+    ("no_input_skip", "the skip of the input pixels is missing: concatenate x[:, None, :] too (the last layer takes 2 c_1 + 2 channels)."),
 ]
 
 
