@@ -469,17 +469,7 @@ class Request:
 
 def _count_equations(jaxpr) -> int:
     """The equations of ``jaxpr`` and of the jaxprs nested in it."""
-    total, todo = 0, [jaxpr]
-    while todo:
-        jaxpr = todo.pop()
-        total += _len(jaxpr.eqns)
-        for eqn in jaxpr.eqns:
-            for value in eqn.params.values():
-                for sub in (value if _isinstance(value, (tuple, list)) else (value,)):
-                    inner = getattr(sub, "jaxpr", sub)
-                    if hasattr(inner, "eqns"):
-                        todo.append(inner)
-    return total
+    return sum(_len(inner.eqns) for inner in _nested_jaxprs(jaxpr))
 
 
 def _unrolled(request: Request, fn):
@@ -717,22 +707,30 @@ def _jaxpr_of(fn, args, static_argnums, module_argnums):
     return _make_jaxpr(fn, static_argnums=static_argnums)(*args)
 
 
-def _references_in(jaxpr) -> set:
-    """The reference markers in the name stacks of ``jaxpr`` and of the jaxprs nested in it."""
-    from ._validate import REFERENCE_SCOPE
-
-    found, todo = set(), [jaxpr]
+def _nested_jaxprs(jaxpr):
+    """``jaxpr`` and every jaxpr nested in its equations (the bodies of scan, while, cond, pjit...)."""
+    todo = [jaxpr]
     while todo:
         jaxpr = todo.pop()
+        yield jaxpr
         for eqn in jaxpr.eqns:
-            for part in str(eqn.source_info.name_stack).split("/"):
-                if part.startswith(REFERENCE_SCOPE + ":"):
-                    found.add(part[_len(REFERENCE_SCOPE) + 1:])
             for value in eqn.params.values():
                 for sub in (value if _isinstance(value, (tuple, list)) else (value,)):
                     inner = getattr(sub, "jaxpr", sub)
                     if hasattr(inner, "eqns"):
                         todo.append(inner)
+
+
+def _references_in(jaxpr) -> set:
+    """The reference markers in the name stacks of ``jaxpr`` and of the jaxprs nested in it."""
+    from ._validate import REFERENCE_SCOPE
+
+    found = set()
+    for inner in _nested_jaxprs(jaxpr):
+        for eqn in inner.eqns:
+            for part in str(eqn.source_info.name_stack).split("/"):
+                if part.startswith(REFERENCE_SCOPE + ":"):
+                    found.add(part[_len(REFERENCE_SCOPE) + 1:])
     return found
 
 
