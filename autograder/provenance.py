@@ -17,6 +17,7 @@ A flag changes no score: the submission is graded and its status is ``flagged``,
 """
 
 import ast
+import functools
 import inspect
 
 FLAG = "[autograder: flagged for the instructor:"
@@ -155,6 +156,7 @@ def canonical(function_source: str):
     return ast.dump(fn, annotate_fields=False), sum(1 for _ in ast.walk(fn))
 
 
+@functools.cache  # the same for every submission graded by this process
 def _reference_code() -> dict:
     """{exercise name: canonical code of its reference} for the references large enough to compare."""
     from course_utils import grading
