@@ -126,10 +126,12 @@ def run_guided_ddim(model, x_T, y, w, timesteps, alpha_bars, sampler=guided_ddim
     ``sampler`` has the signature of :func:`course_utils.sampling.guided_ddim_sample` (the reference, or the
     notebook's own): one ``lax.scan`` over the visited steps. On a GPU or TPU it runs in one call with every
     step. On a CPU it is called once per pair of consecutive visited steps ``(t, t')`` and the calls are
-    chained: XLA runs convolutions inside a compiled loop an order of magnitude slower than on their own
-    (``benchmarks/README.md``), and a scan over a single pair has a trip count of one, which XLA compiles
-    as straight-line code. The result is the same (the carry is the image batch); one compilation serves
-    every pair. With several devices the batch is split between them (when it divides evenly).
+    chained, so that one compilation (14-18 s for the U-Net's guided step on the 2-core machine at load 11)
+    serves every number of steps; a scan over all the steps would be compiled anew for each number of steps.
+    Measured on the course's 2-core machine (load average 11, batch 20, 10 DDIM steps, three interleaved
+    rounds): 136-180 ms a step for the whole scan in one call, 141-167 ms chained, so forward sampling is not
+    slowed by the loop (unlike the training step, ``benchmarks/README.md``). The result is the same (the carry
+    is the image batch). With several devices the batch is split between them (when it divides evenly).
     """
     timesteps = np.asarray(timesteps, np.int32)
     graphdef, state = nnx.split(model)
@@ -161,7 +163,7 @@ def sample_digits(model, key, labels, schedule, *, w=2.0, sampler="ddpm", n_step
     ``lax.scan``: on a CPU, XLA runs convolutions inside a compiled loop
     several times slower than on their own (``benchmarks/unet_mnist.py``);
     a step of the U-Net is long enough that Python's overhead does not count.
-    DDIM's scan is run one pair of steps per call on a CPU (:func:`run_guided_ddim`).
+    DDIM's scan is called one pair of steps at a time on a CPU (:func:`run_guided_ddim`).
     """
     if sampler not in ("ddpm", "ddim"):
         raise ValueError(f"sample_digits: argument `sampler` must be 'ddpm' or 'ddim', got {sampler!r}")
@@ -207,7 +209,7 @@ def within_class_spread(images, labels):
 
 
 def evaluate(model, schedule, key, *, per_digit=50, keys=5, w=2.0, sampler="ddim", n_steps=20,
-             ddim=guided_ddim_sample):
+             ddim=guided_ddim_sample, path=False):
     """Sample ``per_digit`` images of each digit, in ``keys`` runs of :func:`sample_digits` with keys of their own,
     and measure them, overall and run by run (the spread over sampling keys).
 
@@ -216,18 +218,23 @@ def evaluate(model, schedule, key, *, per_digit=50, keys=5, w=2.0, sampler="ddim
     ``accuracy`` (the shipped classifier's, overall), ``per_digit_accuracy`` (10,), ``spread`` (mean
     within-digit distance of all samples, (10,)), ``seconds`` (all runs), ``by_key``: ``accuracy``,
     ``spread`` (the mean over digits; NaN with one image of each digit per run) and ``seconds`` of each run,
-    each (keys,); and the ``samples``, their ``labels`` and the run ``key_index`` of each.
+    each (keys,); and the ``samples``, their ``labels`` and the run ``key_index`` of each. With ``path=True``
+    also ``path``: every visited state of the first run (unclipped, as :func:`sample_digits` with
+    ``trajectory=True``), at no extra cost.
     """
     if isinstance(keys, bool) or not isinstance(keys, int) or keys < 1 or per_digit % keys:
         raise ValueError(f"evaluate: `per_digit` ({per_digit}) must be a multiple of `keys` ({keys!r}, a positive int)")
     labels = np.tile(np.arange(10), per_digit // keys)
     _compile(model, labels, schedule, w, sampler, n_steps, ddim)
-    parts, seconds = [], []
+    parts, seconds, first_path = [], [], None
     for k in range(keys):
         start = time.perf_counter()
-        parts.append(np.asarray(sample_digits(model, jax.random.fold_in(key, k), labels, schedule, w=w, sampler=sampler,
-                                              n_steps=n_steps, ddim=ddim)))
+        out = np.asarray(sample_digits(model, jax.random.fold_in(key, k), labels, schedule, w=w, sampler=sampler,
+                                       n_steps=n_steps, ddim=ddim, trajectory=path and k == 0))
         seconds.append(time.perf_counter() - start)
+        if path and k == 0:
+            first_path, out = out, np.clip(out[-1], -1.0, 1.0)
+        parts.append(out)
     samples = np.concatenate(parts)
     all_labels = np.tile(labels, keys)
     accuracy = classifier.classifier_accuracy(samples, all_labels)
@@ -236,7 +243,8 @@ def evaluate(model, schedule, key, *, per_digit=50, keys=5, w=2.0, sampler="ddim
               "seconds": np.array(seconds)}
     return {"accuracy": accuracy.overall, "per_digit_accuracy": np.asarray(accuracy.per_class),
             "spread": within_class_spread(samples, all_labels), "seconds": float(sum(seconds)), "by_key": by_key,
-            "samples": samples, "labels": all_labels, "key_index": np.repeat(np.arange(keys), len(labels))}
+            "samples": samples, "labels": all_labels, "key_index": np.repeat(np.arange(keys), len(labels)),
+            **({"path": first_path} if path else {})}
 
 
 def _mean_over_digits(spread):

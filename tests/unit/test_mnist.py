@@ -233,6 +233,10 @@ def test_evaluate_measures_each_key(tiny_model):
     for name in ("accuracy", "spread", "seconds"):
         assert quality["by_key"][name].shape == (2,)
     assert np.mean(quality["by_key"]["accuracy"]) == pytest.approx(quality["accuracy"])
+    with_path = mnist.evaluate(tiny_model, schedule, jax.random.key(0), per_digit=4, keys=2, n_steps=2, path=True)
+    assert with_path["path"].shape == (3, 20, 28, 28, 1)
+    np.testing.assert_allclose(np.clip(with_path["path"][-1], -1, 1), with_path["samples"][:20], atol=1e-6)
+    np.testing.assert_allclose(with_path["samples"], quality["samples"], atol=1e-5)
     with pytest.raises(ValueError, match="multiple of `keys`"):
         mnist.evaluate(tiny_model, schedule, jax.random.key(0), per_digit=5, keys=2)
 
