@@ -86,7 +86,7 @@ def test_shipped_checkpoint_reproduces_its_recorded_accuracy():
     recorded = metadata["evaluation"]
     schedule = make_schedule(mnist.make_betas(metadata["schedule"]))
     result = mnist.evaluate(model, schedule, jax.random.key(12345), per_digit=10, w=recorded["w"],
-                            n_steps=recorded["n_steps"], batch=100)
+                            n_steps=recorded["n_steps"], keys=1)
     n = 100
     p = recorded["accuracy"]
     tolerance = 4 * math.sqrt(max(p * (1 - p), 0.01) / n)  # a binomial spread of 100 samples
