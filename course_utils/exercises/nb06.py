@@ -276,7 +276,7 @@ def _ddim_with(order="down", pairs="t_then_next", prev_one=True, shift=1, model_
             ab_prev = jnp.where(t_prev > 0, ab_index, 1.0) if prev_one else ab_index
             x0_hat = (x - jnp.sqrt(1 - ab_t) * eps) / ab_t**x0_power
             x_prev = jnp.sqrt(ab_prev) * x0_hat + jnp.sqrt(1 - ab_prev) * (eps if direction == "guided" else cond)
-            return x_prev, (x if keep == "no x_0" else x_prev)
+            return x_prev, (x if keep in ("no x_0", "x_t collected") else x_prev)
 
         x_last, xs = jax.lax.scan(body, x_T, steps)
         if keep == "x_0 only":
@@ -327,5 +327,7 @@ register(Exercise(
                                         "that the scan collects."),
         Hint(_ddim_with(keep="no x_0"), "the trajectory is missing x_0: collect the new state x_t' in the scan body, "
                                         "not the state x_t it started from."),
+        Hint(_ddim_with(keep="x_t collected"), "the trajectory holds x_T twice and misses x_0: collect the new state "
+                                               "x_t' in the scan body, not the state x_t it started from."),
     ],
 ))

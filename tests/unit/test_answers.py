@@ -743,7 +743,7 @@ def _ddim_answer(kind="right"):
                 ab_prev = jnp.where(t_prev > 0, alpha_bars[t_prev], 1.0)
             x0_hat = (x_t - jnp.sqrt(1 - ab_t) * eps) / (ab_t if kind == "no_sqrt" else jnp.sqrt(ab_t))
             x_prev = jnp.sqrt(ab_prev) * x0_hat + jnp.sqrt(1 - ab_prev) * (cond if kind == "direction_cond" else eps)
-            return x_prev, (x_t if kind == "collect_x_t" else x_prev)
+            return x_prev, (x_t if kind in ("collect_x_t", "collect_x_t_with_x_T") else x_prev)
 
         pairs = jnp.stack([ts[:-1], ts[:-1] - 1 if kind == "t_minus_1" else ts[1:]], axis=1)
         x_0, xs = jax.lax.scan(body, x_T, pairs)
@@ -834,6 +834,7 @@ answers("guided_ddim_sample", ok=[
     (_ddim_answer("x0_only"), SLIP + "return the whole trajectory"),
     (_ddim_answer("no_x_T"), SLIP + "the trajectory starts with x_T itself"),
     (_ddim_answer("collect_x_t"), SLIP + "the trajectory is missing x_0"),
+    (_ddim_answer("collect_x_t_with_x_T"), SLIP + "the trajectory holds x_T twice"),
     (_ddim_python_loop, "loop over the visited time steps with jax.lax.scan"),
 ], n_cases=3)
 

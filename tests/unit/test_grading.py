@@ -544,7 +544,7 @@ _MUTANTS_06 = [
      "you swapped t and t'"),
     ("jnp.stack([timesteps[:-1], timesteps[1:]], axis=1)", "jnp.stack([timesteps[:-1], timesteps[:-1] - 1], axis=1)",
      "not to t - 1"),
-    ("return x_prev, x_prev", "return x_prev, x_t", "the trajectory is missing x_0"),
+    ("return x_prev, x_prev", "return x_prev, x_t", "the trajectory holds x_T twice and misses x_0"),
     ("return jnp.concatenate([x_T[None], xs])", "return xs", "starts with x_T"),
 ]
 
