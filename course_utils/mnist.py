@@ -27,8 +27,8 @@ import optax
 from flax import nnx
 
 from . import checkpoints, classifier, config, data, unet
-from .guidance import Guided, guided_step, train_conditional
-from .sampling import ddim_step, reverse_sigmas
+from .guidance import guided_step, train_conditional
+from .sampling import guided_ddim_sample, reverse_sigmas
 from .schedules import cosine_betas, linear_betas, make_schedule
 from .training import data_parallel_shardings
 
@@ -108,23 +108,62 @@ def _ddpm_step(graphdef, state, x, t, z, y, w, schedule, sigmas):
     return guided_step(nnx.merge(graphdef, state), x, t, z, y, w, schedule, sigmas)
 
 
-@config.jit(static_argnames=("graphdef",))
-def _ddim_step(graphdef, state, x, t, t_prev, y, w, alpha_bars):
-    return ddim_step(Guided(nnx.merge(graphdef, state), y, w), x, t, t_prev, alpha_bars)
+def ddim_timesteps(n_steps, T=T):
+    """The steps visited by DDIM in ``n_steps`` jumps: ``n_steps + 1`` evenly spaced integers from T down to 0."""
+    if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) or not 1 <= n_steps <= T:
+        raise ValueError(f"ddim_timesteps: argument `n_steps` must be an int in 1..T = {T}, got {n_steps!r}")
+    return np.round(np.linspace(T, 0, int(n_steps) + 1)).astype(np.int32)
 
 
-def sample_digits(model, key, labels, schedule, *, w=2.0, sampler="ddpm", n_steps=20, trajectory=False):
+@config.jit(static_argnames=("graphdef", "sampler"))
+def _sampler_call(graphdef, state, x, y, w, timesteps, alpha_bars, *, sampler):
+    return sampler(nnx.merge(graphdef, state), x, y, w, timesteps, alpha_bars)
+
+
+def run_guided_ddim(model, x_T, y, w, timesteps, alpha_bars, sampler=guided_ddim_sample):
+    r"""``sampler(model, x_T, y, w, timesteps, alpha_bars)``, compiled: the trajectory, shape (K + 1, N, ...).
+
+    ``sampler`` has the signature of :func:`course_utils.sampling.guided_ddim_sample` (the reference, or the
+    notebook's own): one ``lax.scan`` over the visited steps. On a GPU or TPU it runs in one call with every
+    step. On a CPU it is called once per pair of consecutive visited steps ``(t, t')`` and the calls are
+    chained, so that one compilation (14-18 s for the U-Net's guided step on the 2-core machine at load 11)
+    serves every number of steps; a scan over all the steps would be compiled anew for each number of steps.
+    Measured on the course's 2-core machine (load average 11, batch 20, 10 DDIM steps, three interleaved
+    rounds): 136-180 ms a step for the whole scan in one call, 141-167 ms chained, so forward sampling is not
+    slowed by the loop (unlike the training step, ``benchmarks/README.md``). The result is the same (the carry
+    is the image batch). With several devices the batch is split between them (when it divides evenly).
+    """
+    timesteps = np.asarray(timesteps, np.int32)
+    graphdef, state = nnx.split(model)
+    w = jnp.float32(w)
+    x_T, y = _spread(jnp.asarray(x_T), jnp.asarray(y, jnp.int32))    # the batch split over the devices
+    if config.on_accelerator():
+        return _sampler_call(graphdef, state, x_T, y, w, jnp.asarray(timesteps), alpha_bars, sampler=sampler)
+    states, x = [x_T], x_T
+    for pair in zip(timesteps[:-1], timesteps[1:]):
+        x = _sampler_call(graphdef, state, x, y, w, jnp.asarray(pair, jnp.int32), alpha_bars, sampler=sampler)[-1]
+        states.append(x)
+    return jnp.stack(states)
+
+
+def sample_digits(model, key, labels, schedule, *, w=2.0, sampler="ddpm", n_steps=20, trajectory=False,
+                  ddim=guided_ddim_sample):
     r"""Guided samples of the digits ``labels`` (N,), shape (N, 28, 28, 1), clipped to [-1, 1].
 
     ``sampler``: "ddpm" (all T steps, :math:`\sigma_t^2 = \tilde\beta_t`) or
-    "ddim" (``n_steps`` deterministic steps). ``w``: the guidance weight.
-    With ``trajectory=True`` returns every visited state (unclipped), first
-    axis from :math:`x_T` to :math:`x_0`.
+    "ddim" (``n_steps`` deterministic steps, :func:`ddim_timesteps`, run by
+    :func:`run_guided_ddim` with ``ddim``: the reference
+    :func:`course_utils.sampling.guided_ddim_sample`, or a function of the
+    same signature). ``w``: the guidance weight. The starting noise depends
+    only on ``key`` and the shape, so both samplers start from the same
+    :math:`x_T`. With ``trajectory=True`` returns every visited state
+    (unclipped), first axis from :math:`x_T` to :math:`x_0`.
 
-    The loop over time steps is a Python loop of one compiled step, not a
+    DDPM's loop over time steps is a Python loop of one compiled step, not a
     ``lax.scan``: on a CPU, XLA runs convolutions inside a compiled loop
     several times slower than on their own (``benchmarks/unet_mnist.py``);
     a step of the U-Net is long enough that Python's overhead does not count.
+    DDIM's scan is called one pair of steps at a time on a CPU (:func:`run_guided_ddim`).
     """
     if sampler not in ("ddpm", "ddim"):
         raise ValueError(f"sample_digits: argument `sampler` must be 'ddpm' or 'ddim', got {sampler!r}")
@@ -145,11 +184,9 @@ def sample_digits(model, key, labels, schedule, *, w=2.0, sampler="ddpm", n_step
     else:
         if not 1 <= n_steps <= schedule.T:
             raise ValueError(f"sample_digits: argument `n_steps` must lie in 1..T = {schedule.T}, got {n_steps}")
-        visited = np.round(np.linspace(schedule.T, 0, n_steps + 1)).astype(int)
-        for t, t_prev in zip(visited[:-1], visited[1:]):
-            x = _ddim_step(graphdef, state, x, int(t), int(t_prev), labels, w, schedule.alpha_bars)
-            if trajectory:
-                states.append(x)
+        states = run_guided_ddim(model, x, labels, w, ddim_timesteps(n_steps, schedule.T), schedule.alpha_bars,
+                                 sampler=ddim)
+        return states if trajectory else jnp.clip(states[-1], -1.0, 1.0)
     return jnp.stack(states) if trajectory else jnp.clip(x, -1.0, 1.0)
 
 
@@ -171,23 +208,92 @@ def within_class_spread(images, labels):
     return spread
 
 
-def evaluate(model, schedule, key, *, per_digit=50, w=2.0, sampler="ddim", n_steps=20, batch=250):
-    """Sample ``per_digit`` images of each digit and measure them.
+def evaluate(model, schedule, key, *, per_digit=50, keys=5, w=2.0, sampler="ddim", n_steps=20,
+             ddim=guided_ddim_sample, path=False):
+    """Sample ``per_digit`` images of each digit, in ``keys`` runs of :func:`sample_digits` with keys of their own,
+    and measure them, overall and run by run (the spread over sampling keys).
 
-    Returns a dict: ``accuracy`` (the shipped classifier's, overall),
-    ``per_digit_accuracy`` (10,), ``spread`` (mean within-digit distance, (10,)),
-    ``seconds`` (sampling time), and the ``samples`` and their ``labels``.
+    Every run asks for ``per_digit // keys`` images of each digit (``per_digit`` must be a multiple of ``keys``).
+    The sampler is compiled before the clock starts, so ``seconds`` is pure sampling. Returns a dict:
+    ``accuracy`` (the shipped classifier's, overall), ``per_digit_accuracy`` (10,), ``spread`` (mean
+    within-digit distance of all samples, (10,)), ``seconds`` (all runs), ``by_key``: ``accuracy``,
+    ``spread`` (the mean over digits; NaN with one image of each digit per run) and ``seconds`` of each run,
+    each (keys,); and the ``samples``, their ``labels`` and the run ``key_index`` of each. With ``path=True``
+    also ``path``: every visited state of the first run (unclipped, as :func:`sample_digits` with
+    ``trajectory=True``), at no extra cost.
     """
-    labels = np.repeat(np.arange(10), per_digit)
-    start = time.perf_counter()
-    parts = [sample_digits(model, jax.random.fold_in(key, i), labels[i:i + batch], schedule, w=w, sampler=sampler,
-                           n_steps=n_steps) for i in range(0, len(labels), batch)]
-    samples = np.asarray(jnp.concatenate(parts))
-    seconds = time.perf_counter() - start
-    accuracy = classifier.classifier_accuracy(samples, labels)
+    if isinstance(keys, bool) or not isinstance(keys, int) or keys < 1 or per_digit % keys:
+        raise ValueError(f"evaluate: `per_digit` ({per_digit}) must be a multiple of `keys` ({keys!r}, a positive int)")
+    labels = np.tile(np.arange(10), per_digit // keys)
+    _compile(model, labels, schedule, w, sampler, n_steps, ddim)
+    parts, seconds, first_path = [], [], None
+    for k in range(keys):
+        start = time.perf_counter()
+        out = np.asarray(sample_digits(model, jax.random.fold_in(key, k), labels, schedule, w=w, sampler=sampler,
+                                       n_steps=n_steps, ddim=ddim, trajectory=path and k == 0))
+        seconds.append(time.perf_counter() - start)
+        if path and k == 0:
+            first_path, out = out, np.clip(out[-1], -1.0, 1.0)
+        parts.append(out)
+    samples = np.concatenate(parts)
+    all_labels = np.tile(labels, keys)
+    accuracy = classifier.classifier_accuracy(samples, all_labels)
+    by_key = {"accuracy": np.array([classifier.classifier_accuracy(p, labels).overall for p in parts]),
+              "spread": np.array([_mean_over_digits(within_class_spread(p, labels)) for p in parts]),
+              "seconds": np.array(seconds)}
     return {"accuracy": accuracy.overall, "per_digit_accuracy": np.asarray(accuracy.per_class),
-            "spread": within_class_spread(samples, labels), "seconds": seconds, "samples": samples,
-            "labels": labels}
+            "spread": within_class_spread(samples, all_labels), "seconds": float(sum(seconds)), "by_key": by_key,
+            "samples": samples, "labels": all_labels, "key_index": np.repeat(np.arange(keys), len(labels)),
+            **({"path": first_path} if path else {})}
+
+
+def _mean_over_digits(spread):
+    """The mean of the digits' spreads that exist (NaN when none does)."""
+    known = spread[~np.isnan(spread)]
+    return float(known.mean()) if known.size else float("nan")
+
+
+def _compile(model, labels, schedule, w, sampler, n_steps, ddim):
+    """Compile what ``sampler`` runs for a batch of ``labels``: on a CPU one step, thrown away (every step runs
+    the same compiled code); on a GPU or TPU DDIM's whole loop of ``n_steps``."""
+    labels = jnp.asarray(labels, jnp.int32)
+    x, labels = _spread(jnp.zeros((labels.shape[0], 28, 28, model.config.image_channels)), labels)
+    if sampler == "ddim":
+        steps = ddim_timesteps(n_steps, schedule.T) if config.on_accelerator() else np.array([schedule.T, 0], np.int32)
+        run_guided_ddim(model, x, labels, w, steps, schedule.alpha_bars, sampler=ddim)
+    else:
+        graphdef, state = nnx.split(model)
+        _ddpm_step(graphdef, state, x, schedule.T, x, labels, jnp.float32(w), schedule,
+                   reverse_sigmas(schedule, "beta_tilde")).block_until_ready()
+
+
+def mean_and_spread(values):
+    """(mean, sample standard deviation) of ``values`` over runs; the deviation is NaN for a single run."""
+    values = np.asarray(values, np.float64)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else float("nan")
+
+
+def nearest_neighbours(images, reference, batch=500):
+    """For each of ``images`` (N, 28, 28, 1), the distance to its nearest image in ``reference`` (M, 28, 28, 1)
+    and that image's index: ``(distances (N,), indices (N,))``, Euclidean over the pixels (in [-1, 1]).
+
+    The memorisation check of notebook 06: generated digits that are copies of training digits lie much closer
+    to the training set than new real digits (the held-out test split) do.
+    """
+    x = np.asarray(images, np.float32).reshape(len(images), -1)
+    r = np.asarray(reference, np.float32).reshape(len(reference), -1)
+    r_squared = (r.astype(np.float64) ** 2).sum(1)
+    distances, indices = [], []
+    for i in range(0, len(x), batch):
+        part = x[i:i + batch]
+        d2 = (part.astype(np.float64) ** 2).sum(1)[:, None] + r_squared[None, :] - 2.0 * (part @ r.T)
+        nearest = np.argmin(d2, axis=1)
+        indices.append(nearest)
+        distances.append(np.sqrt(np.maximum(d2[np.arange(len(part)), nearest], 0.0)))
+    return np.concatenate(distances), np.concatenate(indices)
 
 
 def shipped_path(config="cpu"):

@@ -175,3 +175,42 @@ def ddim_sample(model, x_T, schedule: Schedule, n_steps, trajectory=False, eta=0
     graphdef, state = nnx.split(model)
     return _ddim_scan(graphdef, state, x_T, steps, schedule.alpha_bars, jnp.float32(eta), zs,
                       trajectory=trajectory, step=step)
+
+
+# ---------------------------------------------------------------- guided DDIM over images (notebook 06)
+
+
+@marked
+def guided_ddim_sample(model, x_T, y, w, timesteps, alpha_bars):
+    r"""Deterministic DDIM (:math:`\eta = 0`) with classifier-free guidance, over the visited steps ``timesteps``.
+
+    At each pair of consecutive visited steps :math:`t > t'` (one ``jax.lax.scan`` over the pairs):
+
+    .. math::
+        \tilde\epsilon = (w + 1)\,\epsilon_\theta(x_t, t, y) - w\,\epsilon_\theta(x_t, t, \varnothing), \qquad
+        \hat x_0 = \frac{x_t - \sqrt{1-\bar\alpha_t}\,\tilde\epsilon}{\sqrt{\bar\alpha_t}}, \qquad
+        x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}}\,\tilde\epsilon
+
+    with :math:`\bar\alpha_0 = 1`: :func:`course_utils.guidance.guided_eps` (the "no label" :math:`\varnothing`
+    is -1) in :func:`ddim_step`. ``model(x, t, y)``: a conditional noise predictor; ``x_T``: (N, ...);
+    ``y``: (N,) labels; ``w``: the guidance weight; ``timesteps``: (K + 1,) integers decreasing from T to 0
+    (the steps visited, ``timesteps[0]`` = T, ``timesteps[-1]`` = 0); ``alpha_bars``: (T,), index ``t - 1``.
+    Returns the trajectory, shape (K + 1, N, ...): index ``k`` holds :math:`x_{t_k}` at ``t_k = timesteps[k]``
+    (``[0]`` is ``x_T``, ``[-1]`` is :math:`x_0`). Deterministic given ``x_T``.
+    """
+    from .guidance import guided_eps
+
+    timesteps = jnp.asarray(timesteps, jnp.int32)
+    if timesteps.ndim != 1 or timesteps.shape[0] < 2:
+        raise ValueError(f"guided_ddim_sample: argument `timesteps` must have shape (K + 1,) with K >= 1, "
+                         f"got shape {tuple(timesteps.shape)}")
+
+    def eps(x, t):
+        return guided_eps(model, x, t, y, w)
+
+    def body(x, pair):
+        x_prev = ddim_step(eps, x, pair[0], pair[1], alpha_bars)
+        return x_prev, x_prev
+
+    _, xs = jax.lax.scan(body, x_T, jnp.stack([timesteps[:-1], timesteps[1:]], axis=1))
+    return jnp.concatenate([x_T[None], xs])

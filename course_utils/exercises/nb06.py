@@ -1,10 +1,13 @@
-"""Notebook 06: the two blocks of the MNIST U-Net, ResidualBlock and SelfAttention.
+"""Notebook 06: the two blocks of the MNIST U-Net, ResidualBlock and SelfAttention, and the guided DDIM sampler.
 
-The student writes ``__call__`` of each class; the constructor (and so the
+For the blocks the student writes ``__call__`` of each class; the constructor (and so the
 layer names) is given, so that the shipped weights load into the student's
 blocks. The checks build the student's block and the reference with the same
 seed, copy the student's weights into the reference, and compare the outputs
-on random inputs; on a mismatch they try known slips.
+on random inputs; on a mismatch they try known slips. The sampler,
+``guided_ddim_sample``, is checked against the reference on a cheap stand-in
+for the U-Net (same signature, same image shape), so that its test takes
+seconds.
 """
 
 import jax
@@ -12,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .. import unet
-from ..grading import Build, CheckFailure, Exercise, _compare, built_outputs, describe_value, jit_call, register
+from .. import sampling, unet
+from ..grading import Build, CheckFailure, Exercise, Hint, _compare, built_outputs, describe_value, jit_call, register
 
 
 def _trials(reference_cls, settings, make_inputs, forward):
@@ -178,3 +181,153 @@ def _judge_self_attention(ex, trials, results):
 
 register(Exercise(name="SelfAttention", reference=None, trials=_self_attention_trials, judge=_judge_self_attention,
                   reference_class=unet.SelfAttention))
+
+
+# ---------------------------------------------------------------- the sampler: guided_ddim_sample
+
+
+class _ToyEps(nnx.Module):
+    """A stand-in for the U-Net in the checks of ``guided_ddim_sample``: a cheap conditional noise predictor with
+    the U-Net's signature ``model(x, t, y)`` on (N, 28, 28, 1) images, whose output depends on every pixel, on the
+    time step and on the label, "no label" (-1) included, so that each slip changes the samples."""
+
+    def __init__(self, seed):
+        rng = np.random.default_rng(6060 + seed)
+        self.label_shift = nnx.Param(jnp.asarray(rng.normal(size=(11,)), jnp.float32))   # [0]: no label (-1)
+        self.pixel = nnx.Param(jnp.asarray(rng.normal(size=(28, 28, 1)) * 0.5, jnp.float32))
+        self.frequency = nnx.Param(jnp.float32(0.15 + 0.1 * seed))
+
+    def __call__(self, x, t, y):
+        n = x.shape[0]
+        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (n,)).reshape(n, 1, 1, 1)
+        y = jnp.broadcast_to(jnp.asarray(y, jnp.int32), (n,))
+        shift = self.label_shift[...][jnp.clip(y + 1, 0, 10)].reshape(n, 1, 1, 1)
+        return jnp.tanh(0.9 * x + self.pixel[...] * shift + 0.5 * jnp.sin(self.frequency[...] * t + shift))
+
+
+_TOYS = {}
+
+
+def _toy(seed):
+    """One of three stand-in models, made once (building models is slow)."""
+    seed = int(seed) % 3
+    if seed not in _TOYS:
+        _TOYS[seed] = _ToyEps(seed)
+    return _TOYS[seed]
+
+
+_N_IMAGES = 4
+
+
+def _ddim_inputs(rng, T, timesteps, w, betas=None):
+    if betas is None:
+        betas = np.linspace(1e-3, rng.uniform(0.1, 0.2), T)
+    alpha_bars = np.cumprod(1 - np.asarray(betas, np.float64)).astype(np.float32)
+    return (_toy(int(rng.integers(3))), np.asarray(rng.standard_normal((_N_IMAGES, 28, 28, 1)), np.float32),
+            rng.integers(0, 10, size=_N_IMAGES).astype(np.int32), np.float32(w),
+            np.asarray(timesteps, np.int32), alpha_bars)
+
+
+def _ddim_case(rng):
+    """T = 50, 5 visited jumps: evenly spaced (one case in two) or uneven, always from T down to 0; w in [0.5, 4]."""
+    T, K = 50, 5
+    if rng.uniform() < 0.5:
+        timesteps = np.round(np.linspace(T, 0, K + 1))
+    else:
+        timesteps = np.concatenate([[T], np.sort(rng.choice(np.arange(1, T), K - 1, replace=False))[::-1], [0]])
+    return _ddim_inputs(rng, T, timesteps, rng.uniform(0.5, 4.0))
+
+
+def _ddim_edge_cases():
+    from .. import mnist
+
+    rng = np.random.default_rng(6061)
+    return [
+        _ddim_inputs(rng, 50, [50, 0], 2.0),                                   # one jump from T to 0
+        _ddim_inputs(rng, 50, np.arange(50, -1, -10), 0.0),                    # w = 0: the plain conditional model
+        _ddim_inputs(rng, 10, np.arange(10, -1, -1), 1.5),                     # every step, t' = t - 1
+        _ddim_inputs(rng, mnist.T, np.round(np.linspace(mnist.T, 0, 21)), 2.0,  # the notebook's schedule and steps
+                     betas=np.asarray(mnist.make_betas("cosine"))),
+    ]
+
+
+def _ddim_with(order="down", pairs="t_then_next", prev_one=True, shift=1, model_t="t", guidance="cfg", null=-1,
+               direction="guided", x0_power=0.5, keep="x_T first"):
+    """The guided DDIM sampler with one slip."""
+    def run(model, x_T, y, w, timesteps, alpha_bars):
+        timesteps, alpha_bars = jnp.asarray(timesteps), jnp.asarray(alpha_bars)
+        ts = timesteps[::-1] if order == "reversed" else timesteps
+        if pairs == "t_then_next":
+            steps = jnp.stack([ts[:-1], ts[1:]], axis=1)
+        elif pairs == "swapped":
+            steps = jnp.stack([ts[1:], ts[:-1]], axis=1)
+        else:  # "t_minus_1": the next visited step ignored, t' = t - 1
+            steps = jnp.stack([ts[:-1], ts[:-1] - 1], axis=1)
+        no_label = jnp.full_like(y, null)
+
+        def body(x, pair):
+            t, t_prev = pair[0], pair[1]
+            at = jnp.full((x.shape[0],), t if model_t == "t" else t_prev)
+            cond, uncond = model(x, at, y), model(x, at, no_label)
+            eps = {"cfg": (w + 1) * cond - w * uncond, "convention": w * cond + (1 - w) * uncond,
+                   "swapped": (w + 1) * uncond - w * cond, "difference": w * (cond - uncond)}[guidance]
+            ab_t = alpha_bars[t - shift]
+            ab_index = alpha_bars[t_prev - shift]
+            ab_prev = jnp.where(t_prev > 0, ab_index, 1.0) if prev_one else ab_index
+            x0_hat = (x - jnp.sqrt(1 - ab_t) * eps) / ab_t**x0_power
+            x_prev = jnp.sqrt(ab_prev) * x0_hat + jnp.sqrt(1 - ab_prev) * (eps if direction == "guided" else cond)
+            return x_prev, (x if keep in ("no x_0", "x_t collected") else x_prev)
+
+        x_last, xs = jax.lax.scan(body, x_T, steps)
+        if keep == "x_0 only":
+            return x_last
+        if keep in ("no x_T", "no x_0"):
+            return xs
+        return jnp.concatenate([x_T[None], xs])
+    return run
+
+
+register(Exercise(
+    name="guided_ddim_sample",
+    reference=sampling.guided_ddim_sample,
+    make_case=_ddim_case,
+    edge_cases=_ddim_edge_cases,
+    module_argnums=(0,),
+    rtol=1e-4, atol=1e-4,  # x0_hat reaches ~100 where alpha_bar_t is small: float32 rounding of other algebra
+    requires=("scan", "while"),
+    requires_message="loop over the visited time steps with jax.lax.scan (a Python for loop unrolls every step, "
+                     "each with two calls of the U-Net, into one huge compiled program).",
+    hints=[
+        Hint(_ddim_with(order="reversed"), "`timesteps` is already in the order of sampling, from T down to 0: "
+                                           "do not reverse it."),
+        Hint(_ddim_with(pairs="swapped"), "each step goes from t = timesteps[k] down to t' = timesteps[k + 1], "
+                                          "the smaller one (you swapped t and t')."),
+        Hint(_ddim_with(pairs="t_minus_1"), "each step jumps to the next visited step, t' = timesteps[k + 1], "
+                                            "not to t - 1: that is how DDIM skips steps."),
+        Hint(_ddim_with(prev_one=False), "at the last step t' = 0, and alpha_bar_0 = 1 (the clean image): "
+                                         "alpha_bars[t' - 1] with t' = 0 wraps around to alpha_bar_T. Use jnp.where."),
+        Hint(_ddim_with(shift=0), "off by one: the alpha_bar of step t is alpha_bars[t - 1] (time steps count from 1), "
+                                  "and the same for t'."),
+        Hint(_ddim_with(model_t="t_prev"), "call the U-Net at the step the image is at, t, not at the step t' "
+                                           "it jumps to."),
+        Hint(_ddim_with(guidance="convention"), "the guided noise is (w + 1) eps(x_t, t, y) - w eps(x_t, t, no label): "
+                                                "with w = 0 it is the plain conditional prediction."),
+        Hint(_ddim_with(guidance="swapped"), "the conditional prediction gets the weight (w + 1) and the "
+                                             "unconditional one -w (you swapped them)."),
+        Hint(_ddim_with(guidance="difference"), "the guided noise is eps(x_t, t, y) + w (eps(x_t, t, y) - eps(x_t, t, no label)): "
+                                                "the conditional prediction itself is missing."),
+        Hint(_ddim_with(null=0), "\"no label\" is the label -1 (the U-Net's learned null entry); label 0 asks for "
+                                 "the digit zero."),
+        Hint(_ddim_with(direction="conditional"), "use the guided noise in both places: in x0_hat and in the "
+                                                  "direction term sqrt(1 - alpha_bar_t') * eps."),
+        Hint(_ddim_with(x0_power=1.0), "x0_hat divides by sqrt(alpha_bar_t), not by alpha_bar_t."),
+        Hint(_ddim_with(keep="x_0 only"), "return the whole trajectory, shape (K + 1, N, 28, 28, 1), not only the "
+                                          "final x_0: scan's second output collects one image batch per step."),
+        Hint(_ddim_with(keep="no x_T"), "the trajectory starts with x_T itself: put x_T in front of the K states "
+                                        "that the scan collects."),
+        Hint(_ddim_with(keep="no x_0"), "the trajectory is missing x_0: collect the new state x_t' in the scan body, "
+                                        "not the state x_t it started from."),
+        Hint(_ddim_with(keep="x_t collected"), "the trajectory holds x_T twice and misses x_0: collect the new state "
+                                               "x_t' in the scan body, not the state x_t it started from."),
+    ],
+))

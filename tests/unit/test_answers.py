@@ -720,6 +720,125 @@ answers("SelfAttention", ok=[
 ], edge_cases=False)
 
 
+def _ddim_answer(kind="right"):
+    """guided_ddim_sample the way a student writes it, with one slip (or none)."""
+    def guided_ddim_sample(model, x_T, y, w, timesteps, alpha_bars):
+        no_label = jnp.full_like(y, 0 if kind == "null_zero" else -1)
+        ts = timesteps[::-1] if kind == "reversed" else timesteps
+
+        def body(x_t, pair):
+            t, t_prev = (pair[1], pair[0]) if kind == "swapped" else (pair[0], pair[1])
+            steps = jnp.full((x_t.shape[0],), t_prev if kind == "model_t_prev" else t)
+            cond, uncond = model(x_t, steps, y), model(x_t, steps, no_label)
+            if kind == "convention":
+                eps = w * cond + (1 - w) * uncond
+            elif kind == "no_plus_one":
+                eps = w * cond - w * uncond
+            else:
+                eps = (w + 1) * cond - w * uncond
+            i = t if kind == "index_t" else t - 1
+            ab_t = alpha_bars[i]
+            ab_prev = alpha_bars[t_prev - 1] if kind == "wrap" else jnp.where(t_prev > 0, alpha_bars[t_prev - 1], 1.0)
+            if kind == "index_t":
+                ab_prev = jnp.where(t_prev > 0, alpha_bars[t_prev], 1.0)
+            x0_hat = (x_t - jnp.sqrt(1 - ab_t) * eps) / (ab_t if kind == "no_sqrt" else jnp.sqrt(ab_t))
+            x_prev = jnp.sqrt(ab_prev) * x0_hat + jnp.sqrt(1 - ab_prev) * (cond if kind == "direction_cond" else eps)
+            return x_prev, (x_t if kind in ("collect_x_t", "collect_x_t_with_x_T") else x_prev)
+
+        pairs = jnp.stack([ts[:-1], ts[:-1] - 1 if kind == "t_minus_1" else ts[1:]], axis=1)
+        x_0, xs = jax.lax.scan(body, x_T, pairs)
+        if kind == "x0_only":
+            return x_0
+        if kind in ("no_x_T", "collect_x_t"):
+            return xs
+        return jnp.concatenate([x_T[None], xs])
+    return guided_ddim_sample
+
+
+def _ddim_batched_guidance(model, x_T, y, w, timesteps, alpha_bars):
+    """Both predictions in one call of the model (a batch of 2N), alpha_bar_0 = 1 padded in front."""
+    ab = jnp.concatenate([jnp.ones((1,), alpha_bars.dtype), alpha_bars])
+    n = x_T.shape[0]
+    labels = jnp.concatenate([y, -jnp.ones_like(y)])
+
+    def body(x, k):
+        t, t_prev = timesteps[k], timesteps[k + 1]
+        both = model(jnp.concatenate([x, x]), jnp.full((2 * n,), t), labels)
+        eps = (1 + w) * both[:n] - w * both[n:]
+        x0 = (x - jnp.sqrt(1 - ab[t]) * eps) / jnp.sqrt(ab[t])
+        x = jnp.sqrt(ab[t_prev]) * x0 + jnp.sqrt(1 - ab[t_prev]) * eps
+        return x, x
+
+    _, xs = jax.lax.scan(body, x_T, jnp.arange(timesteps.shape[0] - 1))
+    return jnp.concatenate([x_T[None], xs], axis=0)
+
+
+def _ddim_ratio_form(model, x_T, y, w, timesteps, alpha_bars):
+    """x_t' written directly from x_t and the guided noise (x0_hat never formed), eps = cond + w (cond - uncond)."""
+    def body(x, pair):
+        t, t_prev = pair
+        steps = jnp.full(x.shape[:1], t)
+        cond = model(x, steps, y)
+        eps = cond + w * (cond - model(x, steps, jnp.full(y.shape, -1, y.dtype)))
+        a = alpha_bars[t - 1]
+        b = jnp.where(t_prev == 0, 1.0, alpha_bars[jnp.maximum(t_prev, 1) - 1])
+        x = jnp.sqrt(b / a) * x + (jnp.sqrt(1 - b) - jnp.sqrt(b * (1 - a) / a)) * eps
+        return x, x
+
+    _, xs = jax.lax.scan(body, x_T, (timesteps[:-1], timesteps[1:]))
+    return jnp.concatenate([x_T[None], xs])
+
+
+def _ddim_fori(model, x_T, y, w, timesteps, alpha_bars):
+    """A fori_loop that writes the trajectory into a preallocated array."""
+    K = timesteps.shape[0] - 1
+    path = jnp.zeros((K + 1,) + x_T.shape, x_T.dtype).at[0].set(x_T)
+
+    def step(k, path):
+        x, t, t_prev = path[k], timesteps[k], timesteps[k + 1]
+        at = t * jnp.ones(x.shape[0], jnp.int32)
+        eps = (w + 1) * model(x, at, y) - w * model(x, at, -jnp.ones_like(y))
+        ab_t = alpha_bars[t - 1]
+        ab_prev = jnp.where(t_prev >= 1, alpha_bars[t_prev - 1], jnp.float32(1))
+        x0 = (x - (1 - ab_t) ** 0.5 * eps) * ab_t ** -0.5
+        return path.at[k + 1].set(ab_prev ** 0.5 * x0 + (1 - ab_prev) ** 0.5 * eps)
+
+    return jax.lax.fori_loop(0, K, step, path)
+
+
+def _ddim_python_loop(model, x_T, y, w, timesteps, alpha_bars):
+    xs = [x_T]
+    for k in range(timesteps.shape[0] - 1):
+        t, t_prev = timesteps[k], timesteps[k + 1]
+        steps = jnp.full((x_T.shape[0],), t)
+        eps = (w + 1) * model(xs[-1], steps, y) - w * model(xs[-1], steps, jnp.full_like(y, -1))
+        ab_t, ab_prev = alpha_bars[t - 1], jnp.where(t_prev > 0, alpha_bars[t_prev - 1], 1.0)
+        xs.append(jnp.sqrt(ab_prev) * (xs[-1] - jnp.sqrt(1 - ab_t) * eps) / jnp.sqrt(ab_t) + jnp.sqrt(1 - ab_prev) * eps)
+    return jnp.stack(xs)
+
+
+answers("guided_ddim_sample", ok=[
+    _ddim_answer(), _ddim_batched_guidance, _ddim_ratio_form, _ddim_fori,
+], wrong=[
+    (_ddim_answer("reversed"), SLIP + "do not reverse it"),
+    (_ddim_answer("swapped"), SLIP + "you swapped t and t'"),
+    (_ddim_answer("t_minus_1"), SLIP + "not to t - 1"),
+    (_ddim_answer("wrap"), SLIP + "alpha_bar_0 = 1 (the clean image)"),
+    (_ddim_answer("index_t"), SLIP + "off by one: the alpha_bar of step t is alpha_bars[t - 1]"),
+    (_ddim_answer("model_t_prev"), SLIP + "call the U-Net at the step the image is at"),
+    (_ddim_answer("convention"), SLIP + "the guided noise is (w + 1) eps(x_t, t, y) - w eps(x_t, t, no label)"),
+    (_ddim_answer("no_plus_one"), SLIP + "the conditional prediction itself is missing"),
+    (_ddim_answer("null_zero"), SLIP + "\"no label\" is the label -1"),
+    (_ddim_answer("direction_cond"), SLIP + "use the guided noise in both places"),
+    (_ddim_answer("no_sqrt"), SLIP + "x0_hat divides by sqrt(alpha_bar_t)"),
+    (_ddim_answer("x0_only"), SLIP + "return the whole trajectory"),
+    (_ddim_answer("no_x_T"), SLIP + "the trajectory starts with x_T itself"),
+    (_ddim_answer("collect_x_t"), SLIP + "the trajectory is missing x_0"),
+    (_ddim_answer("collect_x_t_with_x_T"), SLIP + "the trajectory holds x_T twice"),
+    (_ddim_python_loop, "loop over the visited time steps with jax.lax.scan"),
+], n_cases=3)
+
+
 # ------------------------------------------------------------------ the tests
 
 OK = [(n, i) for n in sorted(ANSWERS) for i in range(len(ANSWERS[n]["ok"]))]

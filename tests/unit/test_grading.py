@@ -58,7 +58,8 @@ def test_the_reference_itself_earns_no_points():
             check("q_sample", answer)
 
 
-@pytest.mark.parametrize("name", ["ddpm_loss", "ddpm_step", "sample", "ddim_step", "drop_labels", "guided_eps"])
+@pytest.mark.parametrize("name", ["ddpm_loss", "ddpm_step", "sample", "ddim_step", "drop_labels", "guided_eps",
+                                  "guided_ddim_sample"])
 def test_references_that_take_modules_or_keys_earn_no_points_either(name):
     """References that are not jitted themselves (they take a model or a key) are marked too."""
     reference = grading.exercise(name).reference
@@ -523,3 +524,54 @@ def test_mutants_of_the_solution_fail_the_visible_test(name, right, wrong, hint)
         check(name, namespace[name])
     if hint:
         assert "Likely slip: " in str(info.value) and hint in str(info.value), str(info.value)
+
+
+_SOLUTION_06 = _SOLUTION_04.parents[1] / "06_mnist" / "06_mnist.ipynb"
+
+# (what the solution of guided_ddim_sample says, the slip, the hint expected in the message or None)
+_MUTANTS_06 = [
+    ("jnp.full_like(y, -1)", "jnp.full_like(y, 0)", "is the label -1"),
+    ("(w + 1) * model(x_t, steps, y) - w * model(x_t, steps, no_label)",
+     "w * model(x_t, steps, y) + (1 - w) * model(x_t, steps, no_label)", "the guided noise is (w + 1)"),
+    ("(w + 1) * model(x_t, steps, y) - w * model(x_t, steps, no_label)",
+     "(w + 1) * model(x_t, steps, no_label) - w * model(x_t, steps, y)", "you swapped them"),
+    ("jnp.where(t_prev > 0, alpha_bars[t_prev - 1], 1.0)", "alpha_bars[t_prev - 1]", "alpha_bar_0 = 1"),
+    ("alpha_bar_t = alpha_bars[t - 1]", "alpha_bar_t = alpha_bars[t]", None),
+    ("steps = jnp.full((x_t.shape[0],), t)", "steps = jnp.full((x_t.shape[0],), t_prev)", "call the U-Net at the step"),
+    ("/ jnp.sqrt(alpha_bar_t)", "/ alpha_bar_t", "divides by sqrt(alpha_bar_t)"),
+    ("jnp.sqrt(1 - alpha_bar_prev) * eps", "jnp.sqrt(1 - alpha_bar_prev) * model(x_t, steps, y)", "in both places"),
+    ("jnp.stack([timesteps[:-1], timesteps[1:]], axis=1)", "jnp.stack([timesteps[1:], timesteps[:-1]], axis=1)",
+     "you swapped t and t'"),
+    ("jnp.stack([timesteps[:-1], timesteps[1:]], axis=1)", "jnp.stack([timesteps[:-1], timesteps[:-1] - 1], axis=1)",
+     "not to t - 1"),
+    ("return x_prev, x_prev", "return x_prev, x_t", "the trajectory holds x_T twice and misses x_0"),
+    ("return jnp.concatenate([x_T[None], xs])", "return xs", "starts with x_T"),
+]
+
+
+@pytest.mark.parametrize("right,wrong,hint", _MUTANTS_06, ids=[f"guided_ddim_sample-{i}" for i in range(len(_MUTANTS_06))])
+def test_mutants_of_the_06_sampler_fail_the_visible_test(right, wrong, hint):
+    import json
+
+    cells = json.loads(_SOLUTION_06.read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells
+                  if c["metadata"].get("nbgrader", {}).get("grade_id") == "guided_ddim_sample")
+    assert right in source, f"{right!r} is not in the solution"
+    namespace = {"jax": jax, "jnp": jnp}
+    exec(compile(source.replace(right, wrong, 1), "<guided_ddim_sample>", "exec"), namespace)
+    with pytest.raises(CheckFailure) as info:
+        check("guided_ddim_sample", namespace["guided_ddim_sample"])
+    if hint:
+        assert "Likely slip: " in str(info.value) and hint in str(info.value), str(info.value)
+
+
+def test_the_06_sampler_solution_passes_every_case(capsys):
+    import json
+
+    cells = json.loads(_SOLUTION_06.read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells
+                  if c["metadata"].get("nbgrader", {}).get("grade_id") == "guided_ddim_sample")
+    namespace = {"jax": jax, "jnp": jnp}
+    exec(compile(source, "<guided_ddim_sample>", "exec"), namespace)
+    check("guided_ddim_sample", namespace["guided_ddim_sample"], n_cases=10, seed=606, edge_cases=True)
+    assert "guided_ddim_sample: passed 14 of 14 test inputs." in capsys.readouterr().out

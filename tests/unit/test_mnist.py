@@ -86,7 +86,7 @@ def test_shipped_checkpoint_reproduces_its_recorded_accuracy():
     recorded = metadata["evaluation"]
     schedule = make_schedule(mnist.make_betas(metadata["schedule"]))
     result = mnist.evaluate(model, schedule, jax.random.key(12345), per_digit=10, w=recorded["w"],
-                            n_steps=recorded["n_steps"], batch=100)
+                            n_steps=recorded["n_steps"], keys=1)
     n = 100
     p = recorded["accuracy"]
     tolerance = 4 * math.sqrt(max(p * (1 - p), 0.01) / n)  # a binomial spread of 100 samples
@@ -133,3 +133,126 @@ def test_several_steps_per_call_train_the_u_net_as_one_step_per_call_does():
         assert losses.shape == (6,) and np.all(np.isfinite(losses))
         runs.append([not np.array_equal(a, b) for a, b in zip(before, after)])
     assert runs[0] == runs[1] and all(runs[0])
+
+
+# ------------------------------------------------------------------ guided DDIM (the sampler of the exercise)
+
+
+class _LinearEps:
+    """A conditional noise predictor with a closed form: eps = a_y * x + b * t (a_y per label, -1 included)."""
+
+    def __init__(self):
+        self.a = np.array([0.3, -0.2, 0.5, 0.1, -0.4, 0.25, 0.05, -0.1, 0.2, -0.3, 0.15])  # [0]: no label
+
+    def __call__(self, x, t, y):
+        a = jnp.asarray(self.a, jnp.float32)[jnp.asarray(y) + 1].reshape((-1,) + (1,) * (x.ndim - 1))
+        return a * x + 0.01 * jnp.asarray(t, jnp.float32).reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def _numpy_guided_ddim(model, x_T, y, w, timesteps, alpha_bars):
+    """The same sampler written out in float64 numpy, one visited step after the other."""
+    ab = np.concatenate([[1.0], np.asarray(alpha_bars, np.float64)])        # ab[t], alpha_bar_0 = 1
+    x = np.asarray(x_T, np.float64)
+    path = [x]
+    for t, t_prev in zip(timesteps[:-1], timesteps[1:]):
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        a_y, a_none = model.a[np.asarray(y) + 1].reshape(shape), model.a[0]
+        eps = (w + 1) * (a_y * x + 0.01 * t) - w * (a_none * x + 0.01 * t)
+        x0_hat = (x - np.sqrt(1 - ab[t]) * eps) / np.sqrt(ab[t])
+        x = np.sqrt(ab[t_prev]) * x0_hat + np.sqrt(1 - ab[t_prev]) * eps
+        path.append(x)
+    return np.stack(path)
+
+
+@pytest.mark.parametrize("timesteps", [[200, 150, 100, 50, 0], [200, 0], [200, 199, 120, 3, 1, 0]])
+def test_guided_ddim_sample_against_numpy(timesteps):
+    from course_utils import sampling
+
+    schedule = make_schedule(mnist.make_betas("cosine"))
+    rng = np.random.default_rng(1)
+    x_T = rng.standard_normal((3, 4, 4, 1)).astype(np.float32)
+    y = np.array([0, 7, -1], np.int32)
+    model = _LinearEps()
+    got = jax.jit(lambda x, yy, ts: sampling.guided_ddim_sample(model, x, yy, 1.5, ts, schedule.alpha_bars))(
+        x_T, y, jnp.asarray(timesteps))
+    expected = _numpy_guided_ddim(model, x_T, y, 1.5, timesteps, schedule.alpha_bars)
+    assert got.shape == (len(timesteps), 3, 4, 4, 1)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+
+def test_guided_ddim_sample_rejects_a_single_time_step():
+    from course_utils import sampling
+
+    with pytest.raises(ValueError, match="`timesteps`"):
+        sampling.guided_ddim_sample(_LinearEps(), jnp.zeros((1, 2)), jnp.zeros(1, jnp.int32), 1.0, jnp.array([5]),
+                                    jnp.linspace(0.9, 0.1, 5))
+
+
+def test_ddim_timesteps():
+    np.testing.assert_array_equal(mnist.ddim_timesteps(8), np.arange(200, -1, -25))
+    steps = mnist.ddim_timesteps(7)
+    assert steps[0] == mnist.T and steps[-1] == 0 and len(steps) == 8 and np.all(np.diff(steps) < 0)
+    for bad in (0, mnist.T + 1, 2.0, True):
+        with pytest.raises(ValueError, match="`n_steps`"):
+            mnist.ddim_timesteps(bad)
+
+
+def test_run_guided_ddim_step_by_step_is_the_whole_scan(tiny_model):
+    """On a CPU the sampler runs one pair of steps per call: the same trajectory as the whole scan at once."""
+    from course_utils import sampling
+
+    schedule = make_schedule(mnist.make_betas("cosine"))
+    x_T = jax.random.normal(jax.random.key(3), (2, 28, 28, 1))
+    y, steps = jnp.array([3, 8]), mnist.ddim_timesteps(4)
+    chained = mnist.run_guided_ddim(tiny_model, x_T, y, 2.0, steps, schedule.alpha_bars)
+    whole = sampling.guided_ddim_sample(tiny_model, x_T, y, 2.0, jnp.asarray(steps), schedule.alpha_bars)
+    assert chained.shape == (5, 2, 28, 28, 1)
+    np.testing.assert_allclose(chained, whole, rtol=1e-4, atol=1e-4)
+
+
+def test_sample_digits_ddim_uses_the_given_sampler(tiny_model):
+    schedule = make_schedule(mnist.make_betas("cosine"))
+    calls = []
+
+    def mine(model, x_T, y, w, timesteps, alpha_bars):   # halves the images at every step
+        calls.append(timesteps.shape)
+        return jnp.stack([x_T * 0.5**k for k in range(timesteps.shape[0])])
+
+    x = mnist.sample_digits(tiny_model, jax.random.key(0), jnp.arange(2), schedule, sampler="ddim", n_steps=3, ddim=mine)
+    start = mnist.sample_digits(tiny_model, jax.random.key(0), jnp.arange(2), schedule, sampler="ddim", n_steps=3,
+                                ddim=mine, trajectory=True)[0]
+    assert calls and start.shape == (2, 28, 28, 1)
+    np.testing.assert_allclose(x, jnp.clip(start / 8, -1, 1), rtol=1e-6)   # three halvings
+
+
+def test_evaluate_measures_each_key(tiny_model):
+    schedule = make_schedule(mnist.make_betas("cosine"))
+    quality = mnist.evaluate(tiny_model, schedule, jax.random.key(0), per_digit=4, keys=2, n_steps=2)
+    assert quality["samples"].shape == (40, 28, 28, 1)
+    assert list(np.bincount(quality["labels"])) == [4] * 10 and list(np.bincount(quality["key_index"])) == [20, 20]
+    for name in ("accuracy", "spread", "seconds"):
+        assert quality["by_key"][name].shape == (2,)
+    assert np.mean(quality["by_key"]["accuracy"]) == pytest.approx(quality["accuracy"])
+    with_path = mnist.evaluate(tiny_model, schedule, jax.random.key(0), per_digit=4, keys=2, n_steps=2, path=True)
+    assert with_path["path"].shape == (3, 20, 28, 28, 1)
+    np.testing.assert_allclose(np.clip(with_path["path"][-1], -1, 1), with_path["samples"][:20], atol=1e-6)
+    np.testing.assert_allclose(with_path["samples"], quality["samples"], atol=1e-5)
+    with pytest.raises(ValueError, match="multiple of `keys`"):
+        mnist.evaluate(tiny_model, schedule, jax.random.key(0), per_digit=5, keys=2)
+
+
+def test_mean_and_spread():
+    assert mnist.mean_and_spread([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0))
+    mean, spread = mnist.mean_and_spread([4.0, float("nan")])
+    assert mean == 4.0 and math.isnan(spread)
+
+
+def test_nearest_neighbours_against_brute_force():
+    rng = np.random.default_rng(5)
+    images, reference = rng.uniform(-1, 1, (7, 28, 28, 1)), rng.uniform(-1, 1, (30, 28, 28, 1))
+    reference[11] = images[2]                                     # one exact copy
+    distances, indices = mnist.nearest_neighbours(images, reference, batch=3)
+    brute = np.linalg.norm(images.reshape(7, 1, -1) - reference.reshape(1, 30, -1), axis=-1)
+    np.testing.assert_array_equal(indices, brute.argmin(1))
+    np.testing.assert_allclose(distances, brute.min(1), rtol=1e-5, atol=1e-3)
+    assert indices[2] == 11 and distances[2] < 1e-3

@@ -241,3 +241,38 @@ def test_the_grader_keeps_its_compiled_references_in_its_own_cache(tmp_path):
     assert f"c.LimitedExecute.grader_jax_cache = {str(tmp_path / 'grader-jax-cache')!r}" in config
     course.write_config(tmp_path, jax_cache=None)
     assert "c.LimitedExecute.grader_jax_cache = ''" in (tmp_path / "nbgrader_config.py").read_text()
+
+
+# ------------------------------------------------------------------ a sampler exercise with a model in its inputs
+
+
+def _ddim_right(model, x_T, y, w, timesteps, alpha_bars):
+    import jax
+
+    def body(x, pair):
+        t, t_prev = pair
+        steps = jnp.full((x.shape[0],), t)
+        eps = (w + 1) * model(x, steps, y) - w * model(x, steps, jnp.full_like(y, -1))
+        a, b = alpha_bars[t - 1], jnp.where(t_prev > 0, alpha_bars[t_prev - 1], 1.0)
+        x = jnp.sqrt(b) * (x - jnp.sqrt(1 - a) * eps) / jnp.sqrt(a) + jnp.sqrt(1 - b) * eps
+        return x, x
+
+    _, xs = jax.lax.scan(body, x_T, jnp.stack([timesteps[:-1], timesteps[1:]], 1))
+    return jnp.concatenate([x_T[None], xs])
+
+
+def test_the_sampler_exercise_crosses_to_the_kernel_and_back_as_data():
+    """guided_ddim_sample's inputs hold a stand-in model: the request survives the pickle to the kernel, the reply
+    is plain data, and the grader's verdict names the slip of a wrong answer."""
+    request = pickle.loads(pickle.dumps(grading.plan("guided_ddim_sample", edge_cases=True)))
+    outcome = grading.decode_outcome(grading.encode_outcome(grading.evaluate(request, _ddim_right)))
+    ok, text = grading.verdict(request, outcome)
+    assert ok and text.startswith("guided_ddim_sample: passed"), text
+
+    def wrong(model, x_T, y, w, timesteps, alpha_bars):   # label 0 as "no label"
+        return _ddim_right(lambda x, t, labels: model(x, t, jnp.where(labels < 0, 0, labels)), x_T, y, w, timesteps,
+                           alpha_bars)
+
+    outcome = grading.decode_outcome(grading.encode_outcome(grading.evaluate(request, wrong)))
+    ok, text = grading.verdict(request, outcome)
+    assert not ok and 'Likely slip: "no label" is the label -1' in text, text
