@@ -33,9 +33,9 @@ def test_demo_grades_the_class_with_the_default_gradebook(demo):
     work, stdout = demo
     assert (work / "gradebook.db").exists() and "gradebook:" in stdout
     rows = {r["student"]: r for r in csv.DictReader((work / f"grades_{NAME}.csv").open())}
-    assert rows["ada"]["score"] == rows["ada"]["max_score"] == "9" and rows["ada"]["status"] == "graded"
+    assert rows["ada"]["score"] == rows["ada"]["max_score"] == "11" and rows["ada"]["status"] == "graded"
     assert rows["edsger"]["score"] == "0"
-    assert 0 < float(rows["barbara"]["score"]) < 9 and 0 < float(rows["alan"]["score"]) < 9
+    assert 0 < float(rows["barbara"]["score"]) < 11 and 0 < float(rows["alan"]["score"]) < 11
     assert rows["john"]["status"] == "flagged" and "kernel died" in rows["john"]["reason"]
     for student in ("linus", "margaret"):  # corrupt, missing: never a plain 0
         assert rows[student]["status"] == "needs attention" and rows[student]["score"] == ""
