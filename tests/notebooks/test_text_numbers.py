@@ -50,7 +50,6 @@ ALLOWED = {
         "1.3": "alpha_bar_T = 1.3e-4, closed form from the schedule",
         "0.99995": "std of x_T in closed form, sqrt(v_T)",
         "0.005": "the stated goal for the recovered moments",
-        "1.5": "three standard errors of the mean of 10^6 chains, 3 * 0.5 / 1000, closed form",
         "0.6": "alpha_bar_10 in closed form (model answer)",
         "0.73": "std of q(x_10) in closed form (model answer)",
         "0.62": "shortcut std at t = 10 (model answer); 10^6 chains, SE 5e-4, printed by the shortcut cell",
