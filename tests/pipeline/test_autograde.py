@@ -262,7 +262,7 @@ def test_feedback_shows_messages_but_no_hidden_test_or_traceback(graded, tmp_pat
             assert line.replace('"', "&quot;") not in text and line not in text, f"{path}: hidden test line {line!r}"
         assert "Traceback" not in text and 'File "' not in text and "----&gt;" not in text and "\x1b[" not in text
     slip = (tmp_path / "slip" / f"{NAME}.html").read_text()
-    assert "simple_loss: wrong output" in slip and "8 / 9" in slip
+    assert "simple_loss: wrong output" in slip and "10 / 11" in slip
     assert "could not be graded" in (tmp_path / "corrupt" / f"{NAME}.html").read_text()
 
 
