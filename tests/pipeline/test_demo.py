@@ -52,7 +52,7 @@ def test_export_feedback_and_report_commands(demo, tmp_path):
     assert "it raised ValueError: I got stuck here" in text and "Traceback" not in text
     cli("report", NAME, "--workdir", work, "--out", tmp_path / "report.html")
     report = (tmp_path / "report.html").read_text()
-    assert report.count("<svg class='plot'") == 7  # the total and each of the 6 exercises
+    assert report.count("<svg class='plot'") == 8  # the total and each of the 7 exercises
     assert "linus" in report and "corrupt notebook" in report and "margaret" in report
 
 
@@ -97,7 +97,7 @@ def test_report_renders_with_its_plots_in_headless_chromium(demo, tmp_path):
     subprocess.run([browser, *flags, f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120, check=True)
     dom = subprocess.run([browser, *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120,
                          check=True).stdout
-    assert "class report" in dom and len(re.findall(r"<svg class=\"plot\"", dom)) == 7
+    assert "class report" in dom and len(re.findall(r"<svg class=\"plot\"", dom)) == 8
     pixels = imread(shot)[..., :3]
     assert pixels.shape[:2] == (3000, 1200)
     bars = ((abs(pixels[..., 0] - 0x4C / 255) < 0.02) & (abs(pixels[..., 1] - 0x72 / 255) < 0.02)
