@@ -63,8 +63,21 @@ def noise_loss(eps, eps_theta, beta_t, alpha_t, alpha_bar_t, sigma2):
     :math:`\frac{\beta_t^2}{2\sigma_t^2\,\alpha_t\,(1 - \bar\alpha_t)}\,\lVert\epsilon - \epsilon_\theta\rVert^2` (a scalar).
     """
     v.check_same_shape("noise_loss", "eps", eps, "eps_theta", eps_theta)
-    weight = beta_t**2 / (2 * sigma2 * alpha_t * (1 - alpha_bar_t))
-    return weight * simple_loss.raw(eps, eps_theta)
+    return noise_loss_weight.raw(beta_t, alpha_t, alpha_bar_t, sigma2) * simple_loss.raw(eps, eps_theta)
+
+
+@v.reference(beta_t=v.check_open_unit, alpha_t=v.check_open_unit,
+             alpha_bar_t=v.check_open_unit, sigma2=v.check_positive)
+def noise_loss_weight(beta_t, alpha_t, alpha_bar_t, sigma2):
+    r"""The weight of the KL term written with noises:
+    :math:`\lambda_t = \frac{\beta_t^2}{2\sigma_t^2\,\alpha_t\,(1 - \bar\alpha_t)}`.
+
+    With :math:`\mu_\theta` defined from :math:`\epsilon_\theta` by :func:`mean_from_noise`,
+    :math:`\tilde\mu_t - \mu_\theta = \frac{\beta_t}{\sqrt{\alpha_t}\sqrt{1 - \bar\alpha_t}}(\epsilon_\theta - \epsilon)`,
+    so :math:`\frac{1}{2\sigma_t^2}\lVert\tilde\mu_t - \mu_\theta\rVert^2 = \lambda_t\,\lVert\epsilon - \epsilon_\theta\rVert^2`.
+    The arguments are numbers or arrays that broadcast together; the result has their broadcast shape.
+    """
+    return beta_t**2 / (2 * sigma2 * alpha_t * (1 - alpha_bar_t))
 
 
 @v.reference()

@@ -106,3 +106,24 @@ def make_schedule(betas) -> Schedule:
         alpha_bars_prev=ab_prev,
         posterior_variances=(1 - ab_prev) / (1 - ab) * betas,
     )
+
+
+class ScheduleSummary(NamedTuple):
+    r"""What a schedule does to the data, step by step (notebook 01): three ``(T,)`` arrays, index ``t - 1`` for step ``t``.
+
+    ``alpha_bars``: :math:`\bar\alpha_t`; ``snr``: :math:`\bar\alpha_t / (1 - \bar\alpha_t)`;
+    ``posterior_variances``: :math:`\tilde\beta_t = \frac{1 - \bar\alpha_{t-1}}{1 - \bar\alpha_t}\beta_t`
+    (with :math:`\bar\alpha_0 = 1`, so :math:`\tilde\beta_1 = 0`).
+    """
+
+    alpha_bars: jax.Array
+    snr: jax.Array
+    posterior_variances: jax.Array
+
+
+@v.reference(betas=_check_betas)
+def schedule_summary(betas) -> ScheduleSummary:
+    r"""The :class:`ScheduleSummary` of ``betas`` (shape ``(T,)``): :math:`\bar\alpha_t`, the signal-to-noise
+    ratio and the posterior variance :math:`\tilde\beta_t`, for :math:`t = 1, \dots, T`."""
+    s = make_schedule.raw(betas)
+    return ScheduleSummary(s.alpha_bars, s.alpha_bars / (1 - s.alpha_bars), s.posterior_variances)

@@ -162,6 +162,55 @@ register(Exercise(
 ))
 
 
+def _summary_case(rng):
+    """An increasing schedule of 1, 10, 100 or 1000 steps, betas from 1e-3 (1 - alpha_bar_t stays far from float32
+    rounding, so that the SNR written in other correct ways agrees) up to 0.3 (less for long schedules, whose
+    alpha_bar_T would otherwise underflow)."""
+    T = int(rng.choice([1, 10, 100, 1000]))
+    return (np.sort(rng.uniform(1e-3, 0.3 * min(1.0, 50 / T), size=T)).astype(np.float32),)
+
+
+def _summary_with(prev="shift", snr=lambda ab: ab / (1 - ab), var=lambda b, ab, abp: (1 - abp) / (1 - ab) * b):
+    """The summary with one slip: alpha_bar_{t-1} built another way, the SNR or the posterior variance written wrong."""
+    def run(betas):
+        ab = jnp.cumprod(1 - betas)
+        abp = {"shift": jnp.concatenate([jnp.ones(1), ab[:-1]]),
+               "roll": jnp.roll(ab, 1),
+               "zero": jnp.concatenate([jnp.zeros(1), ab[:-1]]),
+               "same": ab}[prev]
+        return schedules.ScheduleSummary(ab, snr(ab), var(betas, ab, abp))
+    return run
+
+
+register(Exercise(
+    name="schedule_summary",
+    reference=schedules.schedule_summary,
+    depends_on=("alpha_bars",),
+    make_case=_summary_case,
+    edge_cases=[(np.float32([0.02]),), (np.asarray(schedules.linear_betas.raw(1000, 1e-3, 0.02), np.float32),),
+                (np.asarray(schedules.cosine_betas.raw(200), np.float32),)],
+    output_names=("alpha_bars", "snr", "posterior_variances"),
+    rtol=3e-4, atol=1e-6,
+    max_equations=250,
+    unrolled_message="build alpha_bar_{t-1} for every t at once (jnp.concatenate with a leading 1): a Python loop over T unrolls under jit.",
+    hints=[
+        Hint(_summary_with(prev="roll"), "jnp.roll(alpha_bars, 1) wraps alpha_bar_T around to the front: alpha_bar_0 = 1 "
+                                         "belongs there (jnp.concatenate([jnp.ones(1), alpha_bars[:-1]]))."),
+        Hint(_summary_with(prev="zero"), "alpha_bar_0 is 1 (nothing of the data is destroyed before the first step), not 0: "
+                                         "the posterior variance at t = 1 must be 0."),
+        Hint(_summary_with(prev="same"), "the posterior variance needs alpha_bar_{t-1}, the value one step earlier, "
+                                         "not alpha_bar_t (with it the ratio is 1 and you get beta_t back)."),
+        Hint(_summary_with(snr=lambda ab: (1 - ab) / ab), "the SNR is signal over noise: alpha_bar_t / (1 - alpha_bar_t), not its inverse."),
+        Hint(_summary_with(snr=lambda ab: jnp.sqrt(ab / (1 - ab))), "the SNR is a ratio of variances, alpha_bar_t / (1 - alpha_bar_t), "
+                                                                  "without a square root."),
+        Hint(_summary_with(snr=lambda ab: ab), "the SNR divides the signal's variance alpha_bar_t by the noise's, 1 - alpha_bar_t."),
+        Hint(_summary_with(var=lambda b, ab, abp: (1 - ab) / (1 - abp) * b), "the ratio of the posterior variance is upside down: "
+                                                                           "(1 - alpha_bar_{t-1}) / (1 - alpha_bar_t)."),
+        Hint(_summary_with(var=lambda b, ab, abp: (1 - abp) / (1 - ab)), "the ratio (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) multiplies beta_t."),
+    ],
+))
+
+
 def _diffuse_case(rng):
     T = int(rng.integers(1, 40))
     x0 = _array(rng, (int(rng.integers(1, 6)), 2))

@@ -105,19 +105,72 @@ def _weighted(weight):
     return lambda e, et, b, a, ab, s2: weight(b, a, ab, s2) * jnp.sum((e - et) ** 2)
 
 
+def _weight_case(rng):
+    """(beta_t, alpha_t, alpha_bar_t, sigma2): numbers, or (one case in two) arrays of 6 steps at once."""
+    shape = () if rng.uniform() < 0.5 else (6,)
+    b, ab, abp = (np.asarray(v, np.float32) for v in zip(*[_time_step(rng) for _ in range(max(1, int(np.prod(shape))))]))
+    b, ab, abp = (v.reshape(shape) for v in (b, ab, abp))
+    sigma2 = b if rng.uniform() < 0.5 else losses.posterior_variance.raw(b, ab, abp) + np.float32(1e-4)
+    return b, np.asarray(1 - b, np.float32), ab, np.asarray(sigma2, np.float32)
+
+
+def _weight_edge_cases():
+    """The first and the last step of the linear schedule of Ho et al. (T = 1000, beta from 1e-4 to 0.02), with
+    sigma2 = beta_t; a middle step with sigma2 = beta_tilde."""
+    betas = np.linspace(1e-4, 0.02, 1000).astype(np.float32)
+    ab = np.cumprod(1 - betas.astype(np.float64)).astype(np.float32)
+    cases = []
+    for t in (1, 1000):
+        cases.append((betas[t - 1], np.float32(1 - betas[t - 1]), ab[t - 1], betas[t - 1]))
+    t = 300
+    beta_tilde = np.float32((1 - ab[t - 2]) / (1 - ab[t - 1]) * betas[t - 1])
+    cases.append((betas[t - 1], np.float32(1 - betas[t - 1]), ab[t - 1], beta_tilde))
+    return cases
+
+
+# The slips of the derivation, as weights (one function each, shared with the hints of noise_loss).
+_W_RIGHT = lambda b, a, ab, s2: b**2 / (2 * s2 * a * (1 - ab))  # noqa: E731
+_W_SLIPS = [
+    (lambda b, a, ab, s2: b / (2 * s2 * a * (1 - ab)),
+     "beta_t is squared in the weight: the squared norm of the difference of the means squares its whole "
+     "coefficient, beta_t included."),
+    (lambda b, a, ab, s2: b**2 / (s2 * a * (1 - ab)),
+     "the factor 1/2 is missing: the KL term is ||mu_tilde - mu_theta||^2 / (2 sigma2)."),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab)),
+     "the weight has alpha_t (from dividing the mean by sqrt(alpha_t)), not alpha_bar_t."),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * a * (1 - a)),
+     "the weight has 1 - alpha_bar_t (the variance of the noise in x_t), not 1 - alpha_t = beta_t."),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * a * jnp.sqrt(1 - ab)),
+     "the weight has 1 - alpha_bar_t, not its square root: the square root of the mean's coefficient is squared away."),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * jnp.sqrt(a) * (1 - ab)),
+     "the weight has alpha_t, not its square root: the mean is divided by sqrt(alpha_t), and the square of that is alpha_t."),
+    (lambda b, a, ab, s2: b**2 / (2 * s2**2 * a * (1 - ab)),
+     "sigma2 is already the variance sigma_t^2: divide by 2 * sigma2, not by 2 * sigma2 ** 2."),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * (1 - ab)),
+     "the factor 1 / alpha_t is missing: the mean is (x_t - ...) / sqrt(alpha_t), so its difference is divided by sqrt(alpha_t) too."),
+]
+
+register(Exercise(
+    name="noise_loss_weight",
+    reference=losses.noise_loss_weight,
+    make_case=_weight_case,
+    edge_cases=_weight_edge_cases,
+    hints=[Hint(w, message) for w, message in _W_SLIPS],
+))
+
+
 register(Exercise(
     name="noise_loss",
     reference=losses.noise_loss,
-    depends_on=("mean_loss",),
+    depends_on=("noise_loss_weight",),
     make_case=_noise_loss_case,
     hints=[
-        Hint(_weighted(lambda b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab))), "the weight has alpha_t, not alpha_bar_t, in the denominator: beta^2 / (2 sigma2 alpha_t (1 - alpha_bar_t))."),
-        Hint(_weighted(lambda b, a, ab, s2: b / (2 * s2 * a * (1 - ab))), "beta_t is squared in the weight."),
-        Hint(_weighted(lambda b, a, ab, s2: b**2 / (s2 * a * (1 - ab))), "the factor 1/2 is missing from the weight."),
-        Hint(_weighted(lambda b, a, ab, s2: b**2 / (2 * s2 * a * jnp.sqrt(1 - ab))), "the weight has 1 - alpha_bar_t, not its square root."),
-        Hint(lambda e, et, b, a, ab, s2: b**2 / (2 * s2 * a * (1 - ab)) * jnp.mean((e - et) ** 2), "sum the squared errors over the coordinates; do not average them."),
+        *(Hint(_weighted(w), message) for w, message in _W_SLIPS[:5]),
+        Hint(lambda e, et, b, a, ab, s2: _W_RIGHT(b, a, ab, s2) * jnp.mean((e - et) ** 2), "sum the squared errors over the coordinates; do not average them."),
         Hint(lambda e, et, b, a, ab, s2: jnp.sum((e - et) ** 2) + 0 * b,
-             "the weight beta_t^2 / (2 sigma2 alpha_t (1 - alpha_bar_t)) is missing: that is L_simple."),
+             "the weight (your noise_loss_weight) is missing: that is L_simple."),
+        Hint(lambda e, et, b, a, ab, s2: _W_RIGHT(b, a, ab, s2) * jnp.sqrt(jnp.sum((e - et) ** 2)),
+             "the weight multiplies the squared norm of eps - eps_theta, without a square root."),
     ],
 ))
 

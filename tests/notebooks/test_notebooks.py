@@ -63,3 +63,23 @@ def test_released_notebook_passes_with_solutions_put_back(executed, name):
     nb = executed(name, "restored")
     failures = {c.metadata.nbgrader["grade_id"]: errors(c) for c in nb.cells if is_test_cell(c) and errors(c)}
     assert not failures, f"{name}: released test cells failing with the solutions put back: {failures}"
+
+
+# The claims of the text that grading mode can check: notebooks 01-03 print one line per claim, ending in PASS or FAIL,
+# computed from what the run measured (with its standard errors, so that the same line holds with the few samples of
+# grading mode and the many of full mode). At least this many such lines per notebook, and none may fail.
+CLAIMS = {"01_forward_process": 1, "02_loss_comparison": 5, "03_reverse_1d": 12}
+
+
+def _printed_lines(nb) -> list[str]:
+    return [line for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
+            if out.get("output_type") == "stream" and out.get("name") == "stdout"
+            for line in "".join(out.get("text", "")).splitlines()]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xdist_group(n)) for n in CLAIMS])
+def test_the_claims_of_the_text_hold_in_grading_mode(executed, name):
+    verdicts = [line.strip() for line in _printed_lines(executed(name, "solution")) if line.rstrip().endswith(("PASS", "FAIL"))]
+    assert len(verdicts) >= CLAIMS[name], f"{name}: expected at least {CLAIMS[name]} verdict lines, found {verdicts}"
+    failed = [line for line in verdicts if line.endswith("FAIL")]
+    assert not failed, f"{name}: claims of the text that this run does not bear out: {failed}"

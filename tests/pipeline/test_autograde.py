@@ -1,6 +1,6 @@
 """A hostile synthetic class of notebook 02, graded once in parallel, then checked submission by submission.
 
-Notebook 02 is used (it runs fastest): 9 points in 6 test cells. The class
+Notebook 02 is used (it runs fastest): 11 points in 7 test cells. The class
 comes as one zip, as a learning platform exports it: some students as
 ``STUDENT_anything.ipynb`` files, others as folders. Every kind of broken
 submission of issue 6 is in it; each test below checks one kind: its score
@@ -29,7 +29,7 @@ from notebook_tools import nbgrader_meta, read, solution_path, student_path, wit
 NAME = "02_loss_comparison"
 pytestmark = pytest.mark.xdist_group("autograde")
 POINTS = {"test_posterior_mean": 2, "test_posterior_variance": 1, "test_mean_loss": 1,
-          "test_mean_from_noise": 2, "test_noise_loss": 2, "test_simple_loss": 1}
+          "test_mean_from_noise": 2, "test_noise_loss_weight": 2, "test_noise_loss": 2, "test_simple_loss": 1}
 FULL = sum(POINTS.values())
 TAMPER = '''
 import numpy as np, jax.numpy as jnp
@@ -231,7 +231,7 @@ def test_export_never_shows_a_plain_zero_for_an_ungraded_notebook(graded, tmp_pa
     for student in ("corrupt", "missing"):
         assert rows[student]["status"] == ATTENTION and rows[student]["score"] == "" and rows[student]["reason"]
     assert rows["stubs"]["score"] == "0" and rows["correct"]["score"] == str(FULL)
-    assert rows["correct"]["manual_points_pending"] == "5"
+    assert rows["correct"]["manual_points_pending"] == "11"
 
 
 def test_the_merged_gradebook_is_intact(graded):
@@ -262,7 +262,7 @@ def test_feedback_shows_messages_but_no_hidden_test_or_traceback(graded, tmp_pat
             assert line.replace('"', "&quot;") not in text and line not in text, f"{path}: hidden test line {line!r}"
         assert "Traceback" not in text and 'File "' not in text and "----&gt;" not in text and "\x1b[" not in text
     slip = (tmp_path / "slip" / f"{NAME}.html").read_text()
-    assert "simple_loss: wrong output" in slip and "8 / 9" in slip
+    assert "simple_loss: wrong output" in slip and "10 / 11" in slip
     assert "could not be graded" in (tmp_path / "corrupt" / f"{NAME}.html").read_text()
 
 

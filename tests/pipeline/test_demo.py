@@ -33,9 +33,9 @@ def test_demo_grades_the_class_with_the_default_gradebook(demo):
     work, stdout = demo
     assert (work / "gradebook.db").exists() and "gradebook:" in stdout
     rows = {r["student"]: r for r in csv.DictReader((work / f"grades_{NAME}.csv").open())}
-    assert rows["ada"]["score"] == rows["ada"]["max_score"] == "9" and rows["ada"]["status"] == "graded"
+    assert rows["ada"]["score"] == rows["ada"]["max_score"] == "11" and rows["ada"]["status"] == "graded"
     assert rows["edsger"]["score"] == "0"
-    assert 0 < float(rows["barbara"]["score"]) < 9 and 0 < float(rows["alan"]["score"]) < 9
+    assert 0 < float(rows["barbara"]["score"]) < 11 and 0 < float(rows["alan"]["score"]) < 11
     assert rows["john"]["status"] == "flagged" and "kernel died" in rows["john"]["reason"]
     for student in ("linus", "margaret"):  # corrupt, missing: never a plain 0
         assert rows[student]["status"] == "needs attention" and rows[student]["score"] == ""
@@ -52,7 +52,7 @@ def test_export_feedback_and_report_commands(demo, tmp_path):
     assert "it raised ValueError: I got stuck here" in text and "Traceback" not in text
     cli("report", NAME, "--workdir", work, "--out", tmp_path / "report.html")
     report = (tmp_path / "report.html").read_text()
-    assert report.count("<svg class='plot'") == 7  # the total and each of the 6 exercises
+    assert report.count("<svg class='plot'") == 8  # the total and each of the 7 exercises
     assert "linus" in report and "corrupt notebook" in report and "margaret" in report
 
 
@@ -97,7 +97,7 @@ def test_report_renders_with_its_plots_in_headless_chromium(demo, tmp_path):
     subprocess.run([browser, *flags, f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120, check=True)
     dom = subprocess.run([browser, *flags, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120,
                          check=True).stdout
-    assert "class report" in dom and len(re.findall(r"<svg class=\"plot\"", dom)) == 7
+    assert "class report" in dom and len(re.findall(r"<svg class=\"plot\"", dom)) == 8
     pixels = imread(shot)[..., :3]
     assert pixels.shape[:2] == (3000, 1200)
     bars = ((abs(pixels[..., 0] - 0x4C / 255) < 0.02) & (abs(pixels[..., 1] - 0x72 / 255) < 0.02)

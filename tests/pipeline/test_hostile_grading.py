@@ -21,7 +21,7 @@ from notebook_tools import nbgrader_meta, processes_mentioning, read, solution_p
 NAME = "02_loss_comparison"
 pytestmark = pytest.mark.xdist_group("hostile-grading")
 POINTS = {"test_posterior_mean": 2, "test_posterior_variance": 1, "test_mean_loss": 1,
-          "test_mean_from_noise": 2, "test_noise_loss": 2, "test_simple_loss": 1}
+          "test_mean_from_noise": 2, "test_noise_loss_weight": 2, "test_noise_loss": 2, "test_simple_loss": 1}
 FULL = sum(POINTS.values())
 WRONG_SIMPLE = "def simple_loss(eps, eps_theta):\n    return jnp.mean((eps - eps_theta) ** 2)\n"
 

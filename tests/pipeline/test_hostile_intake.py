@@ -439,7 +439,7 @@ def test_a_hostile_batch_finishes_and_loses_nobody(tmp_path, good_text, monkeypa
                                  workers=1, compile_cache=False, log=logged.append)
     by_id = {r.student: r for r in results}
     assert set(by_id) == {"stubs", "killed", "badmeta", "listnb", "=evil", "two", "big"}
-    assert by_id["stubs"].status == GRADED and by_id["stubs"].score == 0 and by_id["stubs"].max_score == 9
+    assert by_id["stubs"].status == GRADED and by_id["stubs"].score == 0 and by_id["stubs"].max_score == 11
     for student, why in (("killed", "grading did not finish"), ("badmeta", "nbgrader metadata"),
                          ("listnb", "holds a list"), ("=evil", "not a valid student id"),
                          ("two", "several notebooks"), ("big", "more than 50 MiB")):

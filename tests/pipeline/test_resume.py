@@ -46,7 +46,7 @@ def _class() -> dict:
     return {"alice": correct, "bob": slip}
 
 
-EXPECTED = {"alice": 9, "bob": 8}
+EXPECTED = {"alice": 11, "bob": 10}
 
 
 def _write_class(folder: Path) -> Path:
@@ -155,7 +155,7 @@ def test_a_run_killed_after_a_chunk_resumes_where_it_stopped(fake_resumed):
     assert (work / "logs" / log).read_bytes() == text
     results = fake_resumed["results"]
     assert {s: (r.status, r.score, r.max_score) for s, r in results.items()} == {
-        s: (GRADED, score, 9) for s, score in EXPECTED.items()}
+        s: (GRADED, score, 11) for s, score in EXPECTED.items()}
     assert {r.student: (r.status, r.score) for r in load_results(work, NAME)} == {
         s: (GRADED, score) for s, score in EXPECTED.items()}
     assert set(_finished(work)) == set(EXPECTED)
@@ -164,7 +164,7 @@ def test_a_run_killed_after_a_chunk_resumes_where_it_stopped(fake_resumed):
 
 def _cell_points() -> dict:
     return {"test_posterior_mean": 2.0, "test_posterior_variance": 1.0, "test_mean_loss": 1.0,
-            "test_mean_from_noise": 2.0, "test_noise_loss": 2.0, "test_simple_loss": 1.0}
+            "test_mean_from_noise": 2.0, "test_noise_loss_weight": 2.0, "test_noise_loss": 2.0, "test_simple_loss": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +223,7 @@ def test_a_killed_run_is_resumed_without_grading_the_finished_students_again(res
 def test_the_resumed_run_has_every_result_right(resumed):
     results, work = resumed["results"], resumed["work"]
     assert {s: (r.status, r.score, r.max_score) for s, r in results.items()} == {
-        s: (GRADED, score, 9) for s, score in EXPECTED.items()}
+        s: (GRADED, score, 11) for s, score in EXPECTED.items()}
     assert "simple_loss: wrong output" in results["bob"].cells["test_simple_loss"].message
     scores, _ = gradebook_scores(work, NAME)
     assert {s: sum(v for v, _ in scores[s].values()) for s in EXPECTED} == EXPECTED

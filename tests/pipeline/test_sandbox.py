@@ -271,6 +271,6 @@ def test_a_correct_submission_is_graded_in_the_sandbox(tmp_path):
     spec = json.loads((work / ".jupyter" / "data" / "kernels" / course.KERNEL_NAME / "kernel.json").read_text())
     assert "--unsandboxed" not in spec["argv"] and spec["interrupt_mode"] == "message"
     [r] = results
-    assert (r.student, r.status, r.score, r.max_score) == ("correct", GRADED, 9, 9), r
+    assert (r.student, r.status, r.score, r.max_score) == ("correct", GRADED, 11, 11), r
     assert processes_mentioning(str(course.runtime_dir(work))) == []
     assert processes_mentioning(str(work / "workers")) == []  # the workers' kernels (WORKDIR/workers/RUN-K)

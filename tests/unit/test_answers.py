@@ -162,6 +162,44 @@ answers("alpha_bars", ok=[
 ], n_cases=8)
 
 
+def _summary(prev=None, snr=None, var=None, ab_fn=lambda b: jnp.cumprod(1 - b)):
+    def summary(betas):
+        ab = ab_fn(betas)
+        abp = jnp.concatenate([jnp.ones(1), ab[:-1]]) if prev is None else prev(ab)
+        return cu.schedules.ScheduleSummary(ab, ab / (1 - ab) if snr is None else snr(ab),
+                                            (1 - abp) / (1 - ab) * betas if var is None else var(betas, ab, abp))
+    return summary
+
+
+def _summary_scan(betas):
+    """alpha_bar and alpha_bar_{t-1} in one scan (the carry is the previous value), returned as a plain tuple."""
+    def step(prev, beta):
+        ab = prev * (1 - beta)
+        return ab, (ab, prev)
+    _, (ab, abp) = jax.lax.scan(step, jnp.float32(1.0), betas)
+    return ab, ab / (1 - ab), betas * (1 - abp) / (1 - ab)
+
+
+answers("schedule_summary", ok=[
+    _summary(),
+    _summary_scan,
+    _summary(prev=lambda ab: jnp.pad(ab[:-1], (1, 0), constant_values=1.0), snr=lambda ab: 1 / (1 / ab - 1)),
+    _summary(ab_fn=lambda b: jnp.exp(jnp.cumsum(jnp.log1p(-b))),
+             var=lambda b, ab, abp: b * (1 - abp) / (1 - abp * (1 - b))),       # 1 - alpha_bar_t = 1 - alpha_t alpha_bar_{t-1}
+    lambda b: list(_summary()(b)),
+], wrong=[
+    (_summary(prev=lambda ab: jnp.roll(ab, 1)), SLIP + "jnp.roll(alpha_bars, 1) wraps alpha_bar_T around"),
+    (_summary(prev=lambda ab: jnp.concatenate([jnp.zeros(1), ab[:-1]])), SLIP + "alpha_bar_0 is 1"),
+    (_summary(prev=lambda ab: ab), SLIP + "the posterior variance needs alpha_bar_{t-1}"),
+    (_summary(snr=lambda ab: (1 - ab) / ab), SLIP + "not its inverse"),
+    (_summary(snr=lambda ab: jnp.sqrt(ab / (1 - ab))), SLIP + "a ratio of variances"),
+    (_summary(var=lambda b, ab, abp: (1 - ab) / (1 - abp) * b), SLIP + "upside down"),
+    (_summary(ab_fn=lambda b: jnp.cumprod(b)), "the alpha_bars is wrong"),
+    (lambda b: dict(_summary()(b)._asdict()), "expected a tuple of 3 values"),
+    (_summary(prev=lambda ab: jnp.concatenate([jnp.ones(1), ab[1:]])), "the posterior_variances is wrong"),
+], n_cases=6)
+
+
 def _diffuse_scan_index(x0, betas, noises):
     def step(x, t):
         x = jnp.sqrt(1 - betas[t]) * x + jnp.sqrt(betas[t]) * noises[t]
@@ -293,17 +331,44 @@ def _w(b, a, ab, s2):
     return b**2 / (2 * s2 * a * (1 - ab))
 
 
+def _weight_by_means(b, a, ab, s2):
+    """The weight as a student might get it: the squared coefficient of the noise in the mean, over 2 sigma2."""
+    coef = b / (jnp.sqrt(a) * jnp.sqrt(1 - ab))
+    return coef**2 / (2 * s2)
+
+
+answers("noise_loss_weight", ok=[
+    _w,
+    _weight_by_means,
+    lambda b, a, ab, s2: (b / jnp.sqrt(a * (1 - ab))) ** 2 * 0.5 / s2,
+    lambda b, a, ab, s2: b * b / (2 * s2 * (1 - b) * (1 - ab)),           # alpha_t written as 1 - beta_t
+    lambda b, a, ab, s2: jnp.exp(2 * jnp.log(b) - jnp.log(2 * s2) - jnp.log(a) - jnp.log1p(-ab)),
+], wrong=[
+    (lambda b, a, ab, s2: b / (2 * s2 * a * (1 - ab)), SLIP + "beta_t is squared in the weight"),
+    (lambda b, a, ab, s2: b**2 / (s2 * a * (1 - ab)), SLIP + "the factor 1/2 is missing"),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab)), SLIP + "the weight has alpha_t (from dividing the mean by sqrt(alpha_t)), not alpha_bar_t"),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * a * (1 - a)), SLIP + "the weight has 1 - alpha_bar_t (the variance of the noise in x_t), not 1 - alpha_t"),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * a * jnp.sqrt(1 - ab)), SLIP + "the weight has 1 - alpha_bar_t, not its square root"),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * jnp.sqrt(a) * (1 - ab)), SLIP + "the weight has alpha_t, not its square root"),
+    (lambda b, a, ab, s2: b**2 / (2 * s2**2 * a * (1 - ab)), SLIP + "sigma2 is already the variance"),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * (1 - ab)), SLIP + "the factor 1 / alpha_t is missing"),
+    (lambda b, a, ab, s2: 2 * s2 * a * (1 - ab) / b**2, "wrong output"),   # upside down: no named slip, the values shown
+])
+
 answers("noise_loss", ok=[
     lambda e, et, b, a, ab, s2: jnp.sum(jnp.square(e - et)) * b * b / (2 * s2 * a * (1 - ab)),
     lambda e, et, b, a, ab, s2: (b / jnp.sqrt(a * (1 - ab))) ** 2 * jnp.sum((et - e) ** 2) / (2 * s2),
     lambda e, et, b, a, ab, s2: _w(b, a, ab, s2) * jnp.vdot(e - et, e - et),
+    lambda e, et, b, a, ab, s2: _weight_by_means(b, a, ab, s2) * jnp.sum((e - et) ** 2),
 ], wrong=[
-    (lambda e, et, b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab)) * jnp.sum((e - et) ** 2), SLIP + "alpha_t, not alpha_bar_t"),
+    (lambda e, et, b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab)) * jnp.sum((e - et) ** 2), SLIP + "alpha_t (from dividing the mean by sqrt(alpha_t)), not alpha_bar_t"),
     (lambda e, et, b, a, ab, s2: b / (2 * s2 * a * (1 - ab)) * jnp.sum((e - et) ** 2), SLIP + "beta_t is squared"),
     (lambda e, et, b, a, ab, s2: b**2 / (s2 * a * (1 - ab)) * jnp.sum((e - et) ** 2), SLIP + "the factor 1/2 is missing"),
     (lambda e, et, b, a, ab, s2: b**2 / (2 * s2 * a * jnp.sqrt(1 - ab)) * jnp.sum((e - et) ** 2), SLIP + "not its square root"),
+    (lambda e, et, b, a, ab, s2: b**2 / (2 * s2 * a * (1 - a)) * jnp.sum((e - et) ** 2), SLIP + "not 1 - alpha_t = beta_t"),
     (lambda e, et, b, a, ab, s2: _w(b, a, ab, s2) * jnp.mean((e - et) ** 2), SLIP + "sum the squared errors"),
-    (lambda e, et, b, a, ab, s2: jnp.sum((e - et) ** 2), SLIP + "the weight beta_t^2 / (2 sigma2 alpha_t (1 - alpha_bar_t)) is missing"),
+    (lambda e, et, b, a, ab, s2: jnp.sum((e - et) ** 2), SLIP + "the weight (your noise_loss_weight) is missing"),
+    (lambda e, et, b, a, ab, s2: _w(b, a, ab, s2) * jnp.linalg.norm((e - et).ravel()), SLIP + "without a square root"),
 ])
 
 answers("simple_loss", ok=[
@@ -948,5 +1013,5 @@ def test_generic_diagnoses(got, text):
 
 
 def test_a_failure_of_a_dependent_exercise_names_the_earlier_one():
-    with pytest.raises(CheckFailure, match=r"may call your `mean_loss`"):
+    with pytest.raises(CheckFailure, match=r"may call your `noise_loss_weight`"):
         check("noise_loss", lambda e, et, b, a, ab, s2: jnp.sum((e - et) ** 2) * b, n_cases=1)

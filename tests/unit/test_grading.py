@@ -29,7 +29,7 @@ def test_registry_covers_the_course():
     names = set(grading.exercise_names())
     assert {"forward_mean", "forward_variance", "forward_step", "linear_betas", "cosine_betas", "my_betas",
             "alpha_bars", "diffuse", "q_sample", "posterior_mean", "posterior_variance", "mean_from_noise",
-            "mean_loss", "noise_loss", "simple_loss"} <= names
+            "mean_loss", "noise_loss_weight", "noise_loss", "simple_loss"} <= names
     assert issubclass(CheckFailure, AssertionError)
     for name in WITH_REFERENCE:
         assert grading.exercise(name).hints, f"{name} has no hints"
@@ -277,6 +277,7 @@ EQUIVALENT = {
     "mean_from_noise": lambda x, e, b, ab: x / jnp.sqrt(1 - b) - b / (jnp.sqrt(1 - ab) * jnp.sqrt(1 - b)) * e,
     "mean_loss": lambda m, mt, s2: 0.5 * jnp.vdot(m - mt, m - mt) / s2,
     "noise_loss": lambda e, et, b, a, ab, s2: jnp.sum(jnp.square(e - et)) * b * b / (2 * s2 * a * (1 - ab)),
+    "noise_loss_weight": lambda b, a, ab, s2: (b / (1 - ab)) * (b / (2 * s2 * a)) * (1 - ab) / (1 - ab),
     "simple_loss": lambda e, et: jnp.linalg.norm((e - et).ravel()) ** 2,
     "forward_step": lambda x, b, e: x * (1 - b) ** 0.5 + e * b**0.5,
     "q_sample": lambda x, a, e: x * a**0.5 + e * (1 - a) ** 0.5,

@@ -175,6 +175,35 @@ def test_noise_loss_formula(seed):
     assert float(got) == pytest.approx(float(want), rel=1e-5)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_noise_loss_weight_is_the_ratio_of_the_two_losses(seed):
+    """lambda_t against an independent computation in float64: the mean loss of mu_tilde and the mean implied by
+    eps_theta, divided by ||eps - eps_theta||^2 (Derivation 2 of notebook 02, done numerically)."""
+    rng = _rng(14, seed)
+    b, ab, abp = (np.float64(v) for v in _step(rng))
+    s2 = b if seed % 2 else (1 - abp) / (1 - ab) * b + 1e-4
+    x0, eps, eps_theta = (rng.standard_normal(5) for _ in range(3))
+    xt = np.sqrt(ab) * x0 + np.sqrt(1 - ab) * eps
+    c0, ct = np.sqrt(abp) * b / (1 - ab), np.sqrt(1 - b) * (1 - abp) / (1 - ab)   # Bayes' rule, x0 and x_t
+    x0_theta = (xt - np.sqrt(1 - ab) * eps_theta) / np.sqrt(ab)                   # the x0 that eps_theta implies
+    by_means = np.sum((c0 * x0 + ct * xt - (c0 * x0_theta + ct * xt)) ** 2) / (2 * s2)
+    want = by_means / np.sum((eps - eps_theta) ** 2)
+    got = losses.noise_loss_weight(np.float32(b), np.float32(1 - b), np.float32(ab), np.float32(s2))
+    assert got.shape == () and got.dtype == jnp.float32
+    assert float(got) == pytest.approx(want, rel=1e-4)
+
+
+def test_noise_loss_weight_broadcasts_over_a_schedule():
+    from course_utils import schedules
+
+    s = schedules.make_schedule(schedules.linear_betas(1000))
+    w = losses.noise_loss_weight(s.betas, s.alphas, s.alpha_bars, s.betas)
+    assert w.shape == (1000,)
+    assert float(w[0]) == pytest.approx(1 / (2 * (1 - 1e-4)), rel=1e-3)        # 1 - alpha_bar_1 = beta_1
+    np.testing.assert_allclose(np.asarray(losses.noise_loss(np.ones(3), np.zeros(3), s.betas[5], s.alphas[5],
+                                                            s.alpha_bars[5], s.betas[5])), 3 * float(w[5]), rtol=1e-6)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_simple_loss(shape):
     rng = _rng(10, len(shape))
@@ -226,7 +255,7 @@ def test_mean_loss_equals_noise_loss_batched_with_vmap():
 
 def test_loss_functions_have_raw():
     for fn in (losses.posterior_mean, losses.posterior_variance, losses.mean_from_noise,
-               losses.mean_loss, losses.noise_loss, losses.simple_loss):
+               losses.mean_loss, losses.noise_loss, losses.noise_loss_weight, losses.simple_loss):
         assert callable(fn.raw)
 
 

@@ -77,6 +77,19 @@ def test_a_reply_round_trips_and_is_judged_like_in_the_kernel():
     assert not ok and text.startswith("q_sample: wrong output on test input 1 of 5."), text
 
 
+@pytest.mark.parametrize("name,right,slip,named", [
+    ("noise_loss_weight", lambda b, a, ab, s2: b * b / (2 * s2 * a * (1 - ab)),
+     lambda b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab)), "not alpha_bar_t"),
+])
+def test_new_exercises_are_judged_on_the_grader_side(name, right, slip, named):
+    """The grader's path (plan, evaluate in the kernel, encode, decode, verdict) for the exercises added by issue 16."""
+    request = grading.plan(name, n_cases=8, seed=3, edge_cases=True)
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(grading.evaluate(request, right))))
+    assert ok, text
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(grading.evaluate(request, slip))))
+    assert not ok and "Likely slip" in text and named in text, text
+
+
 def test_the_request_holds_inputs_but_no_expected_values():
     """What the kernel receives: the inputs only (the references run in the grader)."""
     request = grading.plan("posterior_mean", n_cases=30, seed=201, edge_cases=True)

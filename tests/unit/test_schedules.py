@@ -142,6 +142,24 @@ def test_signal_to_noise():
     assert np.all(np.diff(np.asarray(got)) < 0)  # SNR decreases with t
 
 
+@pytest.mark.parametrize("T", [1, 2, 50, 1000])
+def test_schedule_summary_against_a_float64_loop(T):
+    """alpha_bar, the SNR and the posterior variance of notebook 01's summary, each from its definition in float64
+    (the posterior variance as the variance of x_{t-1} given x_t and x_0 by Gaussian conditioning)."""
+    betas = np.sort(np.random.default_rng(T).uniform(1e-3, 0.3 * min(1, 50 / T), T)).astype(np.float32)  # no underflow
+    ab = alpha_bars_loop(betas)
+    ab_prev = np.array([1.0] + list(ab[:-1]))
+    # x_{t-1} | x_0 has variance 1 - ab_prev; x_t = sqrt(1 - beta) x_{t-1} + sqrt(beta) eps: condition on x_t
+    var_prev, b = 1 - ab_prev, np.asarray(betas, np.float64)
+    conditioned = var_prev - (1 - b) * var_prev**2 / ((1 - b) * var_prev + b)
+    got = schedules.schedule_summary(jnp.asarray(betas))
+    assert isinstance(got, schedules.ScheduleSummary) and all(np.shape(x) == (T,) for x in got)
+    np.testing.assert_allclose(np.asarray(got.alpha_bars, np.float64), ab, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(got.snr, np.float64), ab / (1 - ab), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(got.posterior_variances, np.float64), conditioned, rtol=1e-4, atol=1e-7)
+    assert float(got.posterior_variances[0]) == 0.0
+
+
 # ------------------------------------------------------------------ Schedule
 
 
@@ -225,7 +243,7 @@ def test_schedule_is_a_pytree_usable_under_jit_and_vmap(betas):
 
 def test_schedule_functions_have_raw_and_work_under_jit():
     for fn in (schedules.linear_betas, schedules.cosine_betas, schedules.constant_betas,
-               schedules.alpha_bars, schedules.signal_to_noise, schedules.make_schedule):
+               schedules.alpha_bars, schedules.signal_to_noise, schedules.make_schedule, schedules.schedule_summary):
         assert callable(fn.raw)
     f = jax.jit(schedules.linear_betas.raw, static_argnums=0)
     np.testing.assert_allclose(np.asarray(f(5, 0.1, 0.5)), np.linspace(0.1, 0.5, 5), rtol=1e-6)
