@@ -592,6 +592,75 @@ answers("guided_eps", ok=[
 ], n_cases=3)
 
 
+_guided_right = _guided()
+
+
+def _guided_sampler(kind="right"):
+    """The guided reverse loop the way the exercise text describes it, with one slip (or none)."""
+    def guided_sample(model, x_T, zs, y, w, betas, alpha_bars, sigmas):
+        T = betas.shape[0]
+        ts = {"up": jnp.arange(1, T + 1), "shift": jnp.arange(T - 1, -1, -1)}.get(kind, jnp.arange(T, 0, -1))
+
+        def body(x_t, t):
+            z = zs[t - 1] if kind == "noise_at_1" else jnp.where(t > 1, zs[t - 1], 0.0)
+            steps = jnp.full((x_t.shape[0],), t)
+            if kind == "conditional":
+                eps = model(x_t, steps, y)
+            elif kind == "unconditional":
+                eps = model(x_t, steps, jnp.full_like(y, -1))
+            else:
+                eps = _guided_right(model, x_t, steps, y, w)
+            b, ab = betas[t - 1], alpha_bars[t - 1]
+            x_prev = (x_t - b / jnp.sqrt(1 - ab) * eps) / jnp.sqrt(1 - b) + sigmas[t - 1] * z
+            return x_prev, (x_t if kind == "no_x0" else x_prev)
+
+        _, xs = jax.lax.scan(body, x_T, ts)
+        return xs if kind in ("no_xT", "no_x0") else jnp.concatenate([x_T[None], xs])
+    return guided_sample
+
+
+def _guided_sampler_noises_in_order(model, x_T, zs, y, w, betas, alpha_bars, sigmas):
+    """Scanning over (t, z) pairs in the order they are used, the last noise zeroed beforehand."""
+    ts = jnp.arange(betas.shape[0], 0, -1)
+    noises = jnp.where((ts > 1)[:, None, None], zs[ts - 1], 0.0)
+
+    def body(x, t_and_z):
+        t, z = t_and_z
+        eps = (w + 1) * model(x, jnp.full(x.shape[:1], t), y) - w * model(x, jnp.full(x.shape[:1], t), -jnp.ones_like(y))
+        b, ab = betas[t - 1], alpha_bars[t - 1]
+        x = x * jax.lax.rsqrt(1 - b) - b / jnp.sqrt((1 - ab) * (1 - b)) * eps + sigmas[t - 1] * z
+        return x, x
+
+    _, xs = jax.lax.scan(body, x_T, (ts, noises))
+    return jnp.concatenate([x_T[None], xs], axis=0)
+
+
+def _guided_sampler_fori(model, x_T, zs, y, w, betas, alpha_bars, sigmas):
+    """fori_loop over i = 0..T-1 (t = T - i), writing each state into a preallocated trajectory."""
+    T = betas.shape[0]
+    path = jnp.zeros((T + 1,) + x_T.shape, x_T.dtype).at[0].set(x_T)
+
+    def body(i, path):
+        t = T - i
+        x = path[i]
+        eps = _guided_right(model, x, t * jnp.ones(x.shape[0], jnp.int32), y, w)
+        mean = (x - betas[t - 1] / jnp.sqrt(1 - alpha_bars[t - 1]) * eps) / jnp.sqrt(1 - betas[t - 1])
+        return path.at[i + 1].set(mean + (t > 1) * sigmas[t - 1] * zs[t - 1])
+
+    return jax.lax.fori_loop(0, T, body, path)
+
+
+answers("guided_sample", ok=[_guided_sampler(), _guided_sampler_noises_in_order, _guided_sampler_fori], wrong=[
+    (_guided_sampler("up"), SLIP + "the reverse process runs backwards in time"),
+    (_guided_sampler("shift"), SLIP + "yours start at T - 1"),
+    (_guided_sampler("noise_at_1"), SLIP + "no noise at the last step"),
+    (_guided_sampler("conditional"), SLIP + "the guidance is missing"),
+    (_guided_sampler("unconditional"), SLIP + "the steps use the unconditional prediction"),
+    (_guided_sampler("no_xT"), SLIP + "the trajectory starts with x_T itself"),
+    (_guided_sampler("no_x0"), SLIP + "the trajectory is missing x_0"),
+], n_cases=3)
+
+
 def _unet(kind="right"):
     def __call__(self, x, t, y):
         emb = self.embed(t, y)

@@ -58,7 +58,8 @@ def test_the_reference_itself_earns_no_points():
             check("q_sample", answer)
 
 
-@pytest.mark.parametrize("name", ["ddpm_loss", "ddpm_step", "sample", "ddim_step", "drop_labels", "guided_eps"])
+@pytest.mark.parametrize("name", ["ddpm_loss", "ddpm_step", "sample", "ddim_step", "drop_labels", "guided_eps",
+                                  "guided_sample"])
 def test_references_that_take_modules_or_keys_earn_no_points_either(name):
     """References that are not jitted themselves (they take a model or a key) are marked too."""
     reference = grading.exercise(name).reference
@@ -523,3 +524,41 @@ def test_mutants_of_the_solution_fail_the_visible_test(name, right, wrong, hint)
         check(name, namespace[name])
     if hint:
         assert "Likely slip: " in str(info.value) and hint in str(info.value), str(info.value)
+
+
+_SOLUTION_05 = Path(__file__).resolve().parents[2] / "solutions" / "05_guided_two_pixel" / "05_guided_two_pixel.ipynb"
+
+_MUTANTS_05 = [
+    ("guided_sample", "jnp.arange(T, 0, -1))", "jnp.arange(1, T + 1))", "runs backwards in time"),
+    ("guided_sample", "jnp.arange(T, 0, -1))", "jnp.arange(T - 1, -1, -1))", "yours start at T - 1"),
+    ("guided_sample", "jnp.where(t > 1, zs[t - 1], 0.0)", "zs[t - 1]", "no noise at the last step"),
+    ("guided_sample", "jnp.where(t > 1, zs[t - 1], 0.0)", "jnp.where(t > 1, zs[T - t], 0.0)", "step t uses the noise zs[t - 1]"),
+    ("guided_sample", "guided_eps(model, x_t, jnp.full((x_t.shape[0],), t), y, w)",
+     "model(x_t, jnp.full((x_t.shape[0],), t), y)", "the guidance is missing"),
+    ("guided_sample", "t), y, w)", "t), jnp.full_like(y, -1), w)", "the steps use the unconditional prediction"),
+    ("guided_sample", "t), y, w)", "t), y, w + 1)", "pass the guidance weight w itself"),
+    ("guided_sample", "/ jnp.sqrt(1 - beta_t)", "/ jnp.sqrt(alpha_bar_t)", "not sqrt(alpha_bar_t)"),
+    ("guided_sample", "sigmas[t - 1] * z", "sigmas[t - 1] ** 2 * z", "sigmas holds standard deviations"),
+    ("guided_sample", "return jnp.concatenate([x_T[None], xs])", "return xs", "starts with x_T"),
+    ("guided_sample", "return x_prev, x_prev", "return x_prev, x_t", "the trajectory holds x_T twice and no x_0"),
+]
+
+
+def _solution_05(grade_id):
+    import json
+
+    cells = json.loads(_SOLUTION_05.read_text())["cells"]
+    return next("".join(c["source"]) for c in cells if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+@pytest.mark.parametrize("name,right,wrong,hint", _MUTANTS_05, ids=[f"{m[0]}-{i}" for i, m in enumerate(_MUTANTS_05)])
+def test_mutants_of_the_05_solution_fail_the_visible_test(name, right, wrong, hint):
+    """Notebook 05's own answer, with one slip, fails the visible test with its hint."""
+    source = _solution_05(name)
+    assert right in source, f"{name}: {right!r} is not in the solution"
+    namespace = {"jax": jax, "jnp": jnp}
+    exec(compile(_solution_05("guided_eps"), "<guided_eps>", "exec"), namespace)  # guided_sample calls the student's guided_eps
+    exec(compile(source.replace(right, wrong, 1), f"<{name}>", "exec"), namespace)
+    with pytest.raises(CheckFailure) as info:
+        check(name, namespace[name])
+    assert "Likely slip: " in str(info.value) and hint in str(info.value), str(info.value)

@@ -241,3 +241,19 @@ def test_the_grader_keeps_its_compiled_references_in_its_own_cache(tmp_path):
     assert f"c.LimitedExecute.grader_jax_cache = {str(tmp_path / 'grader-jax-cache')!r}" in config
     course.write_config(tmp_path, jax_cache=None)
     assert "c.LimitedExecute.grader_jax_cache = ''" in (tmp_path / "nbgrader_config.py").read_text()
+
+
+def test_guided_sample_is_judged_on_the_graders_side():
+    """Notebook 05's sampler exercise through the grader's path: the request (with its U-Nets) pickled as the kernel
+    receives it, the reply as plain data, the verdict with the references and hints computed by the grader."""
+    from course_utils import guidance
+    from course_utils._validate import unmarked
+
+    request = grading.plan("guided_sample", n_cases=3, seed=505, edge_cases=True)
+    in_kernel = pickle.loads(pickle.dumps(request))
+    right = unmarked(guidance.guided_sample)
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(grading.evaluate(in_kernel, right))))
+    assert ok and text.startswith("guided_sample: passed 6 of 6"), text
+    slip = grading.exercise("guided_sample").hints[0]
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(grading.evaluate(in_kernel, slip.variant))))
+    assert not ok and f"Likely slip: {slip.message}" in text, text
