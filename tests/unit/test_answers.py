@@ -510,6 +510,85 @@ answers("ddpm_step", ok=[_step(), _step_mean_from_noise,
     (_step("plus"), SLIP + "subtract the predicted noise"),
 ], n_cases=3, edge_cases=False)
 
+_my_loss = _loss()  # a student's own (right) ddpm_loss: train_step calls it
+
+
+def _train_step(kind="right", loss=_my_loss):
+    """train_step as students write it, with nnx.value_and_grad and the nnx.Optimizer, or with one slip."""
+    def train_step(model, optimizer, x0, t, noise, alpha_bars):
+        if kind == "outside":      # differentiates a function that ignores its argument: the model from outside
+            value, grads = nnx.value_and_grad(lambda m: loss(model, x0, t, noise, alpha_bars))(model)
+        elif kind == "minus_loss":
+            value, grads = nnx.value_and_grad(lambda m: -loss(m, x0, t, noise, alpha_bars))(model)
+        elif kind == "swapped":
+            value, grads = nnx.value_and_grad(loss)(model, noise, t, x0, alpha_bars)
+        else:
+            value, grads = nnx.value_and_grad(loss)(model, x0, t, noise, alpha_bars)
+        if kind == "ascent":
+            grads = jax.tree.map(lambda g: -g, grads)
+        if kind == "old_api":
+            optimizer.update(grads)
+        elif kind != "no_update":
+            optimizer.update(model, grads)
+        if kind == "after":
+            return loss(model, x0, t, noise, alpha_bars)
+        if kind == "pair":
+            return value, grads
+        if kind == "per_point":
+            ab = alpha_bars[t - 1].reshape((-1,) + (1,) * (x0.ndim - 1))
+            return jnp.mean((noise - model(jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise, t)) ** 2, axis=-1)
+        if kind == "no_return":
+            return None
+        return value
+    return train_step
+
+
+def _train_step_split(model, optimizer, x0, t, noise, alpha_bars):
+    """With nnx.split / nnx.merge and jax.value_and_grad."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_of(params):
+        return _my_loss(nnx.merge(graphdef, params, rest), x0, t, noise, alpha_bars)
+
+    value, grads = jax.value_and_grad(loss_of)(params)
+    optimizer.update(model, grads)
+    return value
+
+
+def _train_step_grad_then_loss(model, optimizer, x0, t, noise, alpha_bars):
+    """The loss first, then nnx.grad (two evaluations), then the update."""
+    value = _my_loss(model, x0, t, noise, alpha_bars)
+    grads = nnx.grad(_my_loss)(model, x0, t, noise, alpha_bars)
+    optimizer.update(model, grads)
+    return value
+
+
+def _train_step_lambda(model, optimizer, x0, t, noise, alpha_bars):
+    value, grads = nnx.value_and_grad(lambda m: _my_loss(m, x0, t, noise, alpha_bars))(model)
+    optimizer.update(model, grads)
+    return jnp.asarray(value, jnp.float32)
+
+
+def _x0_target(model, x0, t, noise, alpha_bars):
+    ab = alpha_bars[t - 1].reshape((-1,) + (1,) * (x0.ndim - 1))
+    return jnp.mean((x0 - model(jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise, t)) ** 2)
+
+
+answers("train_step", ok=[_train_step(), _train_step_split, _train_step_grad_then_loss, _train_step_lambda], wrong=[
+    (_train_step("ascent"), SLIP + "gradient ascent"),
+    (_train_step("no_update"), SLIP + "the parameters never change: after computing the gradient, call"),
+    (_train_step("outside"), SLIP + "the gradient is zero"),
+    (_train_step("after"), SLIP + "return the loss computed before the update"),
+    (_train_step(loss=_x0_target), SLIP + "the network predicts the noise"),
+    (_train_step("swapped"), SLIP + "x0 and noise are swapped"),
+    (_train_step("minus_loss"), "the gradient's sign is flipped"),
+    (_train_step("pair"), "return only the loss, a scalar"),
+    (_train_step("per_point"), "it must be a scalar, shape ()"),
+    (_train_step("no_return"), "did you forget `return loss`?"),
+    (_train_step("old_api"), "the call is optimizer.update(model, grads)"),
+    (_train_step(loss=_loss("index_t")), "This exercise may call your `ddpm_loss`"),
+], edge_cases=True)
+
 # ------------------------------------------------------------------ notebook 05
 
 answers("gaussian_fourier_embedding", ok=[

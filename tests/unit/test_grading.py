@@ -70,6 +70,29 @@ def test_references_that_take_modules_or_keys_earn_no_points_either(name):
         check(name, lambda *args: reference(*args))
 
 
+def test_a_training_step_that_calls_the_reference_earns_no_points():
+    from course_utils import training
+
+    for answer in (training.train_step, lambda *args: training.train_step(*args)):
+        with pytest.raises(CheckFailure, match=r"train_step: it calls the reference implementation course_utils.training.train_step"):
+            check("train_step", answer)
+
+
+def test_the_training_step_hints_are_distinct_and_the_reference_matches_none():
+    from course_utils.exercises import kinds
+
+    ex = grading.exercise("train_step")
+    trials = ex.trials(True)
+    reference = ex.judge.reference
+    for trial in trials:
+        runs = [kinds.run_steps(trial, h.variant) for h in ex.hints]
+        expected = kinds.run_steps(trial, reference)
+        assert not any(kinds._same_run(r, expected, ex.rtol, ex.atol) for r in runs)
+        for i in range(len(runs)):
+            for j in range(i + 1, len(runs)):
+                assert not kinds._same_run(runs[i], runs[j], ex.rtol, ex.atol), (trial.label, ex.hints[i].message, ex.hints[j].message)
+
+
 CLASS_EXERCISES = ["MLPDenoiser", "TwoPixelUNet", "ResidualBlock", "SelfAttention"]
 
 
@@ -121,6 +144,8 @@ def test_hints_are_distinct_from_each_other():
     """Two hints whose variants agree on every input would always be shown together."""
     for name in grading.exercise_names():
         ex = grading.exercise(name)
+        if ex.make_case is None:  # exercises run as trials (train_step): tests of their own below
+            continue
         cases = [ex.make_case(np.random.default_rng([7, i])) for i in range(5)] if ex.hints else []
         outputs = [[np.asarray(h.variant(*args)) for args in cases] for h in ex.hints]
         for i in range(len(ex.hints)):
@@ -501,6 +526,11 @@ _MUTANTS_04 = [
     ("ddim_step", "jnp.where(t_prev > 0, alpha_bars[jnp.maximum(t_prev - 1, 0)], 1.0)", "alpha_bars[t_prev - 1]", "t_prev = 0 means"),
     ("ddim_step", "jnp.full((x_t.shape[0],), t))", "jnp.full((x_t.shape[0],), t_prev))", None),
     ("ddim_step", "sigma**2", "sigma", None),
+    ("train_step", "optimizer.update(model, grads)", "optimizer.update(model, jax.tree.map(lambda g: -g, grads))", "gradient ascent"),
+    ("train_step", "    optimizer.update(model, grads)\n", "", "the parameters never change"),
+    ("train_step", "(model, x0, t, noise, alpha_bars)", "(model, noise, t, x0, alpha_bars)", "swapped"),
+    ("train_step", "return loss", "return loss, grads", None),
+    ("train_step", "return loss", "return ddpm_loss(model, x0, t, noise, alpha_bars)", "before the update"),
 ]
 
 
@@ -517,8 +547,9 @@ def test_mutants_of_the_solution_fail_the_visible_test(name, right, wrong, hint)
     """The solution notebook's own answer, with one slip, fails the visible test (with its hint where one is named)."""
     source = _solution_04(name)
     assert right in source, f"{name}: {right!r} is not in the solution"
-    namespace = {"jax": jax, "jnp": jnp}
+    namespace = {"jax": jax, "jnp": jnp, "nnx": nnx}
     exec(compile(_solution_04("ddpm_step"), "<ddpm_step>", "exec"), namespace)  # sample calls the student's ddpm_step
+    exec(compile(_solution_04("ddpm_loss"), "<ddpm_loss>", "exec"), namespace)  # train_step calls the student's ddpm_loss
     exec(compile(source.replace(right, wrong, 1), f"<{name}>", "exec"), namespace)
     with pytest.raises(CheckFailure) as info:
         check(name, namespace[name])

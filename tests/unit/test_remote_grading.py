@@ -136,6 +136,61 @@ def test_a_forged_reply_needs_the_right_numbers():
     assert not ok and "wrong output" in text
 
 
+def _train_step_right(model, optimizer, x0, t, noise, alpha_bars):
+    from flax import nnx
+
+    from course_utils import training
+
+    loss, grads = nnx.value_and_grad(training.ddpm_loss)(model, x0, t, noise, alpha_bars)
+    optimizer.update(model, grads)
+    return loss
+
+
+def _train_step_ascent(model, optimizer, x0, t, noise, alpha_bars):
+    import jax
+    from flax import nnx
+
+    from course_utils import training
+
+    loss, grads = nnx.value_and_grad(training.ddpm_loss)(model, x0, t, noise, alpha_bars)
+    optimizer.update(model, jax.tree.map(lambda g: -g, grads))
+    return loss
+
+
+def test_a_training_step_crosses_to_the_kernel_as_plain_data_and_is_judged_by_the_grader():
+    """train_step's request holds factories (by name) and arrays; the kernel builds the same model and optimizer,
+    runs the answer and sends back losses and parameters; the grader runs the reference and the hints itself."""
+    from course_utils.exercises import kinds
+
+    request = grading.plan("train_step", edge_cases=True)
+    kernel_request = pickle.loads(pickle.dumps(request))
+    assert len(kernel_request.trials) == 3
+    for trial in kernel_request.trials:
+        assert isinstance(trial, kinds.StepTrial)
+        assert all(type(p) is np.ndarray for p in trial.params)
+        assert all(type(a) is np.ndarray for batch in trial.batches for a in batch)
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(
+        grading.evaluate(kernel_request, _train_step_right))))
+    assert ok and text.startswith("train_step: passed 3 of 3 test runs"), text
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(
+        grading.evaluate(kernel_request, _train_step_ascent))))
+    assert not ok and "Likely slip: gradient ascent" in text, text
+
+
+def test_a_forged_training_step_reply_needs_the_right_numbers():
+    request = grading.plan("train_step")
+    outcome = grading.evaluate(request, _train_step_right)
+    for record in outcome["results"]:
+        record["params"] = [p + 1e-3 for p in record["params"]]
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(outcome)))
+    assert not ok and "parameters differ from the reference's" in text, text
+    outcome = grading.evaluate(request, _train_step_right)
+    for record in outcome["results"]:
+        record["counts"] = record["counts"][:1]
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(outcome)))
+    assert not ok and "malformed" in text, text
+
+
 def test_objects_that_are_not_data_come_back_as_their_type_name():
     class Sneaky:
         def __array__(self, *a, **k):
