@@ -385,32 +385,12 @@ def over_keys(measure, key, n_keys):
     """``measure(k)`` for ``n_keys`` keys split from ``key``, stacked: shape (n_keys, ...), numpy.
 
     For the spread of a measured number: draw the samples it is measured on with each key in turn
-    (``k`` can be split further, for the start and the noise of a sampler).
+    (``k`` can be split further, for the start and the noise of a sampler), then read the values with
+    :func:`course_utils.metrics.spread` and :func:`course_utils.metrics.compare`.
     """
     if isinstance(n_keys, bool) or not isinstance(n_keys, (int, np.integer)) or n_keys < 2:
         raise ValueError(f"over_keys: argument `n_keys` must be an int of at least 2 (a spread needs two values), got {n_keys!r}")
     return np.stack([np.asarray(measure(k), np.float64) for k in jax.random.split(key, n_keys)])
-
-
-def mean_pm(values, digits=4) -> str:
-    """``"mean ± standard deviation"`` of repeated measurements ``values`` (n,), each to ``digits`` decimals."""
-    values = np.asarray(values, np.float64)
-    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
-
-
-def difference(a, b):
-    r"""Whether two sets of repeated measurements differ by more than their spread.
-
-    Returns ``(d, se, exceeds)``: the difference of the means :math:`d = \bar a - \bar b`, its standard
-    error :math:`\sqrt{s_a^2 / n_a + s_b^2 / n_b}` (sample standard deviations over the repetitions),
-    and whether :math:`|d| > 2\,\mathrm{se}` (about 95 % of the differences of two equal settings stay inside).
-    """
-    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
-    if a.size < 2 or b.size < 2:
-        raise ValueError(f"difference: each set needs at least 2 measurements, got {a.size} and {b.size}")
-    d = a.mean() - b.mean()
-    se = float(np.sqrt(a.var(ddof=1) / a.size + b.var(ddof=1) / b.size))
-    return float(d), se, bool(abs(d) > 2 * se)
 
 
 # ---------------------------------------------------------------- classifier guidance

@@ -13,11 +13,13 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from .. import embeddings, guidance, models, schedules
 from ..grading import Build, CheckFailure, Exercise, Hint, _compare, built_outputs, describe_value, jit_call, register
 from .common import array as _array
+from .kinds import StepSetup, train_step_exercise
 
 
 # ---------------------------------------------------------------- gaussian_fourier_embedding
@@ -332,3 +334,88 @@ register(Exercise(
                                                    "the last index x_0 (do not reverse it)."),
     ],
 ))
+
+
+# ---------------------------------------------------------------- conditional_train_step (the training-step kind)
+
+
+class _StepNet(nnx.Module):
+    """The step test's conditional model: eps(x, t, y) from the pixels, t / 50 and the label's one-hot code (with the
+    "no label" slot). Any conditional model tests a training step; this one compiles several times faster than the
+    U-Net, and the test compiles the student's step and the reference's."""
+
+    def __init__(self, *, rngs):
+        self.hidden = models.Linear(2 + 1 + 3, 16, rngs=rngs)
+        self.out = models.Linear(16, 2, rngs=rngs)
+
+    def __call__(self, x, t, y):
+        h = jnp.concatenate([x, jnp.asarray(t, jnp.float32)[:, None] / 50, embeddings.class_one_hot(y, 2)], axis=-1)
+        return self.out(jax.nn.silu(self.hidden(h)))
+
+
+def _step_unet(rngs):
+    """The test's model (module level, so that the kernel imports it by name)."""
+    return _StepNet(rngs=rngs)
+
+
+def _step_adam():
+    return optax.adam(1e-2, eps=1e-4)
+
+
+@functools.lru_cache(maxsize=None)
+def _step_alpha_bars():
+    return np.asarray(schedules.make_schedule(schedules.cosine_betas(50, max_beta=0.5)).alpha_bars, np.float32)
+
+
+def _step_batches(rng, n_steps, p_uncond=None):
+    """One batch per step: 16 two-pixel images, their labels, steps, noise, alpha_bars, a raw key and p_uncond."""
+    batches = []
+    for _ in range(n_steps):
+        n = 16
+        y = rng.integers(0, 2, size=n).astype(np.int32)
+        means = np.asarray(guidance.TWO_PIXEL.means, np.float32)
+        x0 = (means[y] + 0.1 * rng.standard_normal((n, 2))).astype(np.float32)
+        p = np.float32(rng.uniform(0.2, 0.6) if p_uncond is None else p_uncond)
+        batches.append((x0, y, rng.integers(1, 51, size=n).astype(np.int32), _array(rng, (n, 2)), _step_alpha_bars(),
+                        np.asarray(jax.random.PRNGKey(int(rng.integers(2**31))), np.uint32), p))
+    return batches
+
+
+def _step_with(labels="dropped", x_t="closed form", target="noise", sign=1.0, loss_after=False, shift=1):
+    """The conditional training step with one slip."""
+    def step(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+        chosen = {"dropped": lambda: guidance.drop_labels(key, y, p_uncond), "kept": lambda: y,
+                  "none": lambda: jnp.full_like(y, embeddings.NO_LABEL)}[labels]()
+
+        def loss_fn(model):
+            ab = alpha_bars[jnp.clip(t - shift, 0, alpha_bars.shape[0] - 1)][:, None]
+            noisy = (jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise) if x_t == "closed form" else (ab * x0 + (1 - ab) * noise)
+            return jnp.mean(((noise if target == "noise" else x0) - model(noisy, t, chosen)) ** 2)
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, jax.tree.map(lambda g: sign * g, grads))
+        return loss_fn(model) if loss_after else loss
+    return step
+
+
+register(train_step_exercise(
+    "conditional_train_step", guidance.conditional_train_step,
+    setups=[StepSetup(_step_unet, _step_adam, _step_batches, "Adam (learning rate 0.01)")],
+    # the edge runs use the same model and optimizer as the visible one (other weights): no new compilation
+    edge_setups=[StepSetup(_step_unet, _step_adam, functools.partial(_step_batches, p_uncond=0.0), "Adam, p_uncond = 0", seed=1),
+                 StepSetup(_step_unet, _step_adam, functools.partial(_step_batches, p_uncond=1.0), "Adam, p_uncond = 1", seed=2)],
+    hints=[
+        Hint(_step_with(labels="kept"), "the labels are not dropped: pass y through your drop_labels(key, y, p_uncond) "
+                                        "and give the model the labels it returns."),
+        Hint(_step_with(labels="none"), "every label is replaced by \"no label\": only a fraction p_uncond is dropped, "
+                                        "with drop_labels(key, y, p_uncond)."),
+        Hint(_step_with(sign=-1.0), "the parameters move uphill: pass the gradient itself to optimizer.update (the "
+                                    "optimizer already subtracts it), not minus the gradient."),
+        Hint(_step_with(loss_after=True), "return the loss computed before the update, the one nnx.value_and_grad "
+                                          "returns with the gradient."),
+        Hint(_step_with(x_t="no sqrt"), "x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: the square roots are missing."),
+        Hint(_step_with(target="x0"), "the network predicts the noise: compare its output with `noise`, not with x0."),
+        Hint(_step_with(shift=0), "off by one: alpha_bar_t is alpha_bars[t - 1] (time steps count from 1)."),
+    ],
+    arg_names=("x0", "y", "t", "noise", "alpha_bars", "key", "p_uncond"),
+    depends_on=("drop_labels",)))

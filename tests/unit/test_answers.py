@@ -740,6 +740,68 @@ answers("guided_sample", ok=[_guided_sampler(), _guided_sampler_noises_in_order,
 ], n_cases=3)
 
 
+_my_drop = _drop()  # a student's own (right) drop_labels: conditional_train_step calls it
+
+
+def _cond_step(kind="right"):
+    """conditional_train_step as students write it, or with one slip."""
+    def conditional_train_step(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+        labels = {"kept": y, "none": jnp.full_like(y, -1)}.get(kind, _my_drop(key, y, p_uncond))
+        ab = alpha_bars[t if kind == "index_t" else t - 1][:, None]
+        x_t = (ab * x0 + (1 - ab) * noise) if kind == "no_sqrt" else (jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise)
+
+        def loss_fn(m):
+            return jnp.mean(((x0 if kind == "x0" else noise) - m(x_t, t, labels)) ** 2)
+
+        value, grads = nnx.value_and_grad(loss_fn)(model)
+        if kind == "ascent":
+            grads = jax.tree.map(lambda g: -g, grads)
+        if kind != "no_update":
+            optimizer.update(model, grads)
+        return loss_fn(model) if kind == "after" else value
+    return conditional_train_step
+
+
+def _cond_step_split(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+    """With nnx.split / nnx.merge and jax.value_and_grad, and the loss of notebook 04's form."""
+    labels = _my_drop(key, y, p_uncond)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    ab = alpha_bars[t - 1].reshape(-1, 1)
+
+    def loss_of(params):
+        net = nnx.merge(graphdef, params, rest)
+        return jnp.mean(jnp.square(net(ab**0.5 * x0 + (1 - ab) ** 0.5 * noise, t, labels) - noise))
+
+    value, grads = jax.value_and_grad(loss_of)(params)
+    optimizer.update(model, grads)
+    return value
+
+
+def _cond_step_grad(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+    """nnx.grad with a loss of (model, labels), and the loss evaluated first."""
+    labels = jnp.where(jax.random.bernoulli(key, p_uncond, y.shape), -1, y)
+    ab = jnp.take(alpha_bars, t - 1)[:, None]
+
+    def loss_fn(m, labels):
+        return ((noise - m(jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise, t, labels)) ** 2).mean()
+
+    value = loss_fn(model, labels)
+    optimizer.update(model, nnx.grad(loss_fn)(model, labels))
+    return value
+
+
+answers("conditional_train_step", ok=[_cond_step(), _cond_step_split, _cond_step_grad], wrong=[
+    (_cond_step("kept"), SLIP + "the labels are not dropped"),
+    (_cond_step("none"), SLIP + "every label is replaced by \"no label\""),
+    (_cond_step("ascent"), SLIP + "the parameters move uphill"),
+    (_cond_step("after"), SLIP + "return the loss computed before the update"),
+    (_cond_step("no_sqrt"), SLIP + "the square roots are missing"),
+    (_cond_step("x0"), SLIP + "the network predicts the noise"),
+    (_cond_step("index_t"), SLIP + "off by one: alpha_bar_t is alpha_bars[t - 1]"),
+    (_cond_step("no_update"), "call optimizer.update(model, grads)"),
+], edge_cases=True)
+
+
 def _unet(kind="right"):
     def __call__(self, x, t, y):
         emb = self.embed(t, y)

@@ -312,3 +312,19 @@ def test_guided_sample_is_judged_on_the_graders_side():
     slip = grading.exercise("guided_sample").hints[0]
     ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(grading.evaluate(in_kernel, slip.variant))))
     assert not ok and f"Likely slip: {slip.message}" in text, text
+
+
+def test_conditional_train_step_is_judged_on_the_graders_side():
+    """Notebook 05's training step (the train-step kind) through the grader's path: the request pickled as the kernel
+    receives it (factories by name, weights and batches as arrays), the runs as plain data, the verdict in the grader."""
+    from course_utils import guidance
+    from course_utils._validate import unmarked
+
+    request = grading.plan("conditional_train_step", edge_cases=True)
+    in_kernel = pickle.loads(pickle.dumps(request))
+    reply = grading.encode_outcome(grading.evaluate(in_kernel, unmarked(guidance.conditional_train_step)))
+    ok, text = grading.verdict(request, grading.decode_outcome(reply))
+    assert ok and text.startswith("conditional_train_step: passed 3 of 3 test runs"), text
+    slip = grading.exercise("conditional_train_step").hints[0]
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(grading.evaluate(in_kernel, slip.variant))))
+    assert not ok and f"Likely slip: {slip.message}" in text, text
