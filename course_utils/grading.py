@@ -450,6 +450,20 @@ def _run_build(cls, trial: Build) -> dict:
     return {"calls": calls, "n_params": n_params, "shapes": shapes}
 
 
+class Trial:
+    """A trial that runs an answer itself, in the student's process, for exercise kinds whose inputs are not plain
+    arguments (a model and an optimizer built from factories: :mod:`course_utils.exercises.kinds`).
+
+    :func:`evaluate` calls ``trial.run(fn)``, which must return plain data (dicts and lists of arrays, numbers and
+    strings: what :func:`encode_outcome` writes); the exercise's own ``judge`` reads it in the grader's process.
+    A subclass is a frozen dataclass of plain data and module-level functions (the request is pickled to the
+    kernel, functions by reference), so that both processes build the same objects from it.
+    """
+
+    def run(self, fn) -> dict:
+        raise NotImplementedError
+
+
 @dataclasses.dataclass(frozen=True)
 class Request:
     """Everything the student's process needs to evaluate one ``check``: data chosen by the grader, nothing secret.
@@ -481,7 +495,7 @@ def _unrolled(request: Request, fn):
         return None
     seen = set()
     for i, trial in _enumerate(request.trials):
-        if _isinstance(trial, Build):
+        if _isinstance(trial, (Build, Trial)):
             continue
         key = tuple((np.shape(a), str(getattr(a, "dtype", type(a)))) if i_ not in request.static_argnums else ("static", a)
                     for i_, a in _enumerate(trial))
@@ -515,7 +529,7 @@ def evaluate(request: Request, fn) -> dict:
         return {"unrolled": unrolled}
     results = []
     for trial in request.trials:
-        results.append(_run_build(fn, trial) if _isinstance(trial, Build) else
+        results.append(trial.run(fn) if _isinstance(trial, Trial) else _run_build(fn, trial) if _isinstance(trial, Build) else
                        _run_call(fn, trial, request.static_argnums, request.module_argnums))
     return {"results": results, "calls": _introspect(request, fn)}
 
@@ -526,6 +540,8 @@ def _introspect(request: Request, fn) -> dict:
     if not request.trials:
         return info
     first = request.trials[0]
+    if _isinstance(first, Trial):  # such a trial reports what it needs in its own results
+        return info
     try:
         if _isinstance(first, Build):
             reference = request.reference_class

@@ -28,7 +28,7 @@ from . import config
 from ._validate import marked
 from .embeddings import NO_LABEL
 from .forward import q_sample
-from .losses import huber_loss, l1_loss, l2_loss, mean_from_noise
+from .losses import huber_loss, l1_loss, l2_loss
 from .schedules import Schedule
 from .training import data_parallel_shardings, run_in_chunks
 
@@ -190,46 +190,50 @@ class Guided(nnx.Module):
         return guided_eps(self.model, x, t, self.y[...], self.w[...])
 
 
-def guided_step(model, x_t, t, z, y, w, schedule: Schedule, sigmas, eps_fn=guided_eps):
-    r"""One DDPM step with the guided noise prediction: notebook 04's step with ``eps_fn(model, x_t, t, y, w)``."""
-    eps = eps_fn(model, x_t, jnp.full((x_t.shape[0],), t), y, w)
-    mean = mean_from_noise.raw(x_t, eps, schedule.betas[t - 1], schedule.alpha_bars[t - 1])
-    return mean + sigmas[t - 1] * z
+@marked
+def guided_sample(model, x_T, zs, y, w, betas, alpha_bars, sigmas):
+    r"""The whole DDPM reverse process with classifier-free guidance, from ``x_T`` down to :math:`x_0`.
+
+    Notebook 04's sampler (:func:`course_utils.sampling.ddpm_sample`) with the guided prediction
+    :func:`guided_eps` in place of :math:`\epsilon_\theta(x_t, t)` at every step:
+
+    .. math::
+        x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1 - \bar\alpha_t}}\,
+        \tilde\epsilon(x_t, t, y)\Big) + \sigma_t z_t, \qquad t = T, \dots, 1,\quad z_1 = 0.
+
+    ``x_T``: (N, d); ``zs``: (T, N, d), ``zs[t - 1]`` the noise of step ``t`` (``zs[0]`` is never
+    used); ``y``: (N,) labels (-1: no label); ``w``: the guidance weight; ``betas``, ``alpha_bars``,
+    ``sigmas``: (T,). Returns the trajectory, shape (T + 1, N, d), index ``i`` holding :math:`x_{T - i}`.
+    Deterministic given ``zs``.
+    """
+    from .sampling import ddpm_sample
+
+    return ddpm_sample(lambda x, t: guided_eps(model, x, t, y, w), x_T, zs, betas, alpha_bars, sigmas)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "trajectory", "eps_fn"))
-def _guided_scan(graphdef, state, x_T, noises, y, w, schedule, sigmas, *, trajectory, eps_fn):
-    model = nnx.merge(graphdef, state)
-    T = schedule.betas.shape[0]
-
-    def body(x, t_and_z):
-        t, z = t_and_z
-        x_prev = guided_step(model, x, t, z, y, w, schedule, sigmas, eps_fn)
-        return x_prev, (x_prev if trajectory else None)
-
-    x0, xs = jax.lax.scan(body, x_T, (jnp.arange(T, 0, -1), noises))
-    return jnp.concatenate([x_T[None], xs]) if trajectory else x0
+@functools.partial(jax.jit, static_argnames=("sampler", "graphdef", "trajectory"))
+def _run_sampler(sampler, graphdef, state, x_T, zs, y, w, betas, alpha_bars, sigmas, *, trajectory):
+    path = sampler(nnx.merge(graphdef, state), x_T, zs, y, w, betas, alpha_bars, sigmas)
+    return path if trajectory else path[-1]
 
 
-def guided_sample(model, x_T, key, schedule: Schedule, y, w=0.0, sigma="beta_tilde", trajectory=False,
-                  eps_fn=guided_eps):
-    r"""DDPM sampling with classifier-free guidance, from ``x_T`` (N, d) down to :math:`x_0`.
+def run_guided_sampler(sampler, model, x_T, key, schedule: Schedule, y, w=0.0, sigma="beta", trajectory=False):
+    r"""Run ``sampler`` (:func:`guided_sample`, or a function with its signature) compiled, with noise drawn from ``key``.
 
-    ``y``: (N,) labels (or one int for all; -1 everywhere samples the
-    unconditional model, whatever ``w``); ``w``: the guidance weight;
-    ``sigma``: "beta" or "beta_tilde" (as :func:`course_utils.sampling.sample`).
-    The loop is one jitted ``lax.scan`` with all noise drawn beforehand.
-    Returns :math:`x_0`, or with ``trajectory=True`` every state, shape
-    (T + 1, N, d), index ``i`` holding :math:`x_{T - i}`.
+    The plumbing of notebook 05's sampling cells: draws ``zs`` (T, N, d) from ``key`` in one call,
+    takes :math:`\sigma_t` from ``schedule`` ("beta": :math:`\sigma_t^2 = \beta_t`, "beta_tilde":
+    :math:`\sigma_t^2 = \tilde\beta_t`), broadcasts ``y`` (an int or (N,) labels) and compiles the
+    whole loop with the model split into graph and state. Returns :math:`x_0` (N, d), or with
+    ``trajectory=True`` every state, (T + 1, N, d).
     """
     from .sampling import reverse_sigmas
 
-    sigmas = reverse_sigmas(schedule, sigma)
+    x_T = jnp.asarray(x_T, jnp.float32)
     y = jnp.broadcast_to(jnp.asarray(y, jnp.int32), (x_T.shape[0],))
-    noises = jax.random.normal(key, (schedule.T,) + x_T.shape).at[-1].set(0.0)
+    zs = jax.random.normal(key, (schedule.T,) + x_T.shape)
     graphdef, state = nnx.split(model)
-    return _guided_scan(graphdef, state, x_T, noises, y, jnp.float32(w), schedule, sigmas,
-                        trajectory=trajectory, eps_fn=eps_fn)
+    return _run_sampler(sampler, graphdef, state, x_T, zs, y, jnp.float32(w), schedule.betas, schedule.alpha_bars,
+                        reverse_sigmas(schedule, sigma), trajectory=trajectory)
 
 
 # ---------------------------------------------------------------- training
@@ -245,9 +249,25 @@ def conditional_loss(model, x0, t, noise, alpha_bars, y, loss="l2"):
     return LOSSES[loss](noise, model(x_t, t, y))
 
 
-@config.jit(static_argnames=("graphdef", "batch_size", "chunk", "loss", "drop_fn", "sharding"))
+@marked
+def conditional_train_step(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+    r"""One optimisation step of the conditional DDPM loss with label dropout; returns the loss (before the update).
+
+    The labels ``y`` (N,) go through :func:`drop_labels` with ``key`` (a raw ``uint32[2]`` key, as
+    ``jax.random.key_data`` gives) and ``p_uncond``; then :math:`x_t = \sqrt{\bar\alpha_t}x_0 +
+    \sqrt{1-\bar\alpha_t}\,\epsilon` with ``noise`` at the steps ``t`` (N,), the loss
+    :math:`\mathrm{mean}\,(\epsilon - \epsilon_\theta(x_t, t, \tilde y))^2` (:func:`conditional_loss`), its gradient
+    with ``nnx.value_and_grad`` and ``optimizer.update(model, grads)``. Updates ``model`` and ``optimizer`` in place.
+    """
+    labels = drop_labels(key, y, p_uncond)
+    loss, grads = nnx.value_and_grad(conditional_loss)(model, x0, t, noise, alpha_bars, labels)
+    optimizer.update(model, grads)
+    return loss
+
+
+@config.jit(static_argnames=("graphdef", "batch_size", "chunk", "loss", "drop_fn", "objective", "step", "sharding"))
 def _train_chunk(graphdef, state, key, data, labels, alpha_bars, p_uncond, n_steps, *, batch_size, chunk, loss,
-                 drop_fn, sharding=None):
+                 drop_fn, objective, step=None, sharding=None):
     """``n_steps`` steps in one compiled loop; with ``sharding``, each batch is split over the devices."""
     def one_step(i, carry):
         state, losses = carry
@@ -259,8 +279,11 @@ def _train_chunk(graphdef, state, key, data, labels, alpha_bars, p_uncond, n_ste
         noise = jax.random.normal(k_noise, x0.shape)
         if sharding is not None:
             x0, y, t, noise = jax.lax.with_sharding_constraint((x0, y, t, noise), sharding)
-        value, grads = nnx.value_and_grad(conditional_loss)(model, x0, t, noise, alpha_bars, y, loss)
-        optimizer.update(model, grads)
+        if step is not None:    # a step function of conditional_train_step's signature (labels not dropped yet)
+            value = step(model, optimizer, x0, labels[index], t, noise, alpha_bars, jax.random.key_data(k_drop), p_uncond)
+        else:
+            value, grads = nnx.value_and_grad(objective)(model, x0, t, noise, alpha_bars, y, loss)
+            optimizer.update(model, grads)
         return nnx.state((model, optimizer)), losses.at[i].set(value)
 
     start = (state, jnp.full((chunk,), jnp.nan, jnp.float32))
@@ -270,14 +293,20 @@ def _train_chunk(graphdef, state, key, data, labels, alpha_bars, p_uncond, n_ste
 
 
 def train_conditional(model, data, labels, alpha_bars, *, steps, key, p_uncond=0.1, batch_size=256,
-                      learning_rate=1e-3, loss="l2", optimizer=None, progress=None, chunk=500, drop_fn=drop_labels):
+                      learning_rate=1e-3, loss="l2", optimizer=None, progress=None, chunk=500, drop_fn=drop_labels,
+                      objective=conditional_loss, step=None):
     """Train a conditional ``model(x, t, y)`` in place with label dropout; return the loss of every step.
 
     As :func:`course_utils.training.train`, plus: ``labels`` (N,) int, one per
     example; each step replaces a fraction ``p_uncond`` of the batch's labels
     by "no label" with ``drop_fn(key, y, p_uncond)`` (:func:`drop_labels` by
     default), so that the same network learns the unconditional model too;
-    ``loss`` is "l1", "l2" or "huber". ``optimizer``: an optax transformation
+    ``loss`` is "l1", "l2" or "huber". ``objective(model, x0, t, noise, alpha_bars, y, loss)`` is the
+    function minimised (:func:`conditional_loss`; :func:`classifier_loss` trains a noisy classifier).
+    ``step``: a function of :func:`conditional_train_step`'s signature that takes each step itself (drops the
+    labels, computes the loss and updates; ``drop_fn``, ``loss`` and ``objective`` are then unused), compiled
+    inside the same loop.
+    ``optimizer``: an optax transformation
     or an ``nnx.Optimizer`` from an earlier call (to continue training).
 
     With several devices (GPUs, TPU cores, or CPU devices made with
@@ -300,7 +329,8 @@ def train_conditional(model, data, labels, alpha_bars, *, steps, key, p_uncond=0
         if replicated is not None:
             state = jax.device_put(state, replicated)
         return _train_chunk(graphdef, state, chunk_key, data, labels, alpha_bars, jnp.float32(p_uncond), n,
-                            batch_size=batch_size, chunk=chunk, loss=loss, drop_fn=drop_fn, sharding=batch)
+                            batch_size=batch_size, chunk=chunk, loss=loss, drop_fn=drop_fn, objective=objective,
+                            step=step, sharding=batch)
 
     return run_in_chunks(model, run, optimizer=optimizer, learning_rate=learning_rate, steps=steps, key=key,
                          chunk=chunk, progress=progress)
@@ -346,3 +376,136 @@ def _eps_errors(graphdef, state, mixture, x0, label, noise, alpha_bars):
         return jnp.mean((model(x_t, steps, label) - exact) ** 2)
 
     return jax.lax.map(at, (jnp.arange(1, alpha_bars.shape[0] + 1), noise))
+
+
+# ---------------------------------------------------------------- spreads
+
+
+def over_keys(measure, key, n_keys):
+    """``measure(k)`` for ``n_keys`` keys split from ``key``, stacked: shape (n_keys, ...), numpy.
+
+    For the spread of a measured number: draw the samples it is measured on with each key in turn
+    (``k`` can be split further, for the start and the noise of a sampler), then read the values with
+    :func:`course_utils.metrics.spread` and :func:`course_utils.metrics.compare`.
+    """
+    if isinstance(n_keys, bool) or not isinstance(n_keys, (int, np.integer)) or n_keys < 2:
+        raise ValueError(f"over_keys: argument `n_keys` must be an int of at least 2 (a spread needs two values), got {n_keys!r}")
+    return np.stack([np.asarray(measure(k), np.float64) for k in jax.random.split(key, n_keys)])
+
+
+# ---------------------------------------------------------------- classifier guidance
+
+
+@functools.partial(jax.jit, static_argnames=("mixture",))
+def class_posterior(x_t, alpha_bar_t, mixture: Mixture = TWO_PIXEL):
+    r"""The exact posterior class probabilities of the noised mixture, :math:`p(y = k \mid x_t)`, shape (N, K).
+
+    .. math::
+        p(y = k \mid x_t) = \frac{\pi_k\,\mathcal N(x_t; \sqrt{\bar\alpha_t}\mu_k, v_t I)}
+        {\sum_j \pi_j\,\mathcal N(x_t; \sqrt{\bar\alpha_t}\mu_j, v_t I)}
+
+    (Bayes' rule; the responsibilities :math:`r_k` of :func:`mixture_eps`). ``x_t``: (N, d);
+    ``alpha_bar_t``: a number or (N, 1).
+    """
+    return _responsibilities(jnp.asarray(x_t, jnp.float32), alpha_bar_t, mixture, None)[0]
+
+
+class NoisyClassifier(nnx.Module):
+    r"""A classifier of noisy images, :math:`p_\phi(y \mid x_t, t)`: an MLP on the pixels and the step, K logits.
+
+    Input: ``x`` (N, d) and ``t`` (N,) steps in 1..T, embedded with fixed random Fourier features of
+    :math:`t / T` (as the U-Net's time); two hidden layers with SiLU. Returns logits (N, K).
+    """
+
+    def __init__(self, T: int, dim: int = 2, num_classes: int = 2, hidden: int = 64, embed_dim: int = 16,
+                 fourier_scale: float = 4.0, *, rngs: nnx.Rngs):
+        from .embeddings import fourier_frequencies
+        from .models import Linear
+
+        self.T = T
+        self.W = nnx.Variable(fourier_frequencies(rngs.params(), embed_dim, fourier_scale))  # fixed, not trained
+        self.hidden = nnx.List([Linear(dim + embed_dim, hidden, rngs=rngs), Linear(hidden, hidden, rngs=rngs)])
+        self.out = Linear(hidden, num_classes, rngs=rngs)
+
+    def __call__(self, x, t):
+        from .embeddings import gaussian_fourier_embedding
+
+        h = jnp.concatenate([x, gaussian_fourier_embedding.raw(jnp.asarray(t, jnp.float32) / self.T, self.W[...])], -1)
+        for layer in self.hidden:
+            h = jax.nn.silu(layer(h))
+        return self.out(h)
+
+
+class ExactClassifier(nnx.Module):
+    """The mixture's exact classifier as logits ``classifier(x, t)``: :math:`\\log p(y = k \\mid x_t)` up to a constant, (N, K)."""
+
+    def __init__(self, alpha_bars, mixture: Mixture = TWO_PIXEL):
+        self.alpha_bars = nnx.Variable(jnp.asarray(alpha_bars, jnp.float32))
+        self.mixture = mixture
+
+    def __call__(self, x, t):
+        # log pi_k + log N(x; sqrt(alpha_bar) mu_k, v I): the log posterior up to a constant, without log(0)
+        logs, _, _ = _component_log_densities(jnp.asarray(x, jnp.float32), self.alpha_bars[...][jnp.asarray(t) - 1][:, None],
+                                              self.mixture)
+        return logs + jnp.log(jnp.asarray(self.mixture.weights, jnp.float32))
+
+
+def classifier_loss(classifier, x0, t, noise, alpha_bars, y, loss=None):
+    r"""Cross-entropy of ``classifier(x_t, t)`` against the labels ``y``, on :math:`x_t` noised from ``x0`` (a mean).
+
+    The same arguments as :func:`conditional_loss` (``loss`` is unused), so that
+    :func:`train_conditional` trains a classifier with ``objective=classifier_loss``.
+    """
+    alpha_bar_t = alpha_bars[t - 1].reshape((-1,) + (1,) * (x0.ndim - 1))
+    x_t = q_sample.raw(x0, alpha_bar_t, noise)
+    log_p = jax.nn.log_softmax(classifier(x_t, t), axis=-1)
+    return -jnp.mean(jnp.take_along_axis(log_p, y[:, None], axis=-1))
+
+
+def train_noisy_classifier(classifier, data, labels, alpha_bars, *, steps, key, batch_size=256, learning_rate=1e-3,
+                           optimizer=None, progress=None):
+    """Train ``classifier(x_t, t)`` in place on noised ``data`` at uniformly drawn steps; return the loss of every step.
+
+    :func:`train_conditional` with :func:`classifier_loss` and no label dropout (every example keeps its label).
+    """
+    return train_conditional(classifier, data, labels, alpha_bars, steps=steps, key=key, p_uncond=0.0,
+                             batch_size=batch_size, learning_rate=learning_rate, optimizer=optimizer,
+                             progress=progress, objective=classifier_loss)
+
+
+def classifier_guided_eps(model, classifier, x_t, t, y, scale, alpha_bars):
+    r"""Classifier guidance (Dhariwal and Nichol 2021): the unconditional prediction moved along the classifier's gradient.
+
+    .. math::
+        \hat\epsilon(x_t, t, y) = \epsilon_\theta(x_t, t, \varnothing)
+        - s\,\sqrt{1 - \bar\alpha_t}\;\nabla_{x_t} \log p_\phi(y \mid x_t, t)
+
+    With :math:`s = 1`, the exact unconditional predictor and the exact classifier this is the exact
+    class-conditional predictor (Bayes' rule for the scores). ``x_t``: (N, d); ``t``, ``y``: (N,);
+    ``scale``: :math:`s`; ``alpha_bars``: (T,). Returns (N, d).
+    """
+    eps = model(x_t, t, jnp.full(jnp.shape(y), NO_LABEL, jnp.int32))
+
+    def log_p(x):
+        log_probs = jax.nn.log_softmax(classifier(x, t), axis=-1)
+        return jnp.sum(jnp.take_along_axis(log_probs, y[:, None], axis=-1))   # each term depends on its own x only
+
+    return eps - scale * jnp.sqrt(1 - alpha_bars[t - 1])[:, None] * jax.grad(log_p)(x_t)
+
+
+class ClassifierGuided(nnx.Module):
+    """An unconditional model and a classifier as one conditional model ``model(x, t, y)`` for the guided sampler.
+
+    A label ``y`` >= 0 gives :func:`classifier_guided_eps` with the scale ``scale``; -1 gives the plain
+    unconditional prediction. Sampled with ``w = 0``, :func:`guided_sample` is then classifier guidance.
+    """
+
+    def __init__(self, model, classifier, alpha_bars, scale):
+        self.model, self.classifier = model, classifier
+        self.alpha_bars = nnx.Variable(jnp.asarray(alpha_bars, jnp.float32))
+        self.scale = nnx.Variable(jnp.float32(scale))
+
+    def __call__(self, x, t, y):
+        guided = classifier_guided_eps(self.model, self.classifier, x, t, jnp.maximum(y, 0), self.scale[...],
+                                       self.alpha_bars[...])
+        return jnp.where((y < 0)[:, None], self.model(x, t, y), guided)

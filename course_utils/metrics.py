@@ -64,6 +64,53 @@ def quality_report(samples, data, key):
     return result
 
 
+def spread(values) -> dict:
+    """Mean, standard deviation (ddof = 1) and standard error of the mean of several measurements of one quantity
+    (one per seed or sampling key): {"mean", "sd", "se", "n", "text"} with text "mean +- sd"."""
+    v = np.asarray(values, np.float64).reshape(-1)
+    n = v.size
+    sd = float(v.std(ddof=1)) if n > 1 else float("nan")
+    result = {"mean": float(v.mean()), "sd": sd, "se": sd / np.sqrt(n) if n > 1 else float("nan"), "n": n}
+    result["text"] = f"{result['mean']:.4f} +- {sd:.4f}"
+    return result
+
+
+def quality_of_runs(sample_sets, data, key):
+    """:func:`quality_report` of each of several sample sets (several models, or several sampling keys), read together.
+
+    Returns {"values": the energy distances, "floor" and "noise": their means over the runs' data halves, "spread":
+    :func:`spread` of the values, "text": one line}. The spread is the standard deviation between runs (n - 1).
+    """
+    reports = [quality_report(s, data, jax.random.fold_in(key, i)) for i, s in enumerate(sample_sets)]
+    values = np.array([r["samples"] for r in reports])
+    result = {"values": values, "floor": float(np.mean([r["floor"] for r in reports])),
+              "noise": float(np.mean([r["noise"] for r in reports])), "spread": spread(values), "n": min(np.shape(sample_sets[0])[0], np.shape(data)[0] // 2)}
+    result["text"] = (f"energy distance {result['spread']['text']} over {len(values)} runs (floor {result['floor']:.4f}, "
+                      f"noise {result['noise']:.3f}; n = {result['n']} points)")
+    return result
+
+
+def compare(label_a, values_a, label_b, values_b) -> dict:
+    """Whether two sets of measurements (energy distances of runs, say) differ by more than their spread.
+
+    The difference of the means counts as real when it exceeds twice its standard error,
+    :math:`2\sqrt{s_a^2/n_a + s_b^2/n_b}` (about a 95 % interval). Returns {"differ": bool, "difference",
+    "se", "text"}, the text a one-line verdict naming the lower one.
+    """
+    a, b = spread(values_a), spread(values_b)
+    difference = b["mean"] - a["mean"]
+    se = float(np.sqrt(a["se"] ** 2 + b["se"] ** 2))
+    differ = bool(abs(difference) > 2 * se)
+    low, high = (label_a, label_b) if difference > 0 else (label_b, label_a)
+    if differ:
+        text = (f"{low} is lower than {high} by {abs(difference):.4f}, more than twice the standard error of the "
+                f"difference ({se:.4f}): a real difference")
+    else:
+        text = (f"{label_a} and {label_b} differ by {abs(difference):.4f}, less than twice its standard error "
+                f"({se:.4f}): not distinguishable with {a['n']} and {b['n']} runs")
+    return {"differ": differ, "difference": difference, "se": se, "text": text}
+
+
 def kde_on_grid(points, extent=(-3.0, 3.0, -3.0, 3.0), size=120, bandwidth=None):
     """A Gaussian kernel density estimate of 2D ``points`` on a ``size`` x ``size`` grid.
 

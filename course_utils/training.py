@@ -53,12 +53,37 @@ def ddpm_loss(model, x0, t, noise, alpha_bars):
     return jnp.mean((noise - model(x_t, t)) ** 2)
 
 
+@marked
+def train_step(model, optimizer, x0, t, noise, alpha_bars, loss_fn=ddpm_loss):
+    r"""One optimisation step of the DDPM loss; updates ``model`` and ``optimizer`` in place and returns the loss.
+
+    .. math::
+        L, g = L_{simple}(\theta),\ \nabla_\theta L_{simple}(\theta), \qquad
+        \theta \leftarrow \theta + \mathrm{update}(g)
+
+    ``optimizer``: an ``nnx.Optimizer`` of ``model`` (``wrt=nnx.Param``); the
+    update is the optax transformation's (for plain gradient descent,
+    :math:`-\eta g`). ``loss_fn(model, x0, t, noise, alpha_bars)`` (:func:`ddpm_loss`)
+    is evaluated on the parameters *before* the update; its value is returned,
+    a scalar. The arguments as in :func:`ddpm_loss`.
+    """
+    loss, grads = nnx.value_and_grad(loss_fn)(model, x0, t, noise, alpha_bars)
+    optimizer.update(model, grads)
+    return loss
+
+
+@functools.lru_cache(maxsize=None)
+def step_of(loss_fn):
+    """:func:`train_step` with the loss ``loss_fn``, one object per loss (so that compiled loops are reused)."""
+    return functools.partial(train_step, loss_fn=loss_fn)
+
+
 PREDRAWN_NOISE_LIMIT = 2**24
 """The most noise numbers (64 MiB of float32) that :func:`train` draws for a whole chunk of steps at once."""
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "loss_fn", "batch_size", "chunk"))
-def _train_chunk(graphdef, state, key, data, alpha_bars, n_steps, *, loss_fn, batch_size, chunk):
+@functools.partial(jax.jit, static_argnames=("graphdef", "step", "batch_size", "chunk"))
+def _train_chunk(graphdef, state, key, data, alpha_bars, n_steps, *, step, batch_size, chunk):
     """Run ``n_steps`` (at most ``chunk``) optimisation steps in one compiled loop.
 
     ``n_steps`` is a traced value, so runs of any length reuse one compilation.
@@ -92,8 +117,7 @@ def _train_chunk(graphdef, state, key, data, alpha_bars, n_steps, *, loss_fn, ba
         model, optimizer = nnx.merge(graphdef, state)
         x0 = data[indices[i]]
         noise = noise_of_step(i)
-        loss, grads = nnx.value_and_grad(loss_fn)(model, x0, ts[i], noise, alpha_bars)
-        optimizer.update(model, grads)
+        loss = step(model, optimizer, x0, ts[i], noise, alpha_bars)
         return nnx.state((model, optimizer)), losses.at[i].set(loss)
 
     return jax.lax.fori_loop(0, n_steps, one_step, (state, jnp.full((chunk,), jnp.nan, jnp.float32)))
@@ -106,7 +130,7 @@ def adam(learning_rate):
 
 
 def train(model, data, alpha_bars, *, steps, key, batch_size=128, learning_rate=1e-3,
-          loss_fn=ddpm_loss, optimizer=None, progress=None, chunk=500):
+          loss_fn=ddpm_loss, optimizer=None, progress=None, chunk=500, step=None):
     """Train ``model`` in place on ``data`` (N, ...) for ``steps`` Adam steps; return the loss of every step.
 
     Each step draws a batch of ``batch_size`` examples, time steps uniform in
@@ -118,13 +142,19 @@ def train(model, data, alpha_bars, *, steps, key, batch_size=128, learning_rate=
     call, to continue training where it stopped (learning-rate schedule and
     Adam's moments included). Pass the same optax object to several calls to
     reuse the compiled loop (a new object means a new compilation).
+
+    ``step(model, optimizer, x0, t, noise, alpha_bars)`` takes one
+    optimisation step in place and returns the loss (notebook 04's exercise
+    ``train_step``); it is compiled inside the loop. By default
+    :func:`train_step` with ``loss_fn``.
     """
     if steps < 1:
         raise ValueError(f"train: argument `steps` must be at least 1, got {steps}")
     data = jnp.asarray(data)
+    step = step_of(loss_fn) if step is None else step
 
     def run(graphdef, state, key, n):
-        return _train_chunk(graphdef, state, key, data, alpha_bars, n, loss_fn=loss_fn, batch_size=batch_size, chunk=chunk)
+        return _train_chunk(graphdef, state, key, data, alpha_bars, n, step=step, batch_size=batch_size, chunk=chunk)
 
     return run_in_chunks(model, run, optimizer=optimizer, learning_rate=learning_rate, steps=steps, key=key,
                          chunk=chunk, progress=progress)
@@ -162,14 +192,80 @@ def run_in_chunks(model, run_chunk, *, optimizer, learning_rate, steps, key, chu
     else:
         opt = nnx.Optimizer(model, optimizer or adam(learning_rate), wrt=nnx.Param)
     graphdef, state = nnx.split((model, opt))
+    state, losses = _in_chunks(lambda st, k, n: run_chunk(graphdef, st, k, n), state, steps=steps, key=key,
+                               chunk=chunk, progress=progress)
+    nnx.update((model, opt), state)
+    return losses
+
+
+def _in_chunks(run_chunk, state, *, steps, key, chunk, progress, fold=jax.random.fold_in):
+    """``run_chunk(state, key, n)`` over ``steps`` steps in chunks, with a progress bar; (state, losses (..., steps)).
+    The key of the chunk that starts at step ``first`` is ``fold(key, first)``."""
     show = (not config.fast_mode()) if progress is None else progress
     losses = []
     with progress_bar(total=steps, disable=not show, desc="training", leave=False) as bar:
         for first in range(0, steps, chunk):
             n = min(chunk, steps - first)
-            state, chunk_losses = run_chunk(graphdef, state, jax.random.fold_in(key, first), n)
-            losses.append(chunk_losses[:n])
+            state, chunk_losses = run_chunk(state, fold(key, first), n)
+            losses.append(chunk_losses[..., :n])
             bar.update(n)
-            bar.set_postfix(loss=f"{float(chunk_losses[n - 1]):.4f}")
-    nnx.update((model, opt), state)
-    return np.asarray(jnp.concatenate(losses))
+            bar.set_postfix(loss=f"{float(jnp.mean(chunk_losses[..., n - 1])):.4f}")
+    return state, np.asarray(jnp.concatenate(losses, axis=-1))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "step", "batch_size", "chunk", "data_axis", "schedule_axis"))
+def _train_many_chunk(graphdef, states, keys, data, alpha_bars, n_steps, *, step, batch_size, chunk, data_axis,
+                      schedule_axis):
+    """:func:`_train_chunk` for a stack of models: ``jax.vmap`` over the leading axis of their states and keys (and
+    of ``data`` / ``alpha_bars`` when each model has its own)."""
+    def one(state, key, data, alpha_bars):
+        return _train_chunk(graphdef, state, key, data, alpha_bars, n_steps, step=step, batch_size=batch_size, chunk=chunk)
+
+    return jax.vmap(one, in_axes=(0, 0, data_axis, schedule_axis))(states, keys, data, alpha_bars)
+
+
+def stack_states(modules):
+    """The states of ``modules`` (same structure) stacked along a new first axis, and their common graph definition."""
+    graphdef, _ = nnx.split(modules[0])
+    states = [nnx.split(m)[1] for m in modules]
+    return graphdef, jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+def train_many(models, data, alpha_bars, *, steps, key, batch_size=128, optimizer=None, learning_rate=1e-3,
+               loss_fn=ddpm_loss, step=None, progress=None, chunk=500):
+    """Train several models of the same structure at once, in place; return their losses, shape (len(models), steps).
+
+    The models' states (with one ``nnx.Optimizer`` each) are stacked along a new first axis and the compiled
+    training loop of :func:`train` runs under ``jax.vmap`` over that axis: one program trains them all, each with
+    its own batches (model ``i`` draws them as :func:`train` would with the key ``jax.random.split(key, n)[i]``,
+    so it ends where that run ends, up to rounding). ``data`` is one array (N, ...) for all, or a list with one
+    array per model (all of the same shape); ``alpha_bars`` likewise (T,) or one per model. ``optimizer`` is one
+    optax transformation used by each model (default Adam with ``learning_rate``), or a list of ``nnx.Optimizer``
+    one per model, from an earlier call (to continue training); ``step`` and ``loss_fn`` as in :func:`train`.
+    """
+    if steps < 1:
+        raise ValueError(f"train_many: argument `steps` must be at least 1, got {steps}")
+    models = list(models)
+    if isinstance(optimizer, list):   # (an optax transformation is a tuple)
+        if len(optimizer) != len(models) or not all(isinstance(o, nnx.Optimizer) for o in optimizer):
+            raise ValueError("train_many: a list `optimizer` must hold one nnx.Optimizer per model")
+        pairs = list(zip(models, optimizer))
+    else:
+        tx = optimizer or adam(learning_rate)
+        pairs = [(m, nnx.Optimizer(m, tx, wrt=nnx.Param)) for m in models]
+    graphdef, states = stack_states(pairs)
+    per_model = [isinstance(a, (list, tuple)) for a in (data, alpha_bars)]
+    data, alpha_bars = (jnp.stack([jnp.asarray(x) for x in a]) if many else jnp.asarray(a)
+                        for a, many in zip((data, alpha_bars), per_model))
+    step = step_of(loss_fn) if step is None else step
+
+    def run(states, keys, n):
+        return _train_many_chunk(graphdef, states, keys, data, alpha_bars, n, step=step, batch_size=batch_size,
+                                 chunk=chunk, data_axis=0 if per_model[0] else None,
+                                 schedule_axis=0 if per_model[1] else None)
+
+    states, losses = _in_chunks(run, states, steps=steps, key=jax.random.split(key, len(models)), chunk=chunk,
+                                progress=progress, fold=jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+    for i, pair in enumerate(pairs):
+        nnx.update(pair, jax.tree.map(lambda leaf: leaf[i], states))
+    return losses

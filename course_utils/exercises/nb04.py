@@ -4,11 +4,13 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from .. import embeddings, models, schedules, training, sampling
 from ..grading import Build, CheckFailure, Exercise, Hint, built_outputs, jit_call, register
 from .common import array as _array
+from .kinds import StepSetup, train_step_exercise
 
 
 def _embedding_case(rng):
@@ -455,3 +457,81 @@ def _judge_denoiser(ex, trials, results):
 
 register(Exercise(name="MLPDenoiser", reference=None, trials=_denoiser_trials, judge=_judge_denoiser,
                   reference_class=models.MLPDenoiser, depends_on=("sinusoidal_embedding",)))
+
+
+# ---------------------------------------------------------------- one optimisation step: train_step (a kind of its own)
+
+
+def _step_model(rngs):
+    """The small MLPDenoiser the train_step test trains (reference weights from nnx.Rngs(seed))."""
+    return models.MLPDenoiser(dim=2, hidden=32, depth=2, time_dim=8, rngs=rngs)
+
+
+def _step_image_model(rngs):
+    return models.WidenNarrowMLP(widths=(16, 32), time_dim=8, rngs=rngs)
+
+
+def _adam():
+    return optax.adam(1e-2, eps=1e-4)  # a large eps: the first step lr * g / (|g| + eps) stays smooth in tiny g
+
+
+def _sgd_momentum():
+    return optax.sgd(0.05, momentum=0.9)
+
+
+def _step_batches(rng, n_steps, shape=(16, 2), T=20):
+    betas = np.linspace(1e-3, rng.uniform(0.1, 0.3), T)
+    alpha_bars = np.cumprod(1 - betas).astype(np.float32)
+    return [(_array(rng, shape), rng.integers(1, T + 1, size=shape[0]).astype(np.int32), _array(rng, shape), alpha_bars)
+            for _ in range(n_steps)]
+
+
+def _image_batches(rng, n_steps):
+    return _step_batches(rng, n_steps, shape=(8, 3, 3), T=30)
+
+
+def _step_variant(gradient=lambda g: g, update=True, report="before", loss=None):
+    """The training step with one slip: in the gradient passed on, the update, the loss returned, or the loss itself."""
+    def train_step(model, optimizer, x0, t, noise, alpha_bars):
+        loss_fn = loss or training.ddpm_loss
+        value, grads = nnx.value_and_grad(loss_fn)(model, x0, t, noise, alpha_bars)
+        if update:
+            optimizer.update(model, jax.tree.map(gradient, grads))
+        return training.ddpm_loss(model, x0, t, noise, alpha_bars) if report == "after" else value
+    return train_step
+
+
+def _x0_target_loss(model, x0, t, noise, alpha_bars):
+    ab = alpha_bars[t - 1].reshape((-1,) + (1,) * (x0.ndim - 1))
+    return jnp.mean((x0 - model(jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise, t)) ** 2)
+
+
+def _swapped_loss(model, x0, t, noise, alpha_bars):
+    return training.ddpm_loss(model, noise, t, x0, alpha_bars)
+
+
+register(train_step_exercise(
+    "train_step", training.train_step,
+    setups=[StepSetup(_step_model, _adam, _step_batches, "Adam, learning rate 0.01"),
+            StepSetup(_step_model, _sgd_momentum, _step_batches, "SGD with momentum 0.9", seed=1)],
+    edge_setups=[StepSetup(_step_image_model, _adam, _image_batches, "Adam on 3x3 images", seed=2)],
+    hints=[
+        Hint(_step_variant(gradient=jnp.negative), "gradient ascent: the parameters moved up the slope. Pass the gradient "
+             "of the loss to optimizer.update as it is (the optax update already subtracts it): do not negate it, and "
+             "differentiate the loss, not -loss."),
+        Hint(_step_variant(update=False), "the parameters never change: after computing the gradient, call "
+             "optimizer.update(model, grads), which updates the model's parameters and the optimizer's state in place."),
+        Hint(_step_variant(gradient=jnp.zeros_like), "the gradient is zero, so the optimizer's updates change nothing: "
+             "the function you differentiate ignores its argument (it uses `model` from outside, a stale copy). "
+             "Differentiate with respect to the model it receives: nnx.value_and_grad(ddpm_loss)(model, x0, t, noise, "
+             "alpha_bars), or lambda m: ddpm_loss(m, ...)."),
+        Hint(_step_variant(report="after"), "return the loss computed before the update (the value that "
+             "nnx.value_and_grad returns with the gradient), not the loss of the updated model."),
+        Hint(_step_variant(loss=_x0_target_loss), "the network predicts the noise: the loss compares its output with "
+             "`noise`, not with x0 (use your ddpm_loss)."),
+        Hint(_step_variant(loss=_swapped_loss), "ddpm_loss takes (model, x0, t, noise, alpha_bars): x0 and noise are "
+             "swapped in your call."),
+    ],
+    depends_on=("ddpm_loss",),
+    rtol=1e-4, atol=1e-6, seed=407,
+))

@@ -13,10 +13,13 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
-from .. import embeddings, guidance, models
+from .. import embeddings, guidance, models, schedules
 from ..grading import Build, CheckFailure, Exercise, Hint, _compare, built_outputs, describe_value, jit_call, register
+from .common import array as _array
+from .kinds import StepSetup, train_step_exercise
 
 
 # ---------------------------------------------------------------- gaussian_fourier_embedding
@@ -224,3 +227,195 @@ def _judge_unet(ex, trials, results):
 
 register(Exercise(name="TwoPixelUNet", reference=None, trials=_unet_trials, judge=_judge_unet,
                   reference_class=models.TwoPixelUNet))
+
+
+# ---------------------------------------------------------------- guided_sample
+
+
+def _guided_sample_case(rng):
+    """Notebook 04's sampler cases (short schedules, sigmas between sqrt(beta_tilde) and sqrt(beta), never zero at
+    t = 1) with labels 0 and 1 and a guidance weight that changes the prediction. One T for all of them: each T is
+    a compilation of a loop of U-Net calls, for the answer and for the reference."""
+    T = 12
+    schedule = schedules.make_schedule(np.linspace(1e-3, rng.uniform(0.05, 0.3), T).astype(np.float32))
+    mix = rng.uniform(0.3, 1.0)
+    sigmas = np.sqrt(mix * np.asarray(schedule.betas) + (1 - mix) * np.asarray(schedule.posterior_variances))
+    n = 8
+    return (_reference_unet(int(rng.integers(3))), _array(rng, (n, 2)), _array(rng, (T, n, 2)),
+            rng.integers(0, 2, size=n).astype(np.int32), np.float32(rng.uniform(0.5, 3.0)),
+            np.asarray(schedule.betas), np.asarray(schedule.alpha_bars), sigmas.astype(np.float32))
+
+
+def _guided_sample_edge_cases():
+    rng = np.random.default_rng(4054)
+    cases = []
+    # T = 1 (one step, no noise), sigma^2 = beta_tilde (zero at t = 1), w = 0 (the plain conditional model),
+    # "no label" everywhere (guidance changes nothing); the random cases' shapes, to reuse their compilations.
+    for T, sigma, w, labels in ((1, "beta", 2.0, (0, 1)), (12, "beta_tilde", 0.0, (0, 1)), (12, "beta", 1.5, (-1,))):
+        schedule = schedules.make_schedule(np.linspace(1e-3, 0.2, T).astype(np.float32))
+        sigmas = np.sqrt(np.asarray(schedule.betas if sigma == "beta" else schedule.posterior_variances))
+        n = 8
+        cases.append((_reference_unet(T), _array(rng, (n, 2)), _array(rng, (T, n, 2)),
+                      rng.choice(labels, size=n).astype(np.int32), np.float32(w),
+                      np.asarray(schedule.betas), np.asarray(schedule.alpha_bars), sigmas.astype(np.float32)))
+    return cases
+
+
+def _guided_sample_with(times="down", shift=0, noise_at_1=False, z_order="by t", keep="x_T first", eps="guided",
+                        divide="alpha", noise_scale=lambda s: s):
+    """The guided reverse loop with one slip: the steps visited, the noise used, the prediction, or what is kept."""
+    def run(model, x_T, zs, y, w, betas, alpha_bars, sigmas):
+        zs, betas, alpha_bars, sigmas = (jnp.asarray(a) for a in (zs, betas, alpha_bars, sigmas))
+        T = betas.shape[0]
+        ts = (jnp.arange(T, 0, -1) if times == "down" else jnp.arange(1, T + 1)) - shift
+        z_index = ts - 1 if z_order == "by t" else jnp.arange(T)     # "in order": zs[0] at the first step (t = T)
+        predict = {"guided": lambda x, t: guidance.guided_eps(model, x, t, y, w),
+                   "conditional": lambda x, t: model(x, t, y),
+                   "unconditional": lambda x, t: model(x, t, jnp.full_like(y, embeddings.NO_LABEL)),
+                   "w plus one": lambda x, t: guidance.guided_eps(model, x, t, y, w + 1)}[eps]
+
+        def body(x, t_and_i):
+            t, i = t_and_i
+            z = zs[i] if noise_at_1 else jnp.where(t > 1, zs[i], 0.0)
+            k = t - 1      # at t = 0 (the off-by-one slip) this wraps to the last entry, as betas[t - 1] does
+            e = predict(x, jnp.full((x.shape[0],), t))
+            b, ab = betas[k], alpha_bars[k]
+            x_prev = (x - b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(1 - b if divide == "alpha" else ab) + noise_scale(sigmas[k]) * z
+            return x_prev, (x if keep in ("no x_0", "x_t collected") else x_prev)
+
+        x_last, xs = jax.lax.scan(body, x_T, (ts, z_index))
+        if keep == "x_0 only":
+            return x_last
+        if keep in ("no x_T", "no x_0"):
+            return xs
+        trajectory = jnp.concatenate([x_T[None], xs])
+        return trajectory[::-1] if keep == "reversed" else trajectory
+    return run
+
+
+register(Exercise(
+    name="guided_sample",
+    reference=guidance.guided_sample,
+    make_case=_guided_sample_case,
+    edge_cases=_guided_sample_edge_cases,
+    module_argnums=(0,),
+    rtol=1e-3, atol=1e-4,   # T steps through a U-Net with group norms: float32 rounding of equivalent formulas grows
+    requires=("scan", "while"),
+    requires_message="loop over the time steps with jax.lax.scan (a Python for loop unrolls all T steps, "
+                     "each with two calls of the network, into one huge compiled program).",
+    depends_on=("guided_eps",),
+    hints=[
+        Hint(_guided_sample_with(times="up"), "the reverse process runs backwards in time: t = T, T - 1, ..., 1 "
+                                              "(jnp.arange(T, 0, -1)), not 1, ..., T."),
+        Hint(_guided_sample_with(shift=1), "off by one: the steps are t = T, ..., 1, and jnp.arange(T, 0, -1) gives "
+                                           "exactly those; yours start at T - 1 and end at t = 0."),
+        Hint(_guided_sample_with(noise_at_1=True), "no noise at the last step: z = 0 when t = 1 (zs[0] is never used)."),
+        Hint(_guided_sample_with(z_order="in order"), "step t uses the noise zs[t - 1] (the same index as betas[t - 1]): "
+                                                      "scanning over zs in its stored order gives step T the noise zs[0]."),
+        Hint(_guided_sample_with(eps="conditional"), "the guidance is missing: every step predicts the noise with "
+                                                     "guided_eps(model, x_t, t, y, w), not with the plain conditional "
+                                                     "model(x_t, t, y) (that is w = 0)."),
+        Hint(_guided_sample_with(eps="unconditional"), "the steps use the unconditional prediction (label -1): pass the "
+                                                       "labels y asked for, through guided_eps(model, x_t, t, y, w)."),
+        Hint(_guided_sample_with(eps="w plus one"), "pass the guidance weight w itself to guided_eps: it already forms "
+                                                    "(w + 1) eps(y) - w eps(none)."),
+        Hint(_guided_sample_with(divide="alpha_bar"), "divide by sqrt(alpha_t) = sqrt(1 - beta_t), not sqrt(alpha_bar_t)."),
+        Hint(_guided_sample_with(noise_scale=lambda s: s**2), "sigmas holds standard deviations: add sigma_t * z, not "
+                                                             "sigma_t ** 2 * z."),
+        Hint(_guided_sample_with(keep="x_0 only"), "return the whole trajectory x_T, ..., x_0 (shape (T + 1, N, 2)), not "
+                                                   "only the final x_0: scan's second output collects one entry per step."),
+        Hint(_guided_sample_with(keep="no x_T"), "the trajectory starts with x_T itself: put x_T in front of the T states "
+                                                 "that the scan collects (jnp.concatenate([x_T[None], xs]))."),
+        Hint(_guided_sample_with(keep="no x_0"), "the trajectory is missing x_0: collect the new state x_{t-1} in the scan "
+                                                 "body, not the state x_t it started from."),
+        Hint(_guided_sample_with(keep="x_t collected"), "the trajectory holds x_T twice and no x_0: collect the new state "
+                                                        "x_{t-1} in the scan body, not the state x_t it started from."),
+        Hint(_guided_sample_with(keep="reversed"), "the trajectory is in the order of the sampler: index 0 holds x_T and "
+                                                   "the last index x_0 (do not reverse it)."),
+    ],
+))
+
+
+# ---------------------------------------------------------------- conditional_train_step (the training-step kind)
+
+
+class _StepNet(nnx.Module):
+    """The step test's conditional model: eps(x, t, y) from the pixels, t / 50 and the label's one-hot code (with the
+    "no label" slot). Any conditional model tests a training step; this one compiles several times faster than the
+    U-Net, and the test compiles the student's step and the reference's."""
+
+    def __init__(self, *, rngs):
+        self.hidden = models.Linear(2 + 1 + 3, 16, rngs=rngs)
+        self.out = models.Linear(16, 2, rngs=rngs)
+
+    def __call__(self, x, t, y):
+        h = jnp.concatenate([x, jnp.asarray(t, jnp.float32)[:, None] / 50, embeddings.class_one_hot(y, 2)], axis=-1)
+        return self.out(jax.nn.silu(self.hidden(h)))
+
+
+def _step_unet(rngs):
+    """The test's model (module level, so that the kernel imports it by name)."""
+    return _StepNet(rngs=rngs)
+
+
+def _step_adam():
+    return optax.adam(1e-2, eps=1e-4)
+
+
+@functools.lru_cache(maxsize=None)
+def _step_alpha_bars():
+    return np.asarray(schedules.make_schedule(schedules.cosine_betas(50, max_beta=0.5)).alpha_bars, np.float32)
+
+
+def _step_batches(rng, n_steps, p_uncond=None):
+    """One batch per step: 16 two-pixel images, their labels, steps, noise, alpha_bars, a raw key and p_uncond."""
+    batches = []
+    for _ in range(n_steps):
+        n = 16
+        y = rng.integers(0, 2, size=n).astype(np.int32)
+        means = np.asarray(guidance.TWO_PIXEL.means, np.float32)
+        x0 = (means[y] + 0.1 * rng.standard_normal((n, 2))).astype(np.float32)
+        p = np.float32(rng.uniform(0.2, 0.6) if p_uncond is None else p_uncond)
+        batches.append((x0, y, rng.integers(1, 51, size=n).astype(np.int32), _array(rng, (n, 2)), _step_alpha_bars(),
+                        np.asarray(jax.random.PRNGKey(int(rng.integers(2**31))), np.uint32), p))
+    return batches
+
+
+def _step_with(labels="dropped", x_t="closed form", target="noise", sign=1.0, loss_after=False, shift=1):
+    """The conditional training step with one slip."""
+    def step(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+        chosen = {"dropped": lambda: guidance.drop_labels(key, y, p_uncond), "kept": lambda: y,
+                  "none": lambda: jnp.full_like(y, embeddings.NO_LABEL)}[labels]()
+
+        def loss_fn(model):
+            ab = alpha_bars[jnp.clip(t - shift, 0, alpha_bars.shape[0] - 1)][:, None]
+            noisy = (jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise) if x_t == "closed form" else (ab * x0 + (1 - ab) * noise)
+            return jnp.mean(((noise if target == "noise" else x0) - model(noisy, t, chosen)) ** 2)
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, jax.tree.map(lambda g: sign * g, grads))
+        return loss_fn(model) if loss_after else loss
+    return step
+
+
+register(train_step_exercise(
+    "conditional_train_step", guidance.conditional_train_step,
+    setups=[StepSetup(_step_unet, _step_adam, _step_batches, "Adam (learning rate 0.01)")],
+    # the edge runs use the same model and optimizer as the visible one (other weights): no new compilation
+    edge_setups=[StepSetup(_step_unet, _step_adam, functools.partial(_step_batches, p_uncond=0.0), "Adam, p_uncond = 0", seed=1),
+                 StepSetup(_step_unet, _step_adam, functools.partial(_step_batches, p_uncond=1.0), "Adam, p_uncond = 1", seed=2)],
+    hints=[
+        Hint(_step_with(labels="kept"), "the labels are not dropped: pass y through your drop_labels(key, y, p_uncond) "
+                                        "and give the model the labels it returns."),
+        Hint(_step_with(labels="none"), "every label is replaced by \"no label\": only a fraction p_uncond is dropped, "
+                                        "with drop_labels(key, y, p_uncond)."),
+        Hint(_step_with(sign=-1.0), "the parameters move uphill: pass the gradient itself to optimizer.update (the "
+                                    "optimizer already subtracts it), not minus the gradient."),
+        Hint(_step_with(loss_after=True), "return the loss computed before the update, the one nnx.value_and_grad "
+                                          "returns with the gradient."),
+        Hint(_step_with(x_t="no sqrt"), "x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: the square roots are missing."),
+        Hint(_step_with(target="x0"), "the network predicts the noise: compare its output with `noise`, not with x0."),
+        Hint(_step_with(shift=0), "off by one: alpha_bar_t is alpha_bars[t - 1] (time steps count from 1)."),
+    ],
+    arg_names=("x0", "y", "t", "noise", "alpha_bars", "key", "p_uncond"),
+    depends_on=("drop_labels",)))

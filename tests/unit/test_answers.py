@@ -575,6 +575,85 @@ answers("ddpm_step", ok=[_step(), _step_mean_from_noise,
     (_step("plus"), SLIP + "subtract the predicted noise"),
 ], n_cases=3, edge_cases=False)
 
+_my_loss = _loss()  # a student's own (right) ddpm_loss: train_step calls it
+
+
+def _train_step(kind="right", loss=_my_loss):
+    """train_step as students write it, with nnx.value_and_grad and the nnx.Optimizer, or with one slip."""
+    def train_step(model, optimizer, x0, t, noise, alpha_bars):
+        if kind == "outside":      # differentiates a function that ignores its argument: the model from outside
+            value, grads = nnx.value_and_grad(lambda m: loss(model, x0, t, noise, alpha_bars))(model)
+        elif kind == "minus_loss":
+            value, grads = nnx.value_and_grad(lambda m: -loss(m, x0, t, noise, alpha_bars))(model)
+        elif kind == "swapped":
+            value, grads = nnx.value_and_grad(loss)(model, noise, t, x0, alpha_bars)
+        else:
+            value, grads = nnx.value_and_grad(loss)(model, x0, t, noise, alpha_bars)
+        if kind == "ascent":
+            grads = jax.tree.map(lambda g: -g, grads)
+        if kind == "old_api":
+            optimizer.update(grads)
+        elif kind != "no_update":
+            optimizer.update(model, grads)
+        if kind == "after":
+            return loss(model, x0, t, noise, alpha_bars)
+        if kind == "pair":
+            return value, grads
+        if kind == "per_point":
+            ab = alpha_bars[t - 1].reshape((-1,) + (1,) * (x0.ndim - 1))
+            return jnp.mean((noise - model(jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise, t)) ** 2, axis=-1)
+        if kind == "no_return":
+            return None
+        return value
+    return train_step
+
+
+def _train_step_split(model, optimizer, x0, t, noise, alpha_bars):
+    """With nnx.split / nnx.merge and jax.value_and_grad."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_of(params):
+        return _my_loss(nnx.merge(graphdef, params, rest), x0, t, noise, alpha_bars)
+
+    value, grads = jax.value_and_grad(loss_of)(params)
+    optimizer.update(model, grads)
+    return value
+
+
+def _train_step_grad_then_loss(model, optimizer, x0, t, noise, alpha_bars):
+    """The loss first, then nnx.grad (two evaluations), then the update."""
+    value = _my_loss(model, x0, t, noise, alpha_bars)
+    grads = nnx.grad(_my_loss)(model, x0, t, noise, alpha_bars)
+    optimizer.update(model, grads)
+    return value
+
+
+def _train_step_lambda(model, optimizer, x0, t, noise, alpha_bars):
+    value, grads = nnx.value_and_grad(lambda m: _my_loss(m, x0, t, noise, alpha_bars))(model)
+    optimizer.update(model, grads)
+    return jnp.asarray(value, jnp.float32)
+
+
+def _x0_target(model, x0, t, noise, alpha_bars):
+    ab = alpha_bars[t - 1].reshape((-1,) + (1,) * (x0.ndim - 1))
+    return jnp.mean((x0 - model(jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise, t)) ** 2)
+
+
+answers("train_step", ok=[_train_step(), _train_step_split, _train_step_grad_then_loss, _train_step_lambda], wrong=[
+    (_train_step("ascent"), SLIP + "gradient ascent"),
+    (_train_step("no_update"), SLIP + "the parameters never change: after computing the gradient, call"),
+    (_train_step("outside"), SLIP + "the gradient is zero"),
+    (_train_step("after"), SLIP + "return the loss computed before the update"),
+    (_train_step(loss=_x0_target), SLIP + "the network predicts the noise"),
+    (_train_step("swapped"), SLIP + "x0 and noise are swapped"),
+    (_train_step("minus_loss"), "the gradient's sign is flipped"),
+    (_train_step("pair"), "return only the loss, a scalar"),
+    (_train_step("per_point"), "it must be a scalar, shape ()"),
+    (_train_step("no_return"), "did you forget `return loss`?"),
+    (_train_step("old_api"), "the call is optimizer.update(model, grads)"),
+    (_train_step(loss=_loss("index_t")), "This exercise may call your `ddpm_loss`"),
+], edge_cases=True)
+
 # ------------------------------------------------------------------ notebook 05
 
 answers("gaussian_fourier_embedding", ok=[
@@ -655,6 +734,137 @@ answers("guided_eps", ok=[
     (_guided("plus"), SLIP + "subtract w times the unconditional prediction"),
     (_guided("cond_only"), SLIP + "the unconditional prediction is missing"),
 ], n_cases=3)
+
+
+_guided_right = _guided()
+
+
+def _guided_sampler(kind="right"):
+    """The guided reverse loop the way the exercise text describes it, with one slip (or none)."""
+    def guided_sample(model, x_T, zs, y, w, betas, alpha_bars, sigmas):
+        T = betas.shape[0]
+        ts = {"up": jnp.arange(1, T + 1), "shift": jnp.arange(T - 1, -1, -1)}.get(kind, jnp.arange(T, 0, -1))
+
+        def body(x_t, t):
+            z = zs[t - 1] if kind == "noise_at_1" else jnp.where(t > 1, zs[t - 1], 0.0)
+            steps = jnp.full((x_t.shape[0],), t)
+            if kind == "conditional":
+                eps = model(x_t, steps, y)
+            elif kind == "unconditional":
+                eps = model(x_t, steps, jnp.full_like(y, -1))
+            else:
+                eps = _guided_right(model, x_t, steps, y, w)
+            b, ab = betas[t - 1], alpha_bars[t - 1]
+            x_prev = (x_t - b / jnp.sqrt(1 - ab) * eps) / jnp.sqrt(1 - b) + sigmas[t - 1] * z
+            return x_prev, (x_t if kind == "no_x0" else x_prev)
+
+        _, xs = jax.lax.scan(body, x_T, ts)
+        return xs if kind in ("no_xT", "no_x0") else jnp.concatenate([x_T[None], xs])
+    return guided_sample
+
+
+def _guided_sampler_noises_in_order(model, x_T, zs, y, w, betas, alpha_bars, sigmas):
+    """Scanning over (t, z) pairs in the order they are used, the last noise zeroed beforehand."""
+    ts = jnp.arange(betas.shape[0], 0, -1)
+    noises = jnp.where((ts > 1)[:, None, None], zs[ts - 1], 0.0)
+
+    def body(x, t_and_z):
+        t, z = t_and_z
+        eps = (w + 1) * model(x, jnp.full(x.shape[:1], t), y) - w * model(x, jnp.full(x.shape[:1], t), -jnp.ones_like(y))
+        b, ab = betas[t - 1], alpha_bars[t - 1]
+        x = x * jax.lax.rsqrt(1 - b) - b / jnp.sqrt((1 - ab) * (1 - b)) * eps + sigmas[t - 1] * z
+        return x, x
+
+    _, xs = jax.lax.scan(body, x_T, (ts, noises))
+    return jnp.concatenate([x_T[None], xs], axis=0)
+
+
+def _guided_sampler_fori(model, x_T, zs, y, w, betas, alpha_bars, sigmas):
+    """fori_loop over i = 0..T-1 (t = T - i), writing each state into a preallocated trajectory."""
+    T = betas.shape[0]
+    path = jnp.zeros((T + 1,) + x_T.shape, x_T.dtype).at[0].set(x_T)
+
+    def body(i, path):
+        t = T - i
+        x = path[i]
+        eps = _guided_right(model, x, t * jnp.ones(x.shape[0], jnp.int32), y, w)
+        mean = (x - betas[t - 1] / jnp.sqrt(1 - alpha_bars[t - 1]) * eps) / jnp.sqrt(1 - betas[t - 1])
+        return path.at[i + 1].set(mean + (t > 1) * sigmas[t - 1] * zs[t - 1])
+
+    return jax.lax.fori_loop(0, T, body, path)
+
+
+answers("guided_sample", ok=[_guided_sampler(), _guided_sampler_noises_in_order, _guided_sampler_fori], wrong=[
+    (_guided_sampler("up"), SLIP + "the reverse process runs backwards in time"),
+    (_guided_sampler("shift"), SLIP + "yours start at T - 1"),
+    (_guided_sampler("noise_at_1"), SLIP + "no noise at the last step"),
+    (_guided_sampler("conditional"), SLIP + "the guidance is missing"),
+    (_guided_sampler("unconditional"), SLIP + "the steps use the unconditional prediction"),
+    (_guided_sampler("no_xT"), SLIP + "the trajectory starts with x_T itself"),
+    (_guided_sampler("no_x0"), SLIP + "the trajectory is missing x_0"),
+], n_cases=3)
+
+
+_my_drop = _drop()  # a student's own (right) drop_labels: conditional_train_step calls it
+
+
+def _cond_step(kind="right"):
+    """conditional_train_step as students write it, or with one slip."""
+    def conditional_train_step(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+        labels = {"kept": y, "none": jnp.full_like(y, -1)}.get(kind, _my_drop(key, y, p_uncond))
+        ab = alpha_bars[t if kind == "index_t" else t - 1][:, None]
+        x_t = (ab * x0 + (1 - ab) * noise) if kind == "no_sqrt" else (jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise)
+
+        def loss_fn(m):
+            return jnp.mean(((x0 if kind == "x0" else noise) - m(x_t, t, labels)) ** 2)
+
+        value, grads = nnx.value_and_grad(loss_fn)(model)
+        if kind == "ascent":
+            grads = jax.tree.map(lambda g: -g, grads)
+        if kind != "no_update":
+            optimizer.update(model, grads)
+        return loss_fn(model) if kind == "after" else value
+    return conditional_train_step
+
+
+def _cond_step_split(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+    """With nnx.split / nnx.merge and jax.value_and_grad, and the loss of notebook 04's form."""
+    labels = _my_drop(key, y, p_uncond)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    ab = alpha_bars[t - 1].reshape(-1, 1)
+
+    def loss_of(params):
+        net = nnx.merge(graphdef, params, rest)
+        return jnp.mean(jnp.square(net(ab**0.5 * x0 + (1 - ab) ** 0.5 * noise, t, labels) - noise))
+
+    value, grads = jax.value_and_grad(loss_of)(params)
+    optimizer.update(model, grads)
+    return value
+
+
+def _cond_step_grad(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+    """nnx.grad with a loss of (model, labels), and the loss evaluated first."""
+    labels = jnp.where(jax.random.bernoulli(key, p_uncond, y.shape), -1, y)
+    ab = jnp.take(alpha_bars, t - 1)[:, None]
+
+    def loss_fn(m, labels):
+        return ((noise - m(jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise, t, labels)) ** 2).mean()
+
+    value = loss_fn(model, labels)
+    optimizer.update(model, nnx.grad(loss_fn)(model, labels))
+    return value
+
+
+answers("conditional_train_step", ok=[_cond_step(), _cond_step_split, _cond_step_grad], wrong=[
+    (_cond_step("kept"), SLIP + "the labels are not dropped"),
+    (_cond_step("none"), SLIP + "every label is replaced by \"no label\""),
+    (_cond_step("ascent"), SLIP + "the parameters move uphill"),
+    (_cond_step("after"), SLIP + "return the loss computed before the update"),
+    (_cond_step("no_sqrt"), SLIP + "the square roots are missing"),
+    (_cond_step("x0"), SLIP + "the network predicts the noise"),
+    (_cond_step("index_t"), SLIP + "off by one: alpha_bar_t is alpha_bars[t - 1]"),
+    (_cond_step("no_update"), "call optimizer.update(model, grads)"),
+], edge_cases=True)
 
 
 def _unet(kind="right"):

@@ -277,3 +277,79 @@ def test_ddim_sample_with_eta_draws_noise_and_takes_a_step_function():
     assert calls  # traced once inside the scan
     with pytest.raises(ValueError, match="key"):
         sampling.ddim_sample(model, x_T, schedule, 10, eta=0.5)
+
+
+def test_train_step_is_one_gradient_step_on_the_ddpm_loss():
+    """With plain SGD the step is theta - lr * grad, the gradient taken here with jax.grad over the parameters."""
+    import optax
+
+    model = models.MLPDenoiser(hidden=16, depth=2, time_dim=8, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(0)
+    x0, noise = (jnp.asarray(rng.standard_normal((32, 2)), jnp.float32) for _ in range(2))
+    t = jnp.asarray(rng.integers(1, 21, size=32), jnp.int32)
+    alpha_bars = jnp.cumprod(1 - jnp.linspace(1e-3, 0.2, 20))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_of(p):
+        m = nnx.merge(graphdef, p, rest)
+        ab = alpha_bars[t - 1][:, None]
+        return jnp.mean((noise - m(jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise, t)) ** 2)
+
+    expected_loss, grads = jax.value_and_grad(loss_of)(params)
+    expected = jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+    optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    loss = training.train_step(model, optimizer, x0, t, noise, alpha_bars)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
+    for got, want in zip(jax.tree.leaves(nnx.state(model, nnx.Param)), jax.tree.leaves(expected)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert int(jax.tree.leaves(optimizer.step)[0]) == 1
+
+
+def test_train_with_a_step_function_is_train_with_the_loss():
+    points = data.points_2d("circle", jax.random.key(0), 512)[0]
+    alpha_bars = schedules.make_schedule(schedules.linear_betas(20, 1e-3, 0.2)).alpha_bars
+    a, b = (models.MLPDenoiser(hidden=16, depth=2, time_dim=8, rngs=nnx.Rngs(0)) for _ in range(2))
+    losses_a = training.train(a, points, alpha_bars, steps=30, key=jax.random.key(1), batch_size=64, progress=False)
+
+    def my_step(model, optimizer, x0, t, noise, alpha_bars):
+        loss, grads = nnx.value_and_grad(training.ddpm_loss)(model, x0, t, noise, alpha_bars)
+        optimizer.update(model, grads)
+        return loss
+
+    losses_b = training.train(b, points, alpha_bars, steps=30, key=jax.random.key(1), batch_size=64, progress=False,
+                              step=my_step)
+    np.testing.assert_allclose(losses_a, losses_b, rtol=1e-5)
+
+
+def test_train_many_trains_each_model_as_train_would_with_its_share_of_the_key():
+    """jax.vmap over stacked states: model i ends where train() ends with jax.random.split(key, n)[i]; per-model
+    data and schedules are used by their own model."""
+    points = [data.points_2d(name, jax.random.key(0), 512)[0] for name in ("circle", "square")]
+    alpha_bars = [schedules.make_schedule(schedules.linear_betas(20, 1e-3, b)).alpha_bars for b in (0.2, 0.3)]
+    make = lambda seed: models.MLPDenoiser(hidden=16, depth=2, time_dim=8, rngs=nnx.Rngs(seed))
+    import optax
+
+    tx = optax.sgd(0.05, momentum=0.9)   # smooth in the gradient: vmapped and plain products round differently
+    together = [make(0), make(1)]
+    losses = training.train_many(together, points, alpha_bars, steps=40, key=jax.random.key(3), batch_size=64,
+                                 optimizer=tx, chunk=25, progress=False)
+    assert losses.shape == (2, 40)
+    for i, key in enumerate(jax.random.split(jax.random.key(3), 2)):
+        alone = make(i)
+        own = training.train(alone, points[i], alpha_bars[i], steps=40, key=key, batch_size=64, optimizer=tx, chunk=25,
+                             progress=False)
+        np.testing.assert_allclose(losses[i], own, rtol=2e-4, atol=1e-6)
+        for got, want in zip(jax.tree.leaves(nnx.state(together[i], nnx.Param)), jax.tree.leaves(nnx.state(alone, nnx.Param))):
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-5)
+
+
+def test_spread_and_compare_match_numpy():
+    a, b = [0.010, 0.012, 0.011], [0.020, 0.021, 0.019]
+    s = metrics.spread(a)
+    assert s["mean"] == pytest.approx(np.mean(a)) and s["sd"] == pytest.approx(np.std(a, ddof=1))
+    assert s["se"] == pytest.approx(np.std(a, ddof=1) / np.sqrt(3))
+    verdict = metrics.compare("A", a, "B", b)
+    se = np.sqrt(np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 3)
+    assert verdict["differ"] and verdict["se"] == pytest.approx(se) and verdict["text"].startswith("A is lower than B")
+    close = metrics.compare("A", a, "C", [0.011, 0.013, 0.010])
+    assert not close["differ"] and "not distinguishable" in close["text"]

@@ -59,7 +59,7 @@ def test_the_reference_itself_earns_no_points():
 
 
 @pytest.mark.parametrize("name", ["ddpm_loss", "ddpm_step", "sample", "ddim_step", "drop_labels", "guided_eps",
-                                  "guided_ddim_sample"])
+                                  "guided_ddim_sample", "guided_sample"])
 def test_references_that_take_modules_or_keys_earn_no_points_either(name):
     """References that are not jitted themselves (they take a model or a key) are marked too."""
     reference = grading.exercise(name).reference
@@ -68,6 +68,29 @@ def test_references_that_take_modules_or_keys_earn_no_points_either(name):
         check(name, reference)
     with pytest.raises(CheckFailure, match="calls the reference implementation"):
         check(name, lambda *args: reference(*args))
+
+
+def test_a_training_step_that_calls_the_reference_earns_no_points():
+    from course_utils import training
+
+    for answer in (training.train_step, lambda *args: training.train_step(*args)):
+        with pytest.raises(CheckFailure, match=r"train_step: it calls the reference implementation course_utils.training.train_step"):
+            check("train_step", answer)
+
+
+def test_the_training_step_hints_are_distinct_and_the_reference_matches_none():
+    from course_utils.exercises import kinds
+
+    ex = grading.exercise("train_step")
+    trials = ex.trials(True)
+    reference = ex.judge.reference
+    for trial in trials:
+        runs = [kinds.run_steps(trial, h.variant) for h in ex.hints]
+        expected = kinds.run_steps(trial, reference)
+        assert not any(kinds._same_run(r, expected, ex.rtol, ex.atol) for r in runs)
+        for i in range(len(runs)):
+            for j in range(i + 1, len(runs)):
+                assert not kinds._same_run(runs[i], runs[j], ex.rtol, ex.atol), (trial.label, ex.hints[i].message, ex.hints[j].message)
 
 
 CLASS_EXERCISES = ["MLPDenoiser", "TwoPixelUNet", "ResidualBlock", "SelfAttention"]
@@ -121,6 +144,8 @@ def test_hints_are_distinct_from_each_other():
     """Two hints whose variants agree on every input would always be shown together."""
     for name in grading.exercise_names():
         ex = grading.exercise(name)
+        if ex.make_case is None:  # exercises run as trials (train_step): tests of their own below
+            continue
         cases = [ex.make_case(np.random.default_rng([7, i])) for i in range(5)] if ex.hints else []
         outputs = [[np.asarray(h.variant(*args)) for args in cases] for h in ex.hints]
         for i in range(len(ex.hints)):
@@ -502,6 +527,11 @@ _MUTANTS_04 = [
     ("ddim_step", "jnp.where(t_prev > 0, alpha_bars[jnp.maximum(t_prev - 1, 0)], 1.0)", "alpha_bars[t_prev - 1]", "t_prev = 0 means"),
     ("ddim_step", "jnp.full((x_t.shape[0],), t))", "jnp.full((x_t.shape[0],), t_prev))", None),
     ("ddim_step", "sigma**2", "sigma", None),
+    ("train_step", "optimizer.update(model, grads)", "optimizer.update(model, jax.tree.map(lambda g: -g, grads))", "gradient ascent"),
+    ("train_step", "    optimizer.update(model, grads)\n", "", "the parameters never change"),
+    ("train_step", "(model, x0, t, noise, alpha_bars)", "(model, noise, t, x0, alpha_bars)", "swapped"),
+    ("train_step", "return loss", "return loss, grads", None),
+    ("train_step", "return loss", "return ddpm_loss(model, x0, t, noise, alpha_bars)", "before the update"),
 ]
 
 
@@ -518,8 +548,9 @@ def test_mutants_of_the_solution_fail_the_visible_test(name, right, wrong, hint)
     """The solution notebook's own answer, with one slip, fails the visible test (with its hint where one is named)."""
     source = _solution_04(name)
     assert right in source, f"{name}: {right!r} is not in the solution"
-    namespace = {"jax": jax, "jnp": jnp}
+    namespace = {"jax": jax, "jnp": jnp, "nnx": nnx}
     exec(compile(_solution_04("ddpm_step"), "<ddpm_step>", "exec"), namespace)  # sample calls the student's ddpm_step
+    exec(compile(_solution_04("ddpm_loss"), "<ddpm_loss>", "exec"), namespace)  # train_step calls the student's ddpm_loss
     exec(compile(source.replace(right, wrong, 1), f"<{name}>", "exec"), namespace)
     with pytest.raises(CheckFailure) as info:
         check(name, namespace[name])
@@ -576,3 +607,41 @@ def test_the_06_sampler_solution_passes_every_case(capsys):
     exec(compile(source, "<guided_ddim_sample>", "exec"), namespace)
     check("guided_ddim_sample", namespace["guided_ddim_sample"], n_cases=10, seed=606, edge_cases=True)
     assert "guided_ddim_sample: passed 14 of 14 test inputs." in capsys.readouterr().out
+
+
+_SOLUTION_05 = Path(__file__).resolve().parents[2] / "solutions" / "05_guided_two_pixel" / "05_guided_two_pixel.ipynb"
+
+_MUTANTS_05 = [
+    ("guided_sample", "jnp.arange(T, 0, -1))", "jnp.arange(1, T + 1))", "runs backwards in time"),
+    ("guided_sample", "jnp.arange(T, 0, -1))", "jnp.arange(T - 1, -1, -1))", "yours start at T - 1"),
+    ("guided_sample", "jnp.where(t > 1, zs[t - 1], 0.0)", "zs[t - 1]", "no noise at the last step"),
+    ("guided_sample", "jnp.where(t > 1, zs[t - 1], 0.0)", "jnp.where(t > 1, zs[T - t], 0.0)", "step t uses the noise zs[t - 1]"),
+    ("guided_sample", "guided_eps(model, x_t, jnp.full((x_t.shape[0],), t), y, w)",
+     "model(x_t, jnp.full((x_t.shape[0],), t), y)", "the guidance is missing"),
+    ("guided_sample", "t), y, w)", "t), jnp.full_like(y, -1), w)", "the steps use the unconditional prediction"),
+    ("guided_sample", "t), y, w)", "t), y, w + 1)", "pass the guidance weight w itself"),
+    ("guided_sample", "/ jnp.sqrt(1 - beta_t)", "/ jnp.sqrt(alpha_bar_t)", "not sqrt(alpha_bar_t)"),
+    ("guided_sample", "sigmas[t - 1] * z", "sigmas[t - 1] ** 2 * z", "sigmas holds standard deviations"),
+    ("guided_sample", "return jnp.concatenate([x_T[None], xs])", "return xs", "starts with x_T"),
+    ("guided_sample", "return x_prev, x_prev", "return x_prev, x_t", "the trajectory holds x_T twice and no x_0"),
+]
+
+
+def _solution_05(grade_id):
+    import json
+
+    cells = json.loads(_SOLUTION_05.read_text())["cells"]
+    return next("".join(c["source"]) for c in cells if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+@pytest.mark.parametrize("name,right,wrong,hint", _MUTANTS_05, ids=[f"{m[0]}-{i}" for i, m in enumerate(_MUTANTS_05)])
+def test_mutants_of_the_05_solution_fail_the_visible_test(name, right, wrong, hint):
+    """Notebook 05's own answer, with one slip, fails the visible test with its hint."""
+    source = _solution_05(name)
+    assert right in source, f"{name}: {right!r} is not in the solution"
+    namespace = {"jax": jax, "jnp": jnp}
+    exec(compile(_solution_05("guided_eps"), "<guided_eps>", "exec"), namespace)  # guided_sample calls the student's guided_eps
+    exec(compile(source.replace(right, wrong, 1), f"<{name}>", "exec"), namespace)
+    with pytest.raises(CheckFailure) as info:
+        check(name, namespace[name])
+    assert "Likely slip: " in str(info.value) and hint in str(info.value), str(info.value)

@@ -96,6 +96,10 @@ def test_mixture_eps_model_accepts_per_example_steps():
     assert np.allclose(guidance.eps_error_by_step(exact, schedule, jax.random.key(0), n=200), 0.0, atol=1e-10)
 
 
+def _sample(model, x_T, key, schedule, y, w=0.0, sigma="beta", trajectory=False):
+    return guidance.run_guided_sampler(guidance.guided_sample, model, x_T, key, schedule, y, w, sigma, trajectory)
+
+
 @pytest.mark.parametrize("label", [0, 1])
 def test_guided_sampler_with_exact_eps_and_w_0_draws_the_class(label):
     """The DDPM sampler fed with the exact class-conditional eps (w = 0) reproduces that class's Gaussian.
@@ -107,13 +111,13 @@ def test_guided_sampler_with_exact_eps_and_w_0_draws_the_class(label):
     x_T = jax.random.normal(jax.random.key(label), (n, 2))
     schedule = schedules.make_schedule(schedules.cosine_betas(1000, max_beta=0.5))
     exact = guidance.MixtureEps(schedule.alpha_bars)
-    samples = np.asarray(guidance.guided_sample(exact, x_T, jax.random.key(10 + label), schedule, label, w=0.0))
+    samples = np.asarray(_sample(exact, x_T, jax.random.key(10 + label), schedule, label, sigma="beta_tilde"))
     np.testing.assert_allclose(samples.mean(0), MEANS[label], atol=0.01)
     np.testing.assert_allclose(samples.std(0), TWO_PIXEL.std, rtol=0.04)
     assert guidance.mode_fractions(samples)[label] == 1.0
     short = schedules.make_schedule(schedules.cosine_betas(100, max_beta=0.5))
     exact = guidance.MixtureEps(short.alpha_bars)
-    low, high = (np.asarray(guidance.guided_sample(exact, x_T, jax.random.key(3), short, label, sigma=s)).std(0)
+    low, high = (np.asarray(_sample(exact, x_T, jax.random.key(3), short, label, sigma=s)).std(0)
                  for s in ("beta_tilde", "beta"))
     assert np.all(low < TWO_PIXEL.std) and np.all(high > TWO_PIXEL.std)
 
@@ -121,18 +125,44 @@ def test_guided_sampler_with_exact_eps_and_w_0_draws_the_class(label):
 def test_unguided_sampler_with_exact_eps_reproduces_the_weights():
     schedule = schedules.make_schedule(schedules.cosine_betas(50, max_beta=0.5))
     n = 20_000
-    samples = guidance.guided_sample(guidance.MixtureEps(schedule.alpha_bars), jax.random.normal(jax.random.key(0), (n, 2)),
-                                     jax.random.key(1), schedule, -1)
+    samples = _sample(guidance.MixtureEps(schedule.alpha_bars), jax.random.normal(jax.random.key(0), (n, 2)),
+                      jax.random.key(1), schedule, -1)
     assert abs(guidance.mode_fractions(samples)[0] - 0.35) < 4 * np.sqrt(0.35 * 0.65 / n) + 0.01
 
 
 def test_guided_sampler_trajectory_shape_and_start():
     schedule = schedules.make_schedule(schedules.cosine_betas(10, max_beta=0.5))
     x_T = jnp.zeros((4, 2))
-    path = guidance.guided_sample(guidance.MixtureEps(schedule.alpha_bars), x_T, jax.random.key(0), schedule,
-                                  jnp.array([0, 1, 0, 1]), w=2.0, trajectory=True)
+    path = _sample(guidance.MixtureEps(schedule.alpha_bars), x_T, jax.random.key(0), schedule,
+                   jnp.array([0, 1, 0, 1]), w=2.0, trajectory=True)
     assert path.shape == (11, 4, 2)
     np.testing.assert_array_equal(path[0], x_T)
+    np.testing.assert_allclose(path[-1], _sample(guidance.MixtureEps(schedule.alpha_bars), x_T, jax.random.key(0),
+                                                 schedule, jnp.array([0, 1, 0, 1]), w=2.0), atol=1e-6)
+
+
+def test_guided_sample_matches_a_numpy_loop():
+    """guided_sample against Ho et al.'s algorithm 2 written out in numpy (float64), with a toy conditional model
+    whose guided prediction is known in closed form: eps(x, y) = x (y + 2), so that (w + 1) eps(y) - w eps(none)
+    = x ((w + 1)(y + 2) - w)."""
+    rng = np.random.default_rng(0)
+    T, n, w = 7, 5, 1.5
+    betas = np.linspace(0.01, 0.2, T)
+    alpha_bars = np.cumprod(1 - betas)
+    sigmas = np.sqrt(0.5 * betas)
+    x_T, zs = rng.normal(size=(n, 2)), rng.normal(size=(T, n, 2))
+    y = np.array([0, 1, 1, 0, -1])
+    factor = np.where(y < 0, 1.0, (w + 1) * (y + 2) - w)[:, None]
+    path = [x_T]
+    for t in range(T, 0, -1):
+        x = path[-1]
+        eps = x * factor
+        z = zs[t - 1] if t > 1 else 0.0
+        path.append((x - betas[t - 1] / np.sqrt(1 - alpha_bars[t - 1]) * eps) / np.sqrt(1 - betas[t - 1]) + sigmas[t - 1] * z)
+    f32 = lambda a: jnp.asarray(a, jnp.float32)
+    got = jax.jit(lambda *a: guidance.guided_sample(_Linear(), *a))(
+        f32(x_T), f32(zs), jnp.asarray(y, jnp.int32), jnp.float32(w), f32(betas), f32(alpha_bars), f32(sigmas))
+    np.testing.assert_allclose(got, np.stack(path), rtol=1e-4, atol=1e-5)
 
 
 class _Linear(nnx.Module):
@@ -214,3 +244,48 @@ def test_train_conditional_lowers_the_loss(loss):
     assert history[-50:].mean() < 0.8 * history[:50].mean()
     with pytest.raises(ValueError, match="loss"):
         guidance.train_conditional(model, x, y, schedule.alpha_bars, steps=1, key=jax.random.key(1), loss="l3")
+
+
+# ------------------------------------------------------------------ classifier guidance
+
+
+@pytest.mark.parametrize("alpha_bar", [1.0, 0.5, 0.02])
+def test_class_posterior_is_bayes_rule_in_numpy(alpha_bar):
+    x = np.random.default_rng(2).normal(scale=0.7, size=(40, 2))
+    var = alpha_bar * TWO_PIXEL.std**2 + 1 - alpha_bar
+    joint = np.stack([w * np.exp(-0.5 * np.sum((x - np.sqrt(alpha_bar) * m) ** 2, -1) / var)
+                      for w, m in zip(TWO_PIXEL.weights, MEANS)], -1)
+    np.testing.assert_allclose(guidance.class_posterior(x.astype(np.float32), alpha_bar), joint / joint.sum(-1, keepdims=True),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_classifier_guidance_with_the_exact_classifier_at_scale_1_is_the_exact_conditional_eps():
+    """grad log q(x_t | y) = grad log q(x_t) + grad log q(y | x_t): scale 1 turns the unconditional eps* into
+    the conditional one; scale 0 leaves it unconditional."""
+    schedule = schedules.make_schedule(schedules.cosine_betas(20, max_beta=0.5))
+    exact, classifier = guidance.MixtureEps(schedule.alpha_bars), guidance.ExactClassifier(schedule.alpha_bars)
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(scale=0.8, size=(12, 2)), jnp.float32)
+    t = jnp.asarray(rng.integers(1, 21, size=12), jnp.int32)
+    y = jnp.asarray(rng.integers(0, 2, size=12), jnp.int32)
+    got = guidance.classifier_guided_eps(exact, classifier, x, t, y, 1.0, schedule.alpha_bars)
+    np.testing.assert_allclose(got, exact(x, t, y), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(guidance.classifier_guided_eps(exact, classifier, x, t, y, 0.0, schedule.alpha_bars),
+                               exact(x, t, jnp.full_like(y, -1)), rtol=1e-6)
+    wrapped = guidance.ClassifierGuided(exact, classifier, schedule.alpha_bars, 1.0)
+    np.testing.assert_allclose(wrapped(x, t, y), got, rtol=1e-6)
+    np.testing.assert_allclose(wrapped(x, t, jnp.full_like(y, -1)), exact(x, t, jnp.full_like(y, -1)), rtol=1e-6)
+
+
+def test_a_noisy_classifier_learns_the_exact_posterior():
+    schedule = schedules.make_schedule(schedules.cosine_betas(20, max_beta=0.5))
+    x, y = guidance.sample_mixture(jax.random.key(0), 4000)
+    classifier = guidance.NoisyClassifier(20, rngs=nnx.Rngs(0))
+    history = guidance.train_noisy_classifier(classifier, x, y, schedule.alpha_bars, steps=600, key=jax.random.key(1),
+                                              learning_rate=3e-3, progress=False)
+    assert history.shape == (600,) and history[-100:].mean() < 0.8 * history[:50].mean()
+    x_t = jax.random.normal(jax.random.key(2), (500, 2))
+    for t in (5, 15):
+        learned = jax.nn.softmax(classifier(x_t, jnp.full((500,), t)), -1)
+        exact = guidance.class_posterior(x_t, schedule.alpha_bars[t - 1])
+        assert float(jnp.mean(jnp.abs(learned - exact))) < 0.08, t

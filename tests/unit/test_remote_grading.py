@@ -149,6 +149,61 @@ def test_a_forged_reply_needs_the_right_numbers():
     assert not ok and "wrong output" in text
 
 
+def _train_step_right(model, optimizer, x0, t, noise, alpha_bars):
+    from flax import nnx
+
+    from course_utils import training
+
+    loss, grads = nnx.value_and_grad(training.ddpm_loss)(model, x0, t, noise, alpha_bars)
+    optimizer.update(model, grads)
+    return loss
+
+
+def _train_step_ascent(model, optimizer, x0, t, noise, alpha_bars):
+    import jax
+    from flax import nnx
+
+    from course_utils import training
+
+    loss, grads = nnx.value_and_grad(training.ddpm_loss)(model, x0, t, noise, alpha_bars)
+    optimizer.update(model, jax.tree.map(lambda g: -g, grads))
+    return loss
+
+
+def test_a_training_step_crosses_to_the_kernel_as_plain_data_and_is_judged_by_the_grader():
+    """train_step's request holds factories (by name) and arrays; the kernel builds the same model and optimizer,
+    runs the answer and sends back losses and parameters; the grader runs the reference and the hints itself."""
+    from course_utils.exercises import kinds
+
+    request = grading.plan("train_step", edge_cases=True)
+    kernel_request = pickle.loads(pickle.dumps(request))
+    assert len(kernel_request.trials) == 3
+    for trial in kernel_request.trials:
+        assert isinstance(trial, kinds.StepTrial)
+        assert all(type(p) is np.ndarray for p in trial.params)
+        assert all(type(a) is np.ndarray for batch in trial.batches for a in batch)
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(
+        grading.evaluate(kernel_request, _train_step_right))))
+    assert ok and text.startswith("train_step: passed 3 of 3 test runs"), text
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(
+        grading.evaluate(kernel_request, _train_step_ascent))))
+    assert not ok and "Likely slip: gradient ascent" in text, text
+
+
+def test_a_forged_training_step_reply_needs_the_right_numbers():
+    request = grading.plan("train_step")
+    outcome = grading.evaluate(request, _train_step_right)
+    for record in outcome["results"]:
+        record["params"] = [p + 1e-3 for p in record["params"]]
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(outcome)))
+    assert not ok and "parameters differ from the reference's" in text, text
+    outcome = grading.evaluate(request, _train_step_right)
+    for record in outcome["results"]:
+        record["counts"] = record["counts"][:1]
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(outcome)))
+    assert not ok and "malformed" in text, text
+
+
 def test_objects_that_are_not_data_come_back_as_their_type_name():
     class Sneaky:
         def __array__(self, *a, **k):
@@ -289,3 +344,35 @@ def test_the_sampler_exercise_crosses_to_the_kernel_and_back_as_data():
     outcome = grading.decode_outcome(grading.encode_outcome(grading.evaluate(request, wrong)))
     ok, text = grading.verdict(request, outcome)
     assert not ok and 'Likely slip: "no label" is the label -1' in text, text
+
+
+def test_guided_sample_is_judged_on_the_graders_side():
+    """Notebook 05's sampler exercise through the grader's path: the request (with its U-Nets) pickled as the kernel
+    receives it, the reply as plain data, the verdict with the references and hints computed by the grader."""
+    from course_utils import guidance
+    from course_utils._validate import unmarked
+
+    request = grading.plan("guided_sample", n_cases=3, seed=505, edge_cases=True)
+    in_kernel = pickle.loads(pickle.dumps(request))
+    right = unmarked(guidance.guided_sample)
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(grading.evaluate(in_kernel, right))))
+    assert ok and text.startswith("guided_sample: passed 6 of 6"), text
+    slip = grading.exercise("guided_sample").hints[0]
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(grading.evaluate(in_kernel, slip.variant))))
+    assert not ok and f"Likely slip: {slip.message}" in text, text
+
+
+def test_conditional_train_step_is_judged_on_the_graders_side():
+    """Notebook 05's training step (the train-step kind) through the grader's path: the request pickled as the kernel
+    receives it (factories by name, weights and batches as arrays), the runs as plain data, the verdict in the grader."""
+    from course_utils import guidance
+    from course_utils._validate import unmarked
+
+    request = grading.plan("conditional_train_step", edge_cases=True)
+    in_kernel = pickle.loads(pickle.dumps(request))
+    reply = grading.encode_outcome(grading.evaluate(in_kernel, unmarked(guidance.conditional_train_step)))
+    ok, text = grading.verdict(request, grading.decode_outcome(reply))
+    assert ok and text.startswith("conditional_train_step: passed 3 of 3 test runs"), text
+    slip = grading.exercise("conditional_train_step").hints[0]
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(grading.evaluate(in_kernel, slip.variant))))
+    assert not ok and f"Likely slip: {slip.message}" in text, text
