@@ -27,8 +27,8 @@ import optax
 from flax import nnx
 
 from . import checkpoints, classifier, config, data, unet
-from .guidance import guided_step, train_conditional
-from .sampling import guided_ddim_sample, reverse_sigmas
+from .guidance import guided_eps, train_conditional
+from .sampling import ddpm_step, guided_ddim_sample, reverse_sigmas
 from .schedules import cosine_betas, linear_betas, make_schedule
 from .training import data_parallel_shardings
 
@@ -105,7 +105,9 @@ def _spread(*arrays):
 
 @config.jit(static_argnames=("graphdef",))
 def _ddpm_step(graphdef, state, x, t, z, y, w, schedule, sigmas):
-    return guided_step(nnx.merge(graphdef, state), x, t, z, y, w, schedule, sigmas)
+    model = nnx.merge(graphdef, state)
+    return ddpm_step(lambda x_t, steps: guided_eps(model, x_t, steps, y, w), x, t, z, schedule.betas, schedule.alpha_bars,
+                     sigmas)
 
 
 def ddim_timesteps(n_steps, T=T):
