@@ -106,14 +106,15 @@ def write_markdown(res):
         L += ["", "## Quality, per class\n",
               f"Means +- standard deviations over {res['n_keys']} sampling keys (16 stars per class and key). "
               "Accuracy: the fraction of samples whose dominant angular mode is the asked-for number of arms "
-              "(real stars: 1.000). Energy distance: each sample aligned and compared with a fresh real star of "
-              "its class; floor: real against real; ceiling: standard normal noise against real.\n",
+              "(real stars: 1.000). Energy distance: the aligned points of the 16 samples of a class against those "
+              "of 16 fresh real stars of the class; floor: real against real; ceiling: standard normal noise "
+              "against real.\n",
               "| seed | arms | accuracy | energy distance | floor | noise | final loss |", "|---:|---:|---:|---:|---:|---:|---:|"]
         for r in res["runs"]:
             for k, a in enumerate(arms):
                 col = lambda name: np.asarray(r[name])[:, k]  # noqa: E731
-                ms = lambda x: f"{x.mean():.3f} +- {x.std(ddof=1) if len(x) > 1 else 0:.3f}"  # noqa: E731
-                L.append(f"| {r['seed']} | {a} | {ms(col('accuracy'))} | {ms(col('energy'))} | {ms(col('floor'))} | "
+                ms = lambda x, f=".4f": f"{x.mean():{f}} +- {x.std(ddof=1) if len(x) > 1 else 0:{f}}"  # noqa: E731
+                L.append(f"| {r['seed']} | {a} | {ms(col('accuracy'), '.3f')} | {ms(col('energy'))} | {ms(col('floor'))} | "
                          f"{ms(col('noise'))} | {r['loss_last100']:.4f} |")
         L += ["", "Raw numbers: `" + path.stem + ".json`."]
         path.write_text("\n".join(L) + "\n")
