@@ -334,7 +334,7 @@ def star_quality(model, schedule, key, n_per_class=16, n_keys=4, n_points=N_POIN
 
 # ---------------------------------------------------------------- pictures
 
-def plot_stars(real, real_labels, samples, sample_labels, arms=ARMS, n_show=4, title=None, limit=1.5, size=1.5):
+def plot_stars(real, real_labels, samples, sample_labels, arms=ARMS, n_show=4, title=None, limit=2.3, size=1.5):
     """Real stars and samples side by side: one row per class, ``n_show`` real stars then ``n_show`` samples.
 
     Each sample's panel is titled with the number of arms recovered from it (:func:`recovered_arms`).
