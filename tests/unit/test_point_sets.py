@@ -48,7 +48,7 @@ def _dominant_mode_numpy(points, max_mode=point_sets.MAX_MODE):
     return int(np.argmax(spectrum[2:max_mode + 1]) + 2)
 
 
-@pytest.mark.parametrize("arms", [3, 4, 5, 6, 7, 9])
+@pytest.mark.parametrize("arms", [3, 4, 7, 9])
 def test_the_arms_of_clean_stars_are_recovered(arms):
     sets = np.asarray(point_sets.stars(jax.random.key(arms), 8, 128, arms))
     found = np.asarray(point_sets.recovered_arms(sets))
