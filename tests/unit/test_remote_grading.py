@@ -177,14 +177,14 @@ def test_a_training_step_crosses_to_the_kernel_as_plain_data_and_is_judged_by_th
 
     request = grading.plan("train_step", edge_cases=True)
     kernel_request = pickle.loads(pickle.dumps(request))
-    assert len(kernel_request.trials) == 3
+    assert len(kernel_request.trials) == 4
     for trial in kernel_request.trials:
         assert isinstance(trial, kinds.StepTrial)
         assert all(type(p) is np.ndarray for p in trial.params)
         assert all(type(a) is np.ndarray for batch in trial.batches for a in batch)
     ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(
         grading.evaluate(kernel_request, _train_step_right))))
-    assert ok and text.startswith("train_step: passed 3 of 3 test runs"), text
+    assert ok and text.startswith("train_step: passed 4 of 4 test runs"), text
     ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(
         grading.evaluate(kernel_request, _train_step_ascent))))
     assert not ok and "Likely slip: gradient ascent" in text, text
