@@ -24,3 +24,20 @@ def time_step(rng):
     beta_t = rng.uniform(1e-3, 0.5)
     alpha_bar_prev = rng.uniform(0.01, 1.0)
     return f32(beta_t), f32(alpha_bar_prev * (1 - beta_t)), f32(alpha_bar_prev)
+
+
+def kept_trajectory(keep, x_T, x_last, xs):
+    """What a sampler returns when it keeps its trajectory as ``keep`` says (the slips of the sampler exercises).
+
+    ``x_last``: the scan's final state; ``xs``: what the scan collected, one entry per step.
+    "x_0 only": the final state; "no x_T" and "no x_0": the collected states alone; "reversed": the
+    whole trajectory from x_0 to x_T; anything else: the right one, x_T in front of the collected states.
+    """
+    import jax.numpy as jnp
+
+    if keep == "x_0 only":
+        return x_last
+    if keep in ("no x_T", "no x_0"):
+        return xs
+    trajectory = jnp.concatenate([x_T[None], xs])
+    return trajectory[::-1] if keep == "reversed" else trajectory

@@ -9,7 +9,7 @@ from flax import nnx
 
 from .. import embeddings, models, schedules, training, sampling
 from ..grading import Build, CheckFailure, Exercise, Hint, built_outputs, jit_call, register
-from .common import array as _array
+from .common import array as _array, kept_trajectory
 from .kinds import StepSetup, train_step_exercise
 
 
@@ -210,12 +210,7 @@ def _sample_with(times="down", shift=0, noise_at_1=False, z_order="by t", keep="
             return x_prev, (x if keep == "no x_0" else x_prev)
 
         x_last, xs = jax.lax.scan(body, x_T, (ts, z_index))
-        if keep == "x_0 only":
-            return x_last
-        if keep in ("no x_T", "no x_0"):
-            return xs
-        trajectory = jnp.concatenate([x_T[None], xs])
-        return trajectory[::-1] if keep == "reversed" else trajectory
+        return kept_trajectory(keep, x_T, x_last, xs)
     return run
 
 

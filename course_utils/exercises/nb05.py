@@ -18,7 +18,7 @@ from flax import nnx
 
 from .. import embeddings, guidance, models, schedules
 from ..grading import Build, CheckFailure, Exercise, Hint, _compare, built_outputs, describe_value, jit_call, register
-from .common import array as _array
+from .common import array as _array, kept_trajectory
 from .kinds import StepSetup, train_step_exercise
 
 
@@ -284,12 +284,7 @@ def _guided_sample_with(times="down", shift=0, noise_at_1=False, z_order="by t",
             return x_prev, (x if keep in ("no x_0", "x_t collected") else x_prev)
 
         x_last, xs = jax.lax.scan(body, x_T, (ts, z_index))
-        if keep == "x_0 only":
-            return x_last
-        if keep in ("no x_T", "no x_0"):
-            return xs
-        trajectory = jnp.concatenate([x_T[None], xs])
-        return trajectory[::-1] if keep == "reversed" else trajectory
+        return kept_trajectory(keep, x_T, x_last, xs)
     return run
 
 

@@ -17,6 +17,7 @@ from flax import nnx
 
 from .. import sampling, unet
 from ..grading import Build, CheckFailure, Exercise, Hint, _compare, built_outputs, describe_value, jit_call, register
+from .common import kept_trajectory
 
 
 def _trials(reference_cls, settings, make_inputs, forward):
@@ -279,11 +280,7 @@ def _ddim_with(order="down", pairs="t_then_next", prev_one=True, shift=1, model_
             return x_prev, (x if keep in ("no x_0", "x_t collected") else x_prev)
 
         x_last, xs = jax.lax.scan(body, x_T, steps)
-        if keep == "x_0 only":
-            return x_last
-        if keep in ("no x_T", "no x_0"):
-            return xs
-        return jnp.concatenate([x_T[None], xs])
+        return kept_trajectory(keep, x_T, x_last, xs)
     return run
 
 
