@@ -91,7 +91,7 @@ def quality_of_runs(sample_sets, data, key):
 
 
 def compare(label_a, values_a, label_b, values_b) -> dict:
-    """Whether two sets of measurements (energy distances of runs, say) differ by more than their spread.
+    r"""Whether two sets of measurements (energy distances of runs, say) differ by more than their spread.
 
     The difference of the means counts as real when it exceeds twice its standard error,
     :math:`2\sqrt{s_a^2/n_a + s_b^2/n_b}` (about a 95 % interval). Returns {"differ": bool, "difference",

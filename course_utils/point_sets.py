@@ -14,7 +14,7 @@ et al. 2017, "Deep Sets"):
 Without the summary every point would be denoised on its own, and the points of one set could
 not agree on a centre or a radius: the model would draw the average of all stars, a blurred
 star. Training and sampling are the course's (:func:`course_utils.guidance.train_conditional`,
-:func:`course_utils.guidance.guided_sample` with the plain conditional prediction): time steps
+:func:`conditional_sample`, notebook 04's sampler with the plain conditional prediction): time steps
 1..T, one time step per set, no noise at the last step.
 
 How star-like a sample is, measured two ways:
@@ -274,25 +274,31 @@ def train(model, sets, labels, alpha_bars, *, steps, key, batch_size=32, learnin
                                       progress=progress)
 
 
-def conditional_eps(model, x_t, t, y, w):
-    """The plain conditional prediction ``model(x_t, t, y)`` (``w`` unused): the ``eps_fn`` of unguided sampling."""
+def conditional_sample(model, x_T, zs, y, w, betas, alpha_bars, sigmas):
+    """Notebook 04's DDPM sampler with the plain conditional prediction ``model(x_t, t, y)`` (``w`` unused).
+
+    The signature of :func:`course_utils.guidance.guided_sample`, so that
+    :func:`course_utils.guidance.run_guided_sampler` compiles and runs it.
+    """
+    from .sampling import ddpm_sample
+
     del w
-    return model(x_t, t, y)
+    return ddpm_sample(lambda x, t: model(x, t, y), x_T, zs, betas, alpha_bars, sigmas)
 
 
 def sample(model, key, labels, schedule, n_points=N_POINTS, trajectory=False):
     """One set of ``n_points`` points for each label of ``labels`` (N,): the DDPM reverse process of the course.
 
     Draws :math:`X_T \\sim \\mathcal N(0, I)` of shape (N, n_points, 2) and runs
-    :func:`course_utils.guidance.guided_sample` (one jitted ``lax.scan``, :math:`\\sigma_t^2 =
-    \\tilde\\beta_t`, no noise at :math:`t = 1`) with the unguided prediction :func:`conditional_eps`.
+    :func:`conditional_sample` through :func:`course_utils.guidance.run_guided_sampler` (one jitted
+    ``lax.scan``, :math:`\\sigma_t^2 = \\tilde\\beta_t`, no noise at :math:`t = 1`).
     Returns (N, n_points, 2), or the trajectory (T + 1, N, n_points, 2) with ``trajectory=True``.
     """
     labels = jnp.asarray(labels, jnp.int32)
     k_start, k_steps = jax.random.split(key)
     x_T = jax.random.normal(k_start, (labels.shape[0], n_points, 2))
-    return guidance.guided_sample(model, x_T, k_steps, schedule, labels, trajectory=trajectory,
-                                  eps_fn=conditional_eps)
+    return guidance.run_guided_sampler(conditional_sample, model, x_T, k_steps, schedule, labels,
+                                       sigma="beta_tilde", trajectory=trajectory)
 
 
 def star_quality(model, schedule, key, n_per_class=16, n_keys=4, n_points=N_POINTS, arms=ARMS):
