@@ -1,7 +1,6 @@
 """The grading checker: references pass, known slips fail with their hint, errors are explained, no tampering."""
 
 import inspect
-from pathlib import Path
 import re
 import math
 import warnings
@@ -508,7 +507,29 @@ def test_tampering_with_builtins_does_not_make_a_wrong_answer_pass(monkeypatch):
 
 # ------------------------------------------------------------------ mutants of the course's own solutions
 
-_SOLUTION_04 = Path(__file__).resolve().parents[2] / "solutions" / "04_denoising_2d" / "04_denoising_2d.ipynb"
+def _solution_cell(notebook, grade_id):
+    """The source of the cell ``grade_id`` of the solution notebook ``notebook`` (NN_name)."""
+    from notebook_tools import nbgrader_meta, read, solution_path
+
+    return next(c.source for c in read(solution_path(notebook)).cells if nbgrader_meta(c).get("grade_id") == grade_id)
+
+
+def _mutant_fails(notebook, name, right, wrong, hint, uses=()):
+    """The solution's answer to ``name`` with ``right`` replaced by ``wrong`` fails its check, naming ``hint`` if given.
+
+    ``uses``: the solution's answers to earlier exercises that this one calls, defined first.
+    """
+    source = _solution_cell(notebook, name)
+    assert right in source, f"{name}: {right!r} is not in the solution"
+    namespace = {"jax": jax, "jnp": jnp, "nnx": nnx}
+    for earlier in uses:
+        exec(compile(_solution_cell(notebook, earlier), f"<{earlier}>", "exec"), namespace)
+    exec(compile(source.replace(right, wrong, 1), f"<{name}>", "exec"), namespace)
+    with pytest.raises(CheckFailure) as info:
+        check(name, namespace[name])
+    if hint:
+        assert "Likely slip: " in str(info.value) and hint in str(info.value), str(info.value)
+
 
 # (exercise, what the solution says, the slip, the hint expected in the message or None)
 _MUTANTS_04 = [
@@ -535,30 +556,12 @@ _MUTANTS_04 = [
 ]
 
 
-def _solution_04(grade_id):
-    import json
-
-    cells = json.loads(_SOLUTION_04.read_text())["cells"]
-    source = next("".join(c["source"]) for c in cells if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
-    return source
-
-
 @pytest.mark.parametrize("name,right,wrong,hint", _MUTANTS_04, ids=[f"{m[0]}-{i}" for i, m in enumerate(_MUTANTS_04)])
 def test_mutants_of_the_solution_fail_the_visible_test(name, right, wrong, hint):
     """The solution notebook's own answer, with one slip, fails the visible test (with its hint where one is named)."""
-    source = _solution_04(name)
-    assert right in source, f"{name}: {right!r} is not in the solution"
-    namespace = {"jax": jax, "jnp": jnp, "nnx": nnx}
-    exec(compile(_solution_04("ddpm_step"), "<ddpm_step>", "exec"), namespace)  # sample calls the student's ddpm_step
-    exec(compile(_solution_04("ddpm_loss"), "<ddpm_loss>", "exec"), namespace)  # train_step calls the student's ddpm_loss
-    exec(compile(source.replace(right, wrong, 1), f"<{name}>", "exec"), namespace)
-    with pytest.raises(CheckFailure) as info:
-        check(name, namespace[name])
-    if hint:
-        assert "Likely slip: " in str(info.value) and hint in str(info.value), str(info.value)
+    # sample calls the student's ddpm_step, train_step the student's ddpm_loss
+    _mutant_fails("04_denoising_2d", name, right, wrong, hint, uses=("ddpm_step", "ddpm_loss"))
 
-
-_SOLUTION_06 = _SOLUTION_04.parents[1] / "06_mnist" / "06_mnist.ipynb"
 
 # (what the solution of guided_ddim_sample says, the slip, the hint expected in the message or None)
 _MUTANTS_06 = [
@@ -583,33 +586,15 @@ _MUTANTS_06 = [
 
 @pytest.mark.parametrize("right,wrong,hint", _MUTANTS_06, ids=[f"guided_ddim_sample-{i}" for i in range(len(_MUTANTS_06))])
 def test_mutants_of_the_06_sampler_fail_the_visible_test(right, wrong, hint):
-    import json
-
-    cells = json.loads(_SOLUTION_06.read_text())["cells"]
-    source = next("".join(c["source"]) for c in cells
-                  if c["metadata"].get("nbgrader", {}).get("grade_id") == "guided_ddim_sample")
-    assert right in source, f"{right!r} is not in the solution"
-    namespace = {"jax": jax, "jnp": jnp}
-    exec(compile(source.replace(right, wrong, 1), "<guided_ddim_sample>", "exec"), namespace)
-    with pytest.raises(CheckFailure) as info:
-        check("guided_ddim_sample", namespace["guided_ddim_sample"])
-    if hint:
-        assert "Likely slip: " in str(info.value) and hint in str(info.value), str(info.value)
+    _mutant_fails("06_mnist", "guided_ddim_sample", right, wrong, hint)
 
 
 def test_the_06_sampler_solution_passes_every_case(capsys):
-    import json
-
-    cells = json.loads(_SOLUTION_06.read_text())["cells"]
-    source = next("".join(c["source"]) for c in cells
-                  if c["metadata"].get("nbgrader", {}).get("grade_id") == "guided_ddim_sample")
     namespace = {"jax": jax, "jnp": jnp}
-    exec(compile(source, "<guided_ddim_sample>", "exec"), namespace)
+    exec(compile(_solution_cell("06_mnist", "guided_ddim_sample"), "<guided_ddim_sample>", "exec"), namespace)
     check("guided_ddim_sample", namespace["guided_ddim_sample"], n_cases=10, seed=606, edge_cases=True)
     assert "guided_ddim_sample: passed 14 of 14 test inputs." in capsys.readouterr().out
 
-
-_SOLUTION_05 = Path(__file__).resolve().parents[2] / "solutions" / "05_guided_two_pixel" / "05_guided_two_pixel.ipynb"
 
 _MUTANTS_05 = [
     ("guided_sample", "jnp.arange(T, 0, -1))", "jnp.arange(1, T + 1))", "runs backwards in time"),
@@ -627,21 +612,8 @@ _MUTANTS_05 = [
 ]
 
 
-def _solution_05(grade_id):
-    import json
-
-    cells = json.loads(_SOLUTION_05.read_text())["cells"]
-    return next("".join(c["source"]) for c in cells if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
-
-
 @pytest.mark.parametrize("name,right,wrong,hint", _MUTANTS_05, ids=[f"{m[0]}-{i}" for i, m in enumerate(_MUTANTS_05)])
 def test_mutants_of_the_05_solution_fail_the_visible_test(name, right, wrong, hint):
     """Notebook 05's own answer, with one slip, fails the visible test with its hint."""
-    source = _solution_05(name)
-    assert right in source, f"{name}: {right!r} is not in the solution"
-    namespace = {"jax": jax, "jnp": jnp}
-    exec(compile(_solution_05("guided_eps"), "<guided_eps>", "exec"), namespace)  # guided_sample calls the student's guided_eps
-    exec(compile(source.replace(right, wrong, 1), f"<{name}>", "exec"), namespace)
-    with pytest.raises(CheckFailure) as info:
-        check(name, namespace[name])
-    assert "Likely slip: " in str(info.value) and hint in str(info.value), str(info.value)
+    assert hint  # every slip of notebook 05 names its hint
+    _mutant_fails("05_guided_two_pixel", name, right, wrong, hint, uses=("guided_eps",))  # guided_sample calls it
