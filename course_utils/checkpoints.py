@@ -6,6 +6,10 @@ plain arrays and text, no pickle, so loading a file never runs code. The state
 is everything in the model except its random-number state (``nnx.RngState``),
 which a fresh model brings with it. The metadata (configuration, the command
 that made the file, the date, measured quality) is any JSON-serialisable dict.
+
+``save_model(..., stored_as="float16")`` halves the file: the float32
+parameters are rounded to float16 (about three significant digits) and read
+back as float32. A file records how it was stored under ``"stored_as"``.
 """
 
 import json
@@ -18,6 +22,8 @@ import numpy as np
 from flax import nnx, serialization
 
 FORMAT = "course_utils.checkpoint/1"
+STORAGE = ("float32", "float16")
+"""How :func:`save_model` may store float32 parameters: as they are, or rounded to float16."""
 
 
 def count_parameters(model):
@@ -70,12 +76,21 @@ def _saved_state(model):
     return nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.RngState)))
 
 
-def save_model(model, path, metadata=None):
+def _stored(array, stored_as):
+    array = np.asarray(array)
+    return array.astype(np.float16) if stored_as == "float16" and array.dtype == np.float32 else array
+
+
+def save_model(model, path, metadata=None, *, stored_as="float32"):
     """Write ``model``'s weights and ``metadata`` (a JSON-serialisable dict) to ``path``; return the path.
 
-    Parent folders are created; the file is written whole or not at all.
+    ``stored_as="float16"`` rounds the float32 parameters to float16 in the file
+    (:func:`load_model` turns them back into float32). Parent folders are
+    created; the file is written whole or not at all.
     """
     _check_model("save_model", model)
+    if stored_as not in STORAGE:
+        raise ValueError(f"save_model: argument `stored_as` must be one of {STORAGE}, got {stored_as!r}")
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise TypeError(f"save_model: argument `metadata` must be a dict, got {type(metadata).__name__}")
@@ -83,8 +98,9 @@ def save_model(model, path, metadata=None):
         metadata_text = json.dumps(metadata)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"save_model: argument `metadata` must be JSON-serialisable ({exc})") from None
-    state = jax.tree_util.tree_map(np.asarray, _saved_state(model))
-    payload = serialization.msgpack_serialize({"format": FORMAT, "metadata": metadata_text, "state": state})
+    state = jax.tree_util.tree_map(lambda a: _stored(a, stored_as), _saved_state(model))
+    payload = serialization.msgpack_serialize({"format": FORMAT, "metadata": metadata_text, "state": state,
+                                               "stored_as": stored_as})
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
@@ -133,13 +149,18 @@ def _leaves(tree):
 def load_model(model, path):
     """Load the weights at ``path`` into ``model`` (built with the same configuration); return the metadata.
 
-    Every parameter must match in name, shape and dtype; otherwise a ValueError
-    lists the differences and the model is left unchanged.
+    Every parameter must match in name, shape and dtype (float16 in a file
+    stored as float16 stands for float32); otherwise a ValueError lists the
+    differences and the model is left unchanged.
     """
     _check_model("load_model", model)
     payload = _read("load_model", path)
-    target = _saved_state(model)
-    want, have = _leaves(target), _leaves(payload["state"])
+    stored_as = payload.get("stored_as", "float32")
+    if stored_as not in STORAGE:
+        raise ValueError(f"load_model: {path} says its parameters are stored as {stored_as!r}, not one of {STORAGE}")
+    saved = jax.tree_util.tree_map(
+        lambda a: a.astype(np.float32) if stored_as == "float16" and a.dtype == np.float16 else a, payload["state"])
+    want, have = _leaves(_saved_state(model)), _leaves(saved)
     problems = [f"`{k}` is in the model but not in the file" for k in want.keys() - have.keys()]
     problems += [f"`{k}` is in the file but not in the model" for k in have.keys() - want.keys()]
     problems += [f"`{k}` has shape {tuple(have[k].shape)} {have[k].dtype} in the file but "
@@ -151,6 +172,6 @@ def load_model(model, path):
         raise ValueError(f"load_model: the checkpoint {path} does not fit this model (was it built with another "
                          f"configuration? the file's metadata: {payload['metadata'][:300]}): {shown}")
     state = nnx.state(model, nnx.Not(nnx.RngState))
-    nnx.replace_by_pure_dict(state, jax.tree_util.tree_map(jnp.asarray, payload["state"]))
+    nnx.replace_by_pure_dict(state, jax.tree_util.tree_map(jnp.asarray, saved))
     nnx.update(model, state)
     return json.loads(payload["metadata"])

@@ -5,7 +5,9 @@ parameters). The project trains it with ``python -m course_utils.classifier
 train --out course_utils/weights/mnist_classifier.msgpack`` and ships the
 weights, together with the command, the data and the held-out accuracy
 (:func:`shipped_metadata`). Images are (N, 28, 28, 1) in [-1, 1], as
-:func:`course_utils.data.load_mnist` returns them.
+:func:`course_utils.data.load_mnist` returns them. A second one, trained the
+same way on Fashion-MNIST (``--dataset fashion_mnist``), measures the
+Fashion-MNIST samples of notebook 06: ``load_classifier("fashion_mnist")``.
 """
 
 import functools
@@ -24,7 +26,8 @@ from . import _validate as v
 from . import checkpoints, data, training
 from .models import Linear
 
-SHIPPED_WEIGHTS = "weights/mnist_classifier.msgpack"   # inside the course_utils package
+SHIPPED_WEIGHTS = {"mnist": "weights/mnist_classifier.msgpack",        # inside the course_utils package
+                   "fashion_mnist": "weights/fashion_mnist_classifier.msgpack"}
 IMAGE_SHAPE = (28, 28, 1)
 N_CLASSES = 10
 _EVAL_BATCH = 500   # predictions run in batches of this size (one compilation for any N)
@@ -197,13 +200,15 @@ def train_classifier(images, labels, *, steps=2000, batch_size=128, learning_rat
     return model
 
 
-def _weights_resource():
-    return importlib.resources.files("course_utils") / SHIPPED_WEIGHTS
+def _weights_resource(dataset):
+    if dataset not in SHIPPED_WEIGHTS:
+        raise ValueError(f"classifier: no classifier ships for the data set {dataset!r}; shipped: {sorted(SHIPPED_WEIGHTS)}")
+    return importlib.resources.files("course_utils") / SHIPPED_WEIGHTS[dataset]
 
 
-def shipped_metadata():
-    """What the shipped weights record: configuration, command, date, data, held-out accuracy."""
-    with importlib.resources.as_file(_weights_resource()) as path:
+def shipped_metadata(dataset="mnist"):
+    """What the shipped weights of ``dataset`` record: configuration, command, date, data, held-out accuracy."""
+    with importlib.resources.as_file(_weights_resource(dataset)) as path:
         return checkpoints.read_metadata(path)
 
 
@@ -215,19 +220,20 @@ def load_from(path):
     return model
 
 
-@functools.lru_cache(maxsize=1)
-def load_classifier():
-    """The classifier shipped with course_utils (loaded once, then shared: do not train it further)."""
-    with importlib.resources.as_file(_weights_resource()) as path:
+@functools.lru_cache(maxsize=None)
+def load_classifier(dataset="mnist"):
+    """The classifier of ``dataset`` ("mnist" or "fashion_mnist") shipped with course_utils (loaded once, then
+    shared: do not train it further)."""
+    with importlib.resources.as_file(_weights_resource(dataset)) as path:
         return load_from(path)
 
 
 def _train_command(args, argv):
     config = {"channels": list(args.channels), "hidden": args.hidden}
-    loaded = {split: data._load_mnist(split, dataset="mnist", cache_dir=None, base_url=None, checksums=None,
+    loaded = {split: data._load_mnist(split, dataset=args.dataset, cache_dir=None, base_url=None, checksums=None,
                                       fallback=True, progress=True) for split in ("train", "test")}
     (train_x, train_y, train_source), (test_x, test_y, test_source) = loaded["train"], loaded["test"]
-    print(f"training on {len(train_y):,} digits for {args.steps} steps of batch {args.batch_size}")
+    print(f"training on {len(train_y):,} images of {args.dataset} for {args.steps} steps of batch {args.batch_size}")
     start = time.perf_counter()
     model = train_classifier(train_x, train_y, steps=args.steps, batch_size=args.batch_size,
                              learning_rate=args.learning_rate, shift=args.shift, seed=args.seed,
@@ -237,6 +243,7 @@ def _train_command(args, argv):
     metadata = {
         "config": config,
         **checkpoints.provenance("course_utils.classifier", argv, model),
+        "dataset": args.dataset,
         "train_data": train_source,
         "test_data": test_source,
         "training": {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
@@ -245,13 +252,14 @@ def _train_command(args, argv):
         "held_out_accuracy_per_class": [float(a) for a in accuracy.per_class],
     }
     path = checkpoints.save_model(model, args.out, metadata)
-    print(f"held-out accuracy {accuracy.overall:.4f} on {len(test_y):,} digits ({test_source}); per class: "
+    print(f"held-out accuracy {accuracy.overall:.4f} on {len(test_y):,} images ({test_source}); per class: "
           + " ".join(f"{d}:{a:.3f}" for d, a in enumerate(accuracy.per_class)))
     print(f"trained in {seconds:.0f} s; {checkpoints.describe_saved(path)}")
 
 
 def main(argv=None):
-    """``python -m course_utils.classifier train --out PATH``: train on MNIST (or its offline fallback) and save."""
+    """``python -m course_utils.classifier train --out PATH``: train on MNIST or Fashion-MNIST (or their offline
+    copies) and save."""
     argv = sys.argv[1:] if argv is None else argv
     parser, train = checkpoints.train_command_parser("course_utils.classifier", main.__doc__, "train the classifier and save weights with their metadata")
     defaults = train_classifier.__kwdefaults__
@@ -261,6 +269,7 @@ def main(argv=None):
     train.add_argument("--shift", type=int, default=defaults["shift"], help="random shifts of up to this many pixels")
     train.add_argument("--channels", type=int, nargs=2, default=defaults["channels"], help="of the two convolutions")
     train.add_argument("--hidden", type=int, default=defaults["hidden"], help="width of the hidden dense layer")
+    train.add_argument("--dataset", choices=sorted(data.MNIST_FILES), default="mnist")
     args = parser.parse_args(argv)
     _train_command(args, argv)
 

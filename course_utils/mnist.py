@@ -36,8 +36,12 @@ T = 200
 """The number of diffusion steps of notebook 06."""
 
 CONFIGS = {"cpu": unet.CPU_CONFIG, "gpu": unet.GPU_CONFIG}
-SHIPPED = {"cpu": "weights/mnist_unet_cpu.msgpack"}
-"""The checkpoints that ship with course_utils, by configuration name."""
+SHIPPED = {"cpu": "weights/mnist_unet_cpu.msgpack",
+           "cpu_linear": "weights/mnist_unet_cpu_linear.msgpack",
+           "cpu_fashion": "weights/fashion_mnist_unet_cpu.msgpack"}
+"""The checkpoints that ship with course_utils, by name: the CPU U-Net trained with the cosine schedule (the
+one notebook 06 uses), the same with the linear schedule, and the cosine one trained on Fashion-MNIST. Each
+file's metadata holds its configuration, data set, schedule, command and measured quality."""
 
 
 COSINE_MAX_BETA = 0.2
@@ -211,7 +215,7 @@ def within_class_spread(images, labels):
 
 
 def evaluate(model, schedule, key, *, per_digit=50, keys=5, w=2.0, sampler="ddim", n_steps=20,
-             ddim=guided_ddim_sample, path=False):
+             ddim=guided_ddim_sample, path=False, dataset="mnist"):
     """Sample ``per_digit`` images of each digit, in ``keys`` runs of :func:`sample_digits` with keys of their own,
     and measure them, overall and run by run (the spread over sampling keys).
 
@@ -222,8 +226,10 @@ def evaluate(model, schedule, key, *, per_digit=50, keys=5, w=2.0, sampler="ddim
     ``spread`` (the mean over digits; NaN with one image of each digit per run) and ``seconds`` of each run,
     each (keys,); and the ``samples``, their ``labels`` and the run ``key_index`` of each. With ``path=True``
     also ``path``: every visited state of the first run (unclipped, as :func:`sample_digits` with
-    ``trajectory=True``), at no extra cost.
+    ``trajectory=True``), at no extra cost. ``dataset``: whose shipped classifier measures the samples
+    ("mnist" or "fashion_mnist").
     """
+    ruler = classifier.load_classifier(dataset)
     if isinstance(keys, bool) or not isinstance(keys, int) or keys < 1 or per_digit % keys:
         raise ValueError(f"evaluate: `per_digit` ({per_digit}) must be a multiple of `keys` ({keys!r}, a positive int)")
     labels = np.tile(np.arange(10), per_digit // keys)
@@ -239,8 +245,8 @@ def evaluate(model, schedule, key, *, per_digit=50, keys=5, w=2.0, sampler="ddim
         parts.append(out)
     samples = np.concatenate(parts)
     all_labels = np.tile(labels, keys)
-    accuracy = classifier.classifier_accuracy(samples, all_labels)
-    by_key = {"accuracy": np.array([classifier.classifier_accuracy(p, labels).overall for p in parts]),
+    accuracy = classifier.classifier_accuracy(samples, all_labels, ruler)
+    by_key = {"accuracy": np.array([classifier.classifier_accuracy(p, labels, ruler).overall for p in parts]),
               "spread": np.array([_mean_over_digits(within_class_spread(p, labels)) for p in parts]),
               "seconds": np.array(seconds)}
     return {"accuracy": accuracy.overall, "per_digit_accuracy": np.asarray(accuracy.per_class),
@@ -298,17 +304,18 @@ def nearest_neighbours(images, reference, batch=500):
     return np.concatenate(distances), np.concatenate(indices)
 
 
-def shipped_path(config="cpu"):
-    """A context manager giving the file of the shipped checkpoint of ``config``."""
-    if config not in SHIPPED:
-        raise ValueError(f"shipped_path: no checkpoint ships for `config` {config!r}; shipped: {sorted(SHIPPED)}")
-    return importlib.resources.as_file(importlib.resources.files("course_utils") / SHIPPED[config])
+def shipped_path(name="cpu"):
+    """A context manager giving the file of the shipped checkpoint ``name`` (a key of :data:`SHIPPED`)."""
+    if name not in SHIPPED:
+        raise ValueError(f"shipped_path: no checkpoint ships under the name {name!r}; shipped: {sorted(SHIPPED)}")
+    return importlib.resources.as_file(importlib.resources.files("course_utils") / SHIPPED[name])
 
 
-def load_pretrained(config="cpu", **blocks):
-    """The shipped U-Net of ``config`` (built with ``blocks``, as :func:`new_model`) and its metadata."""
-    model = new_model(config, **blocks)
-    with shipped_path(config) as path:
+def load_pretrained(name="cpu", **blocks):
+    """The shipped U-Net ``name`` (a key of :data:`SHIPPED`; built with ``blocks``, as :func:`new_model`, in the
+    configuration its metadata names) and its metadata."""
+    with shipped_path(name) as path:
+        model = new_model(checkpoints.read_metadata(path)["config"], **blocks)
         metadata = checkpoints.load_model(model, path)
     return model, metadata
 
@@ -316,7 +323,7 @@ def load_pretrained(config="cpu", **blocks):
 def _train_command(args, argv):
     if args.cpu_devices > 1:
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
-    images, labels, source = data._load_mnist("train", dataset="mnist", cache_dir=None, base_url=None,
+    images, labels, source = data._load_mnist("train", dataset=args.dataset, cache_dir=None, base_url=None,
                                               checksums=None, fallback=True, progress=True)
     schedule = make_schedule(make_betas(args.schedule))
     model = new_model(args.config, args.seed)
@@ -328,12 +335,16 @@ def _train_command(args, argv):
                         batch_size=args.batch_size, learning_rate=args.learning_rate, progress=True)
     seconds = time.perf_counter() - start
     print(f"trained in {seconds:.0f} s; saving before the evaluation")
-    checkpoints.save_model(model, args.out, {"config": args.config, "unevaluated": True})
-    quality = evaluate(model, schedule, jax.random.key(args.seed + 1), per_digit=args.eval_per_digit, w=args.w)
+    checkpoints.save_model(model, args.out, {"config": args.config, "unevaluated": True}, stored_as=args.stored_as)
+    checkpoints.load_model(model, args.out)     # evaluate the weights as stored (rounded, with --stored-as float16)
+    quality = evaluate(model, schedule, jax.random.key(args.seed + 1), per_digit=args.eval_per_digit, w=args.w,
+                       dataset=args.dataset)
     metadata = {
         "config": args.config,
         **checkpoints.provenance("course_utils.mnist", argv, model),
+        "dataset": args.dataset,
         "train_data": source,
+        "stored_as": args.stored_as,
         "schedule": args.schedule,
         "T": T,
         "training": {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
@@ -344,7 +355,7 @@ def _train_command(args, argv):
                        "per_digit_accuracy": [float(a) for a in quality["per_digit_accuracy"]],
                        "spread": [float(s) for s in quality["spread"]]},
     }
-    path = checkpoints.save_model(model, args.out, metadata)
+    path = checkpoints.save_model(model, args.out, metadata, stored_as=args.stored_as)
     print(f"trained in {seconds:.0f} s; final loss {metadata['training']['final_loss']:.4f}; "
           f"guided accuracy {quality['accuracy']:.3f} (w = {args.w}, DDIM 20 steps); per digit: "
           + " ".join(f"{d}:{a:.2f}" for d, a in enumerate(quality["per_digit_accuracy"])))
@@ -352,7 +363,8 @@ def _train_command(args, argv):
 
 
 def main(argv=None):
-    """``python -m course_utils.mnist train --out PATH``: train the U-Net on MNIST (or its offline fallback) and save it."""
+    """``python -m course_utils.mnist train --out PATH``: train the U-Net on MNIST or Fashion-MNIST (or their offline
+    copies) and save it with its measured quality."""
     argv = sys.argv[1:] if argv is None else argv
     parser, train = checkpoints.train_command_parser("course_utils.mnist", main.__doc__, "train the U-Net and save it with its measured quality")
     train.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
@@ -360,6 +372,9 @@ def main(argv=None):
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--learning-rate", type=float, default=2e-3)
     train.add_argument("--schedule", choices=("cosine", "linear"), default="cosine")
+    train.add_argument("--dataset", choices=sorted(data.MNIST_FILES), default="mnist")
+    train.add_argument("--stored-as", choices=checkpoints.STORAGE, default="float32",
+                       help="float16 halves the file; the evaluation measures the weights as stored")
     train.add_argument("--w", type=float, default=2.0, help="guidance weight of the evaluation")
     train.add_argument("--eval-per-digit", type=int, default=50)
     train.add_argument("--cpu-devices", type=int, default=1,

