@@ -201,14 +201,6 @@ def _valid_record(name, record, n_steps):
             grading._malformed(name)
 
 
-def _close(a, b, rtol, atol) -> bool:
-    try:
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    except Exception:  # noqa: BLE001
-        return False
-    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= atol + rtol * np.abs(b)))
-
-
 def _same_run(a, b, rtol, atol) -> bool:
     """Whether two records of :func:`run_steps` agree (the losses, the parameters and the counts of every step)."""
     if not (isinstance(a, dict) and isinstance(b, dict)) or "error" in a or "error" in b:
@@ -218,12 +210,12 @@ def _same_run(a, b, rtol, atol) -> bool:
     for la, lb in zip(a["losses"], b["losses"]):
         if not (isinstance(la, dict) and isinstance(lb, dict)) or ("loss" in la) != ("loss" in lb):
             return False
-        if "loss" in la and not _close(la["loss"], lb["loss"], rtol, atol):
+        if "loss" in la and not grading._matches(la["loss"], lb["loss"], rtol, atol):
             return False
         if "loss" not in la and la.get("loss_kind") != lb.get("loss_kind"):
             return False
     return (list(a["counts"]) == list(b["counts"]) and
-            all(_close(pa, pb, rtol, atol) for pa, pb in zip(a["params"], b["params"])))
+            all(grading._matches(pa, pb, rtol, atol) for pa, pb in zip(a["params"], b["params"])))
 
 
 def _parameter_name(trial, index) -> str:
@@ -335,7 +327,7 @@ class TrainStepKind:
         for k in range(len(trial.batches)):
             e_loss, g_loss = float(expected["losses"][k]["loss"]), float(record["losses"][k]["loss"])
             lines = []
-            if not _close(g_loss, e_loss, self.rtol, self.atol):
+            if not grading._matches(e_loss, g_loss, self.rtol, self.atol):
                 lines.append(f"  step {k + 1}: the loss it returned is {g_loss:.6g}, expected {e_loss:.6g}")
             e, g = np.asarray(expected["params"][k], np.float64), np.asarray(record["params"][k], np.float64)
             if g.shape != e.shape:

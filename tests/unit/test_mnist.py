@@ -71,27 +71,54 @@ def test_sample_digits_rejects_bad_arguments(tiny_model):
         mnist.sample_digits(tiny_model, jax.random.key(0), jnp.arange(2), schedule, sampler="ddim", n_steps=0)
 
 
-def test_shipped_checkpoint_is_small_and_says_how_it_was_made():
-    with mnist.shipped_path("cpu") as path:
-        assert path.stat().st_size < 10 * 2 ** 20
+# What each shipped checkpoint must say it is (the notebook's comparisons rest on it).
+SHIPPED_AS = {"cpu": ("mnist", "cosine"), "cpu_linear": ("mnist", "linear"), "cpu_fashion": ("fashion_mnist", "cosine")}
+
+
+def test_every_shipped_checkpoint_is_tested():
+    assert set(mnist.SHIPPED) == set(SHIPPED_AS)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_AS))
+def test_shipped_checkpoint_is_small_and_says_how_it_was_made(name):
+    with mnist.shipped_path(name) as path:
+        assert path.stat().st_size < 3 * 2 ** 20
         metadata = checkpoints.read_metadata(path)
+    dataset, schedule = SHIPPED_AS[name]
     assert metadata["command"].startswith("python -m course_utils.mnist train")
-    assert metadata["config"] == "cpu" and "evaluation" in metadata
+    assert metadata["config"] == "cpu" and "evaluation" in metadata and metadata["schedule"] == schedule
+    assert metadata.get("dataset", "mnist") == dataset and "offline" in metadata["train_data"]
+    if name != "cpu":   # made after --schedule, --dataset and --stored-as existed: the command says all of it
+        assert f"--schedule {schedule}" in metadata["command"] or schedule == "cosine"
+        assert f"--dataset {dataset}" in metadata["command"] or dataset == "mnist"
+        assert metadata["stored_as"] == "float16" and "--stored-as float16" in metadata["command"]
+    # The recipe of the comparison: everything but the schedule (or the data) is the shipped cosine model's.
+    with mnist.shipped_path("cpu") as reference_path:
+        reference = checkpoints.read_metadata(reference_path)
+    for key in ("steps", "batch_size", "learning_rate", "seed"):
+        assert metadata["training"][key] == reference["training"][key], key
+
+
+def test_load_pretrained_rejects_an_unknown_name():
+    with pytest.raises(ValueError, match="no checkpoint ships under the name 'gpu'.*cpu_fashion"):
+        mnist.load_pretrained("gpu")
 
 
 @pytest.mark.xdist_group("mnist_checkpoint")
-def test_shipped_checkpoint_reproduces_its_recorded_accuracy():
-    """Guided samples of the shipped U-Net, 10 per digit, as the training script measured (w, DDIM steps)."""
-    model, metadata = mnist.load_pretrained("cpu")
+@pytest.mark.parametrize("name", sorted(SHIPPED_AS))
+def test_shipped_checkpoint_reproduces_its_recorded_accuracy(name):
+    """Guided samples of each shipped U-Net, 10 per class, as the training script measured (w, DDIM steps),
+    with the classifier of its data set."""
+    model, metadata = mnist.load_pretrained(name)
     recorded = metadata["evaluation"]
     schedule = make_schedule(mnist.make_betas(metadata["schedule"]))
     result = mnist.evaluate(model, schedule, jax.random.key(12345), per_digit=10, w=recorded["w"],
-                            n_steps=recorded["n_steps"], keys=1)
+                            n_steps=recorded["n_steps"], keys=1, dataset=metadata.get("dataset", "mnist"))
     n = 100
     p = recorded["accuracy"]
     tolerance = 4 * math.sqrt(max(p * (1 - p), 0.01) / n)  # a binomial spread of 100 samples
     assert abs(result["accuracy"] - p) <= tolerance, (result["accuracy"], p, tolerance)
-    # The samples are digits of many shapes, not copies of one image.
+    # The samples are images of many shapes, not copies of one image.
     assert np.nanmin(result["spread"]) > 0.5 * np.nanmin(recorded["spread"])
 
 
