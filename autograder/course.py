@@ -140,19 +140,22 @@ def transport_config(workdir: Path) -> str:
     return "\n".join(f"c.KernelManager.{k} = {v!r}" for k, v in kernel_transport(workdir).items())
 
 
-def write_config(workdir: Path, limits: Limits = Limits(), jax_cache: Path | None = None) -> None:
+def write_config(workdir: Path, limits: Limits = Limits(), jax_cache: Path | None = None,
+                 course_build: Path | None = None) -> None:
     """nbgrader_config.py and the sandboxed kernel spec of the course directory ``workdir``."""
     (workdir / "nbgrader_config.py").write_text(CONFIG_TEMPLATE.format(
         course_id=COURSE_ID, root=str(workdir), timeout=limits.timeout, repo=str(REPO), kernel=KERNEL_NAME,
         output_bytes=limits.output_bytes, notebook_timeout=limits.notebook_timeout, run_all_cells=limits.run_all_cells,
         transport=transport_config(workdir), grader_cache=str(workdir / "grader-jax-cache") if jax_cache is not None else ""))
-    write_kernelspec(workdir, limits, jax_cache)
+    write_kernelspec(workdir, limits, jax_cache, course_build)
 
 
-def write_kernelspec(workdir: Path, limits: Limits = Limits(), jax_cache: Path | None = None) -> dict:
+def write_kernelspec(workdir: Path, limits: Limits = Limits(), jax_cache: Path | None = None,
+                     course_build: Path | None = None) -> dict:
     """The kernel spec of ``workdir``: every kernel starts through ``autograder/sandbox.py`` (bubblewrap).
 
-    ``jax_cache``: a JAX compilation cache of which every kernel gets a private copy. Cells are interrupted
+    ``course_build``: the keyless copy of course_utils (``autograder/keyless.py``) that every kernel gets in place
+    of the installed package. ``jax_cache``: a JAX compilation cache of which every kernel gets a private copy. Cells are interrupted
     by message (``interrupt_mode``): the sandboxed kernel runs in a session of its own, which a signal to
     the launcher's process group does not reach. With ``limits.sandbox`` false (no bubblewrap, and the
     instructor allowed it) only the limits apply, and the network is cut where ``unshare`` may.
@@ -162,6 +165,8 @@ def write_kernelspec(workdir: Path, limits: Limits = Limits(), jax_cache: Path |
     launcher = [sys.executable, str(REPO / "autograder" / "sandbox.py"), "--memory-mb", str(limits.memory_mb)]
     if jax_cache is not None:
         launcher += ["--jax-cache", str(jax_cache)]
+    if course_build is not None:
+        launcher += ["--course-utils", str(course_build)]
     if limits.sandbox:
         isolate = not limits.network
         launcher += ["--network"] if limits.network else []
@@ -196,11 +201,28 @@ def sandboxed(workdir: Path) -> bool:
     return kernel_metadata(workdir).get("sandboxed", False)
 
 
-def prepare_workdir(workdir: Path, assignment: str, limits: Limits = Limits(), jax_cache: Path | None = None) -> Path:
-    """Create the course directory (configuration, kernel spec) and copy the assignment's source into it."""
+def course_build_path(workdir: Path, assignment: str) -> Path:
+    """Where the keyless copy of course_utils for ``assignment`` lies in the course directory ``workdir``."""
+    return Path(workdir) / "keyless" / assignment / "course_utils"
+
+
+def build_keyless(workdir: Path, assignment: str) -> Path:
+    """Build the keyless course_utils of ``assignment`` (its exercises' references withheld) in ``workdir``."""
+    import nbformat
+
+    from . import keyless
+
+    nb = nbformat.read(SOLUTIONS / assignment / f"{assignment}.ipynb", as_version=4)
+    return keyless.build(keyless.assignment_exercises(nb), course_build_path(workdir, assignment).parent)
+
+
+def prepare_workdir(workdir: Path, assignment: str, limits: Limits = Limits(), jax_cache: Path | None = None,
+                    keyless: bool = True) -> Path:
+    """Create the course directory (configuration, kernel spec whose kernels get the keyless course_utils) and copy
+    the assignment's source into it."""
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    write_config(workdir, limits, jax_cache)
+    write_config(workdir, limits, jax_cache, build_keyless(workdir, assignment) if keyless else None)
     source = workdir / "source" / assignment
     if source.exists():
         shutil.rmtree(source)

@@ -464,7 +464,7 @@ def _clone_workdir(main: Path, clone: Path, assignment: str, limits: course.Limi
     for name in ("source", "release"):
         shutil.copytree(main / name / assignment, clone / name / assignment)
     shutil.copy2(main / "gradebook.db", clone / "gradebook.db")
-    course.write_config(clone, limits, jax_cache)
+    course.write_config(clone, limits, jax_cache, course.course_build_path(main, assignment))
 
 
 def _worker(main: Path, clone: Path, assignment: str, todo: list, lock: threading.Lock, workers: int,
@@ -655,15 +655,23 @@ def _copy_submission(src, dst, sub, assignment: str, student: str) -> None:
 
 
 def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) -> str:
-    """Run the solution notebook once with the sandbox kernel, filling WORKDIR/jax-cache; return "" or what failed."""
+    """Run the released notebook once with the sandbox kernel, filling WORKDIR/jax-cache; return "" or what failed.
+
+    The released notebook, not the solution: the cache is copied to every kernel, and a cache filled by the
+    solution would hold its compiled answers, a library of answers for a kernel that knows how to load them. The
+    release compiles the course's own code that grading runs (data, models, the cells between the exercises); its
+    stubs raise and its test cells are left out (the grader judges those itself), so the answer cells add nothing.
+    Errors are expected (the stubs) and reported only when a cell other than an exercise's fails."""
     from nbclient import NotebookClient
     from traitlets.config import Config
 
     cache = workdir / "jax-cache"
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir()
-    nb = nbformat.read(workdir / "source" / assignment / f"{assignment}.ipynb", as_version=4)
+    nb = nbformat.read(workdir / "release" / assignment / f"{assignment}.ipynb", as_version=4)
     nb.cells = nb.cells[:last_cell_to_run(nb, limits.run_all_cells) + 1]  # compile what grading will run
+    nb.cells = [c for c in nb.cells if not (c.cell_type == "code" and _nbgrader_meta(c).get("grade")
+                                            and not _nbgrader_meta(c).get("solution"))]
     scratch = Path(tempfile.mkdtemp(prefix="warm-", dir=workdir / "scratch"))
     env = course.environment(workdir) | {"AUTOGRADER_WARM_CACHE": "1"}
     saved = dict(os.environ)
@@ -682,8 +690,12 @@ def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) ->
         os.environ.update(saved)
         shutil.rmtree(scratch, ignore_errors=True)
     failed = [c.metadata.get("nbgrader", {}).get("grade_id", i) for i, c in enumerate(nb.cells)
-              if any(o.output_type == "error" for o in c.get("outputs", []))]
-    return f"the solution notebook failed in cells {failed}" if failed else ""
+              if any(o.output_type == "error" and o.get("ename") not in _STUB_ERRORS for o in c.get("outputs", []))]
+    return f"the released notebook failed in cells {failed}" if failed else ""
+
+
+# What the release's own cells raise where they need an exercise that is a stub (or its withheld reference).
+_STUB_ERRORS = ("NotImplementedError", "ReferenceWithheld", "NameError")
 
 
 def run_autograde(workdir: Path, assignment: str, students: list[str], workers: int, limits: course.Limits,

@@ -17,7 +17,7 @@ def release(assignment: str, out_dir: Path = course.NOTEBOOKS) -> Path:
     """Generate the student version of ``assignment`` into ``out_dir/assignment``; return that folder."""
     course.check_assignment(assignment)
     with tempfile.TemporaryDirectory(prefix="release-") as tmp:
-        workdir = course.prepare_workdir(Path(tmp), assignment)
+        workdir = course.prepare_workdir(Path(tmp), assignment, keyless=False)
         course.nbgrader(workdir, "generate_assignment", assignment, "--force", "--no-db")
         released = workdir / "release" / assignment
         target = Path(out_dir) / assignment

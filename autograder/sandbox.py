@@ -188,8 +188,16 @@ def python_folders(executable: str) -> list[Path]:
     return kept
 
 
+def course_utils_folders() -> list[Path]:
+    """Where the installed course_utils lives (a development install: the repository's ``course_utils/``)."""
+    spec = importlib.util.find_spec("course_utils")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return [Path(p).resolve() for p in spec.submodule_search_locations]
+
+
 def bwrap_command(command: list[str], workdir: Path, *, network: bool = False, writable: list[Path] = (),
-                  processes: int = PROCESSES) -> tuple[list[str], dict, list[int]]:
+                  processes: int = PROCESSES, course_utils: Path | None = None) -> tuple[list[str], dict, list[int]]:
     """The bwrap command line that runs ``command`` in the sandbox with ``workdir`` as its working folder,
     its environment, and the file descriptors it must inherit."""
     root = os.getuid() == 0
@@ -216,6 +224,9 @@ def bwrap_command(command: list[str], workdir: Path, *, network: bool = False, w
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     for folder in python_folders(command[0] if os.path.isabs(command[0]) else sys.executable):
         args += ["--ro-bind", str(folder), str(folder)]
+    if course_utils is not None:  # the keyless copy (autograder/keyless.py) in place of the installed package
+        for folder in course_utils_folders():
+            args += ["--ro-bind", str(course_utils), str(folder)]
     fds = []
     conn = _connection_file(command)
     shared = [workdir, *writable]
@@ -274,6 +285,9 @@ def main(argv=None) -> None:
                         help="with --unsandboxed: run the kernel in a network namespace of its own (unshare)")
     parser.add_argument("--jax-cache", type=Path, default=None,
                         help="a warm JAX compilation cache: the kernel gets a private copy of it")
+    parser.add_argument("--course-utils", type=Path, default=None,
+                        help="a copy of course_utils to mount in place of the installed one (the keyless build of "
+                             "autograder/keyless.py: the assignment's references withheld)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the kernel command")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -301,12 +315,17 @@ def main(argv=None) -> None:
             shutil.copytree(args.jax_cache, private / "jax-cache")
             os.environ["JAX_COMPILATION_CACHE_DIR"] = str(private / "jax-cache")
             writable.append(private / "jax-cache")
+    course_copy = args.course_utils.resolve() if args.course_utils is not None else None
+    if course_copy is not None and not (course_copy / "__init__.py").is_file():
+        parser.error(f"--course-utils {course_copy} is not a course_utils package")
     if args.unsandboxed:
+        if course_copy is not None:  # first on the path; the installed package's files stay readable (NOT ISOLATED)
+            os.environ["PYTHONPATH"] = os.pathsep.join([str(course_copy.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
         if args.no_network:
             command = [*UNSHARE, *command]
         os.execvp(command[0], command)
     argv, env, fds = bwrap_command(command, workdir, network=args.network, writable=writable,
-                                   processes=args.processes)
+                                   processes=args.processes, course_utils=course_copy)
     os.execvpe(shutil.which("bwrap") or "bwrap", argv, env)
 
 

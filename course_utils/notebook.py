@@ -4,6 +4,7 @@ import jax
 import matplotlib as mpl
 
 from . import config
+from .withheld import ReferenceWithheld
 
 
 def setup() -> str:
@@ -40,5 +41,10 @@ def yours_or_reference(name: str, yours, reference):
         else:
             lines = str(exc).strip().splitlines()
             why = f"raised {type(exc).__name__}: {(lines[0] if lines else '')[:150]}"
+        try:
+            result = reference()
+        except ReferenceWithheld:  # while grading: the sandbox has no reference (autograder/keyless.py)
+            raise ReferenceWithheld(f"your `{name}` {why}, and the course's reference is not available while grading: "
+                                    "the rest of this cell is skipped") from None
         print(f"note: your `{name}` {why}; this cell uses the course's reference implementation instead.")
-        return reference()
+        return result

@@ -97,7 +97,7 @@ def make_schedule(betas) -> Schedule:
     The posterior variance is :math:`\tilde\beta_t = \frac{1 - \bar\alpha_{t-1}}{1 - \bar\alpha_t}\beta_t`.
     """
     alphas = 1 - betas
-    ab = jnp.cumprod(alphas)
+    ab = alpha_bars.raw(betas)
     ab_prev = jnp.concatenate([jnp.ones((1,), ab.dtype), ab[:-1]])
     return Schedule(
         betas=betas,

@@ -18,6 +18,7 @@ from flax import nnx
 
 from .. import embeddings, guidance, models, schedules
 from ..grading import Build, CheckFailure, Exercise, Hint, _compare, built_outputs, describe_value, jit_call, register
+from . import parts
 from .common import array as _array, kept_trajectory
 from .kinds import StepSetup, train_step_exercise
 
@@ -101,8 +102,9 @@ register(Exercise(
 
 @functools.lru_cache(maxsize=None)
 def _reference_unet(seed):
-    """A small TwoPixelUNet with fixed random weights (made once per seed: creating models is slow)."""
-    return models.TwoPixelUNet(T=50, channels=(8, 32), embed_dim=8, rngs=nnx.Rngs(int(seed) % 3))
+    """A small stand-in conditional noise predictor with fixed random weights (made once per seed: creating models is
+    slow). Not the course's TwoPixelUNet: that is an exercise of this notebook, which the grading kernel must not get."""
+    return parts.TrialConditionalNet(rngs=nnx.Rngs(int(seed) % 3))
 
 
 def _guided_case(rng):
@@ -194,14 +196,10 @@ def _unet_cases():
     return cases
 
 
-def _forward(model, x, t, y):
-    return model(x, t, y)
-
-
 def _unet_trials(edge_cases):
     """The student's class with the reference's weights (T = 50, seed 0) on three batches."""
     reference = models.TwoPixelUNet(T=50, rngs=nnx.Rngs(0))
-    return [Build(kwargs=(("T", 50),), state=nnx.state(reference), inputs=tuple(_unet_cases()), forward=_forward)]
+    return [Build(kwargs=(("T", 50),), state=nnx.state(reference), inputs=tuple(_unet_cases()), forward=parts.apply_conditional)]
 
 
 def _judge_unet(ex, trials, results):
@@ -211,7 +209,7 @@ def _judge_unet(ex, trials, results):
     nnx.update(reference, trial.state)
     outputs = built_outputs(ex, trial, record, ["x", "t", "y"])
     for number, ((x, t, y), got) in enumerate(zip(trial.inputs, outputs), start=1):
-        expected = np.asarray(jit_call(_forward, (reference, x, t, y), (), (0,)))
+        expected = np.asarray(jit_call(parts.apply_conditional, (reference, x, t, y), (), (0,)))
         problem = _compare(expected, got, 1e-4, 1e-5)
         if problem is None:
             continue
@@ -334,25 +332,6 @@ register(Exercise(
 # ---------------------------------------------------------------- conditional_train_step (the training-step kind)
 
 
-class _StepNet(nnx.Module):
-    """The step test's conditional model: eps(x, t, y) from the pixels, t / 50 and the label's one-hot code (with the
-    "no label" slot). Any conditional model tests a training step; this one compiles several times faster than the
-    U-Net, and the test compiles the student's step and the reference's."""
-
-    def __init__(self, *, rngs):
-        self.hidden = models.Linear(2 + 1 + 3, 16, rngs=rngs)
-        self.out = models.Linear(16, 2, rngs=rngs)
-
-    def __call__(self, x, t, y):
-        h = jnp.concatenate([x, jnp.asarray(t, jnp.float32)[:, None] / 50, embeddings.class_one_hot(y, 2)], axis=-1)
-        return self.out(jax.nn.silu(self.hidden(h)))
-
-
-def _step_unet(rngs):
-    """The test's model (module level, so that the kernel imports it by name)."""
-    return _StepNet(rngs=rngs)
-
-
 def _step_adam():
     return optax.adam(1e-2, eps=1e-4)
 
@@ -395,10 +374,10 @@ def _step_with(labels="dropped", x_t="closed form", target="noise", sign=1.0, lo
 
 register(train_step_exercise(
     "conditional_train_step", guidance.conditional_train_step,
-    setups=[StepSetup(_step_unet, _step_adam, _step_batches, "Adam (learning rate 0.01)")],
+    setups=[StepSetup(parts.step_conditional_net, _step_adam, _step_batches, "Adam (learning rate 0.01)")],
     # the edge runs use the same model and optimizer as the visible one (other weights): no new compilation
-    edge_setups=[StepSetup(_step_unet, _step_adam, functools.partial(_step_batches, p_uncond=0.0), "Adam, p_uncond = 0", seed=1),
-                 StepSetup(_step_unet, _step_adam, functools.partial(_step_batches, p_uncond=1.0), "Adam, p_uncond = 1", seed=2)],
+    edge_setups=[StepSetup(parts.step_conditional_net, _step_adam, functools.partial(_step_batches, p_uncond=0.0), "Adam, p_uncond = 0", seed=1),
+                 StepSetup(parts.step_conditional_net, _step_adam, functools.partial(_step_batches, p_uncond=1.0), "Adam, p_uncond = 1", seed=2)],
     hints=[
         Hint(_step_with(labels="kept"), "the labels are not dropped: pass y through your drop_labels(key, y, p_uncond) "
                                         "and give the model the labels it returns."),

@@ -17,6 +17,7 @@ from flax import nnx
 
 from .. import sampling, unet
 from ..grading import Build, CheckFailure, Exercise, Hint, _compare, built_outputs, describe_value, jit_call, register
+from . import parts
 from .common import kept_trajectory
 
 
@@ -66,10 +67,6 @@ def _block_inputs(rng, size, in_channels, out_channels, emb_dim):
     return x, emb
 
 
-def _block_forward(block, x, emb):
-    return block(x, emb)
-
-
 def _block_variant(kind):
     def forward(b, x, emb):
         act = (lambda z: z) if kind == "no_silu" else jax.nn.silu
@@ -113,7 +110,7 @@ _BLOCK_UNET_SETTINGS = [((96, 32, 128), 14), ((64, 64, 128), 7)]
 
 def _residual_block_trials(edge_cases):
     settings = _BLOCK_SETTINGS + (_BLOCK_UNET_SETTINGS if edge_cases else [])
-    return _trials(unet.ResidualBlock, settings, _block_inputs, _block_forward)
+    return _trials(unet.ResidualBlock, settings, _block_inputs, parts.apply_block)
 
 
 def _judge_residual_block(ex, trials, results):
@@ -133,10 +130,6 @@ register(Exercise(name="ResidualBlock", reference=None, trials=_residual_block_t
 
 def _attention_inputs(rng, size, channels, num_heads):
     return (np.asarray(rng.normal(size=(2 if size is None else 3, *(size or (4, 3)), channels)), np.float32),)
-
-
-def _attention_forward(block, x):
-    return block(x)
 
 
 def _attention_variant(kind):
@@ -170,7 +163,7 @@ _ATTENTION_UNET_SETTINGS = [((64, 4), (7, 7))]  # hidden tests: the U-Net's own 
 
 def _self_attention_trials(edge_cases):
     settings = _ATTENTION_SETTINGS + (_ATTENTION_UNET_SETTINGS if edge_cases else [])
-    return _trials(unet.SelfAttention, settings, _attention_inputs, _attention_forward)
+    return _trials(unet.SelfAttention, settings, _attention_inputs, parts.apply_attention)
 
 
 def _judge_self_attention(ex, trials, results):
@@ -187,25 +180,6 @@ register(Exercise(name="SelfAttention", reference=None, trials=_self_attention_t
 # ---------------------------------------------------------------- the sampler: guided_ddim_sample
 
 
-class _ToyEps(nnx.Module):
-    """A stand-in for the U-Net in the checks of ``guided_ddim_sample``: a cheap conditional noise predictor with
-    the U-Net's signature ``model(x, t, y)`` on (N, 28, 28, 1) images, whose output depends on every pixel, on the
-    time step and on the label, "no label" (-1) included, so that each slip changes the samples."""
-
-    def __init__(self, seed):
-        rng = np.random.default_rng(6060 + seed)
-        self.label_shift = nnx.Param(jnp.asarray(rng.normal(size=(11,)), jnp.float32))   # [0]: no label (-1)
-        self.pixel = nnx.Param(jnp.asarray(rng.normal(size=(28, 28, 1)) * 0.5, jnp.float32))
-        self.frequency = nnx.Param(jnp.float32(0.15 + 0.1 * seed))
-
-    def __call__(self, x, t, y):
-        n = x.shape[0]
-        t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (n,)).reshape(n, 1, 1, 1)
-        y = jnp.broadcast_to(jnp.asarray(y, jnp.int32), (n,))
-        shift = self.label_shift[...][jnp.clip(y + 1, 0, 10)].reshape(n, 1, 1, 1)
-        return jnp.tanh(0.9 * x + self.pixel[...] * shift + 0.5 * jnp.sin(self.frequency[...] * t + shift))
-
-
 _TOYS = {}
 
 
@@ -213,7 +187,7 @@ def _toy(seed):
     """One of three stand-in models, made once (building models is slow)."""
     seed = int(seed) % 3
     if seed not in _TOYS:
-        _TOYS[seed] = _ToyEps(seed)
+        _TOYS[seed] = parts.ToyImageEps(seed)
     return _TOYS[seed]
 
 
