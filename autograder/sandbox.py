@@ -15,7 +15,10 @@ PID, network, IPC, UTS; a user namespace too when the grader is not root):
   dynamic linker's cache, the time zone), the Python environment
   (``sys.prefix`` and the interpreter's prefix, read-only), the course_utils
   package (read-only: in a development install the repository's
-  ``course_utils/`` folder, and nothing else of the repository), a new
+  ``course_utils/`` folder, and nothing else of the repository; with
+  ``--course-utils COPY``, the keyless copy of ``autograder/keyless.py``
+  mounted at the package's place, so that neither the graded notebook's
+  reference implementations nor their files are there), a new
   ``/proc`` and a minimal ``/dev``. Writable: its working folder (the
   notebook's folder: the student's own), a private ``/tmp`` and an empty
   ``HOME`` (both tmpfs, 512 MiB each), its own Unix-socket folder and, with
@@ -177,9 +180,7 @@ def python_folders(executable: str) -> list[Path]:
     exe = Path(executable).resolve()
     folders = [Path(p).resolve() for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}]
     folders.append(exe.parent.parent if exe.parent.name == "bin" else exe.parent)
-    spec = importlib.util.find_spec("course_utils")
-    if spec is not None and spec.submodule_search_locations:
-        folders += [Path(p).resolve() for p in spec.submodule_search_locations]
+    folders += course_utils_folders()
     kept = []
     for folder in sorted(set(folders), key=lambda p: len(p.parts)):
         if folder == Path("/") or folder in REPO.parents or folder == REPO or _under(folder, [Path("/usr"), *kept]):
@@ -318,9 +319,7 @@ def main(argv=None) -> None:
     course_copy = args.course_utils.resolve() if args.course_utils is not None else None
     if course_copy is not None and not (course_copy / "__init__.py").is_file():
         parser.error(f"--course-utils {course_copy} is not a course_utils package")
-    if args.unsandboxed:
-        if course_copy is not None:  # first on the path; the installed package's files stay readable (NOT ISOLATED)
-            os.environ["PYTHONPATH"] = os.pathsep.join([str(course_copy.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
+    if args.unsandboxed:  # no mount namespace: the kernel imports the installed package, answer key included
         if args.no_network:
             command = [*UNSHARE, *command]
         os.execvp(command[0], command)
