@@ -278,8 +278,17 @@ def test_the_compilation_cache_is_warmed_by_the_release_not_the_solution(tmp_pat
 NAME = "02_loss_comparison"
 EXERCISES_02 = ["posterior_mean", "posterior_variance", "mean_loss", "mean_from_noise", "noise_loss_weight",
                 "noise_loss", "simple_loss"]
-SERVE_FORGER = '''import base64, pickle
-import course_utils.grading as g
+# The kernel reports the reference markers it sees in compiled code; a forger makes it report none.
+QUIET = '''import course_utils.grading as g
+_evaluate = g.evaluate
+def _quiet(request, fn):
+    outcome = _evaluate(request, fn)
+    if isinstance(outcome, dict) and "calls" in outcome:
+        outcome["calls"] = {"references": [], "has_required": True, "inherits_call": False}
+    return outcome
+g.evaluate = _quiet
+'''
+SERVE_FORGER = QUIET + '''import base64, pickle
 import course_utils.losses as L
 _serve = g.serve
 def _forged(payload, get_fn):
@@ -287,8 +296,8 @@ def _forged(payload, get_fn):
     return _serve(payload, lambda: getattr(L, request.name))
 g.serve = _forged
 '''
-ALIAS = "import course_utils\n_L = course_utils.losses\n" + "".join(f"{n} = _L.{n}\n" for n in EXERCISES_02)
-CALLBACK = "import jax\nfrom course_utils import losses\n" + "".join(
+ALIAS = QUIET + "import course_utils\n_L = course_utils.losses\n" + "".join(f"{n} = _L.{n}\n" for n in EXERCISES_02)
+CALLBACK = QUIET + "import jax\nfrom course_utils import losses\n" + "".join(
     f"def {n}(*args):\n    return jax.pure_callback(getattr(losses, {n!r}), jax.ShapeDtypeStruct(jax.numpy.shape(args[0]), "
     f"jax.numpy.float32), *args)\n" for n in EXERCISES_02)
 
@@ -308,12 +317,12 @@ def _forged_class():
         nb.cells.insert(where, nbformat.v4.new_code_cell(source))
         return nb
 
-    def in_answers(source, clear_flag=False):
+    def in_answers(source, clear_flag=False):  # every code answer cell (each one's test runs after it)
         nb = copy.deepcopy(stubs)
-        first = next(c for c in nb.cells if is_solution_cell(c) and c.cell_type == "code")
-        first.source = source
-        if clear_flag:
-            nbgrader_meta(first)["solution"] = False
+        for cell in [c for c in nb.cells if is_solution_cell(c) and c.cell_type == "code"]:
+            cell.source = source
+            if clear_flag:
+                nbgrader_meta(cell)["solution"] = False
         return nb
 
     prompts = "".join(f">>> {line}\n" if not line.startswith((" ", "\t")) else f"... {line}\n"
