@@ -4,7 +4,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from .. import embeddings, models, schedules, training, sampling
@@ -442,14 +441,6 @@ register(Exercise(name="MLPDenoiser", reference=None, trials=_denoiser_trials, j
 # ---------------------------------------------------------------- one optimisation step: train_step (a kind of its own)
 
 
-def _adam():
-    return optax.adam(1e-2, eps=1e-4)  # a large eps: the first step lr * g / (|g| + eps) stays smooth in tiny g
-
-
-def _sgd_momentum():
-    return optax.sgd(0.05, momentum=0.9)
-
-
 def _step_batches(rng, n_steps, shape=(16, 2), T=20):
     betas = np.linspace(1e-3, rng.uniform(0.1, 0.3), T)
     alpha_bars = np.cumprod(1 - betas).astype(np.float32)
@@ -479,11 +470,11 @@ def _swapped_loss(model, x0, t, noise, alpha_bars):
 
 register(train_step_exercise(
     "train_step", training.train_step,
-    setups=[StepSetup(parts.step_mlp, _adam, _step_batches, "Adam, learning rate 0.01"),
-            StepSetup(parts.step_mlp, _sgd_momentum, _step_batches, "SGD with momentum 0.9", seed=1)],
+    setups=[StepSetup(parts.step_mlp, parts.adam, _step_batches, "Adam, learning rate 0.01"),
+            StepSetup(parts.step_mlp, parts.sgd_momentum, _step_batches, "SGD with momentum 0.9", seed=1)],
     # Hidden runs from other weights and batches of the same shapes: the compiled steps are reused.
-    edge_setups=[StepSetup(parts.step_mlp, _adam, _step_batches, "Adam, other weights", seed=2),
-                 StepSetup(parts.step_mlp, _sgd_momentum, _step_batches, "SGD with momentum, other weights", seed=3)],
+    edge_setups=[StepSetup(parts.step_mlp, parts.adam, _step_batches, "Adam, other weights", seed=2),
+                 StepSetup(parts.step_mlp, parts.sgd_momentum, _step_batches, "SGD with momentum, other weights", seed=3)],
     hints=[
         Hint(_step_variant(gradient=jnp.negative), "gradient ascent: the parameters moved up the slope. Pass the gradient "
              "of the loss to optimizer.update as it is (the optax update already subtracts it): do not negate it, and "

@@ -13,7 +13,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from .. import embeddings, guidance, models, schedules
@@ -332,10 +331,6 @@ register(Exercise(
 # ---------------------------------------------------------------- conditional_train_step (the training-step kind)
 
 
-def _step_adam():
-    return optax.adam(1e-2, eps=1e-4)
-
-
 @functools.lru_cache(maxsize=None)
 def _step_alpha_bars():
     return np.asarray(schedules.make_schedule(schedules.cosine_betas(50, max_beta=0.5)).alpha_bars, np.float32)
@@ -374,10 +369,10 @@ def _step_with(labels="dropped", x_t="closed form", target="noise", sign=1.0, lo
 
 register(train_step_exercise(
     "conditional_train_step", guidance.conditional_train_step,
-    setups=[StepSetup(parts.step_conditional_net, _step_adam, _step_batches, "Adam (learning rate 0.01)")],
+    setups=[StepSetup(parts.step_conditional_net, parts.adam, _step_batches, "Adam (learning rate 0.01)")],
     # the edge runs use the same model and optimizer as the visible one (other weights): no new compilation
-    edge_setups=[StepSetup(parts.step_conditional_net, _step_adam, functools.partial(_step_batches, p_uncond=0.0), "Adam, p_uncond = 0", seed=1),
-                 StepSetup(parts.step_conditional_net, _step_adam, functools.partial(_step_batches, p_uncond=1.0), "Adam, p_uncond = 1", seed=2)],
+    edge_setups=[StepSetup(parts.step_conditional_net, parts.adam, functools.partial(_step_batches, p_uncond=0.0), "Adam, p_uncond = 0", seed=1),
+                 StepSetup(parts.step_conditional_net, parts.adam, functools.partial(_step_batches, p_uncond=1.0), "Adam, p_uncond = 1", seed=2)],
     hints=[
         Hint(_step_with(labels="kept"), "the labels are not dropped: pass y through your drop_labels(key, y, p_uncond) "
                                         "and give the model the labels it returns."),

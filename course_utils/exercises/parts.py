@@ -11,6 +11,7 @@ Each stand-in depends strongly on every input it takes, so that each slip of an 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from .. import embeddings, models
@@ -99,6 +100,15 @@ def step_mlp(rngs):
 def step_conditional_net(rngs):
     """The small conditional model the conditional_train_step test trains."""
     return TrialConditionalNet(rngs=rngs)
+
+
+def adam():
+    """The training-step tests' Adam (a large eps: the first step lr * g / (|g| + eps) stays smooth in tiny g)."""
+    return optax.adam(1e-2, eps=1e-4)
+
+
+def sgd_momentum():
+    return optax.sgd(0.05, momentum=0.9)
 
 
 def apply_model(model, x, t):

@@ -98,8 +98,8 @@ READ_PROBE = textwrap.dedent('''
         for folder, dirs, files in os.walk(root):
             for f in files:
                 path = os.path.join(folder, f)
-                if "course_utils" not in path:
-                    continue
+                if "course_utils" not in path.split(os.sep)[:-1] and not f.startswith("course_utils"):
+                    continue  # not in a course_utils folder (an editable install's finder only names the folder)
                 if f.endswith((".pyc", ".whl", ".egg", ".zip")):
                     bytecode.append(path)
                 if not f.endswith(".py"):
@@ -171,29 +171,25 @@ def test_no_forged_answer_reaches_a_reference(tmp_path_factory, assignment):
         assert (exercise, "import") in withheld_seen, f"{exercise}: the forged answer failed for another reason"
 
 
+def _body_dump(fn) -> str | None:
+    body = fn.body[1:] if (fn.body and isinstance(fn.body[0], ast.Expr) and isinstance(fn.body[0].value, ast.Constant)) else fn.body
+    return ast.dump(ast.Module(body=body, type_ignores=[])) if body else None
+
+
 def _fingerprints(exercises) -> list[str]:
-    """ast dumps of the bodies (docstring left out) of every withheld function and method of the full package."""
-    withheld = keyless.withheld_names(exercises)
+    """ast dumps of the bodies (docstring left out) of every withheld function and method, read from the full
+    package's source files."""
     prints = []
-    for module, name in withheld:
-        obj = sys.modules.get(module) or __import__(module, fromlist=["_"])
+    for module, name in keyless.withheld_names(exercises):
+        path = Path(course.REPO, *module.split(".")).with_suffix(".py")
+        if not path.is_file():
+            path = Path(course.REPO, *module.split("."), "__init__.py")
+        scope = ast.parse(path.read_text()).body
         for part in name.split("."):
-            obj = getattr(obj, part, None)
-        obj = getattr(obj, "raw", obj)
-        obj = inspect.unwrap(obj) if callable(obj) and not inspect.isclass(obj) else obj
-        if getattr(obj, "__module__", None) != module:  # a decorator's wrapper that unwrap could not see through
-            continue
-        try:
-            source = textwrap.dedent(inspect.getsource(obj))
-        except (TypeError, OSError):
-            continue
-        node = ast.parse(source).body[0]
-        bodies = [node] if not isinstance(node, ast.ClassDef) else [n for n in node.body if isinstance(n, ast.FunctionDef)]
-        for fn in bodies:
-            body = fn.body[1:] if (fn.body and isinstance(fn.body[0], ast.Expr)
-                                   and isinstance(fn.body[0].value, ast.Constant)) else fn.body
-            if body:
-                prints.append(ast.dump(ast.Module(body=body, type_ignores=[])))
+            node = next(n for n in scope if getattr(n, "name", None) == part)
+            scope = getattr(node, "body", [])
+        functions = [node] if not isinstance(node, ast.ClassDef) else [n for n in node.body if isinstance(n, ast.FunctionDef)]
+        prints += [d for d in map(_body_dump, functions) if d]
     return prints
 
 
@@ -358,3 +354,30 @@ def test_forged_outputs_score_what_the_stubs_score(forged_grades):
             continue
         assert result.graded, (student, result.reason)
         assert result.cell_scores == stubs.cell_scores, (student, {k: c.message[:200] for k, c in result.cells.items()})
+
+
+def test_every_request_unpickles_from_the_keyless_copy(tmp_path):
+    """What the grader sends the kernel for a check (visible and hidden inputs) names only modules the keyless copy
+    has, and none of its names is withheld: the trials run in the sandbox with stand-ins, never with a reference."""
+    import pickletools
+
+    for assignment in ASSIGNMENTS:
+        exercises = keyless.assignment_exercises(read(solution_path(assignment)))
+        build = keyless.build(exercises, tmp_path / assignment)
+        withheld = keyless.withheld_names(exercises)
+        for exercise in exercises:
+            for edge_cases in (False, True):
+                strings, named = [], set()
+                for op, arg, _ in pickletools.genops(pickle.dumps(grading.plan(exercise, edge_cases=edge_cases))):
+                    if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE"):
+                        strings.append(arg)
+                    elif op.name == "STACK_GLOBAL":
+                        named.add((strings[-2], strings[-1]))
+                for module, name in named:
+                    if not module.startswith("course_utils"):
+                        continue
+                    path = build.parent.joinpath(*module.split("."))
+                    assert path.with_suffix(".py").is_file() or (path / "__init__.py").is_file(), (exercise, module)
+                    ex = grading.exercise(exercise)
+                    if (module, name) in withheld:  # only the reference class itself, as the request's label
+                        assert getattr(ex.reference_class, "__name__", None) == name, (exercise, module, name)
