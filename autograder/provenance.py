@@ -188,7 +188,7 @@ _CODE_CELL_MAGICS = {"time", "timeit", "capture"}
 _CODE_LINE_MAGICS = {"time", "timeit"}
 # Line magics that run no code of the cell's and change nothing a grade depends on.
 _QUIET_LINE_MAGICS = {"matplotlib", "autoreload", "pwd", "who", "whos", "precision", "pinfo", "pinfo2"}
-_TIMEIT_OPTIONS = re.compile(r"^\s*(?:(?:-[nrp]\s*\d+|-[tcqo])\s+)*")
+_TIMEIT_OPTIONS = re.compile(r"^\s*(?:(?:-[nrp]\s*\d+|-[tcqo])(?:\s+|$))*")
 _MAX_NESTING = 20  # magics inside magics (`%%time` over `%%capture` ...): deeper is unreadable
 
 
