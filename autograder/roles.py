@@ -154,7 +154,8 @@ def apply_release_roles(cells: list, ids: list, release_nb) -> list[str]:
         if restored(theirs):
             cell["source"] = theirs.source
     moved_names = [f"{_name(release[matched[i]], matched[i] + 1)} (now cell {i + 1})" for i in sorted(moved)]
-    missing = [j for j in range(len(release)) if j not in set(matched)]
+    used = set(matched)
+    missing = [j for j in range(len(release)) if j not in used]
     deleted_tests = [_name(release[j], j + 1) for j in missing if role(release[j]) == TEST]
     deleted = [_name(release[j], j + 1) for j in missing if role(release[j]) != TEST]
     for j in (j for j in missing if role(release[j]) == TEST):  # put back after the cell that comes before it

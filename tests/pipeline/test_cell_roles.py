@@ -35,6 +35,12 @@ def _serve(payload, get_fn):
 _g.serve = _serve
 '''
 
+DIALECT = '''
+def _dialect(lines):
+    return [line[2:] if line.startswith("@@") else line for line in lines]
+get_ipython().input_transformers_cleanup.append(_dialect)
+'''
+
 
 @pytest.fixture(scope="module")
 def release_nb():
@@ -248,13 +254,24 @@ def _class():
     cleared = copy.deepcopy(stubs)
     cleared["cells"][answer]["source"] = SERVE
     cleared["cells"][answer]["metadata"]["nbgrader"]["solution"] = False
-    colab = _without_ids(_raw(with_solutions(release, read(solution_path(NAME)))))
+    solved = _raw(with_solutions(release, read(solution_path(NAME))))
+    colab = _without_ids(solved)
+    dialect = copy.deepcopy(solved)  # a cell only a kernel taught a new syntax can run
+    dialect["cells"][answer]["source"] = "".join(dialect["cells"][answer]["source"]) + DIALECT
+    second = _index(dialect, "posterior_variance")
+    dialect["cells"][second]["source"] = "".join(
+        "@@" + line + "\n" for line in ("".join(dialect["cells"][second]["source"]) + "\n" + SERVE).splitlines())
+    typo = copy.deepcopy(solved)  # an honest slip: the cell runs nothing, its test fails, nothing to flag
+    typo["cells"][_index(typo, "simple_loss")]["source"] = "def simple_loss(eps, eps_theta:\n    return 0.0\n"
     return {  # student: (notebook, text expected in the reasons; "" for a notebook graded without a flag)
         "added": (added, f"cell {answer + 2} ('import course_utils.grading as _g')"),
         "magic": (magic, f"cell {answer + 1}: imports `course_utils.grading`"),
         "prompts": (prompts, f"cell {answer + 1}: imports `course_utils.grading`"),
         "cleared": (cleared, "(posterior_mean) is marked ordinary, the release's is answer"),
         "colab": (colab, ""),
+        "dialect": (dialect, f"cell {second + 1}: the source check cannot read this cell (SyntaxError: invalid syntax), "
+                             "yet the kernel ran it without a SyntaxError"),
+        "typo": (typo, ""),
     }
 
 
@@ -280,3 +297,14 @@ def test_replacing_the_reply_function_from_any_cell_is_flagged(graded, student):
 def test_a_notebook_saved_without_cell_ids_is_graded_in_full(graded):
     result = graded["colab"]
     assert (result.status, result.score, result.reasons) == (GRADED, FULL, [])
+
+
+def test_a_cell_the_check_cannot_read_but_the_kernel_ran_is_flagged(graded):
+    result, (_, reason) = graded["dialect"], _class()["dialect"]
+    assert result.status == FLAGGED and reason in result.reason, result.reasons
+    assert "changes how IPython reads cells" in result.reason, result.reasons
+
+
+def test_an_answer_with_a_syntax_error_is_graded_not_flagged(graded):
+    result = graded["typo"]
+    assert (result.status, result.score, result.reasons) == (GRADED, FULL - 1, [])
