@@ -25,7 +25,7 @@ It runs in nbgrader's process, outside the student's reach:
   (``SKIPPED``), which the student sees in the feedback.
 - Test cells are judged here, not in the student's kernel (``grade_test_cell``).
   A test cell is a list of ``check("name", answer, ...)`` calls (its source
-  comes from the release: nbgrader's OverwriteCells restores it). For each
+  and its role come from the release: ``autograder/roles.py``). For each
   call this process draws the inputs (``grading.plan``), has the kernel run
   the student's ``answer`` on them and send back only the outputs, as plain
   data (``grading.kernel_code``, ``grading.decode_outcome``: JSON and .npz,

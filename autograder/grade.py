@@ -12,9 +12,12 @@ Flow of ``grade()``:
    checked (``valid_student_id``) before any is used in a path. Every notebook
    is checked before nbgrader sees it: unreadable JSON, not a notebook,
    malformed cells or nbgrader metadata, no notebook, or several notebooks
-   mean "needs attention" with the reason; duplicated cell ids are
-   renumbered, and deleted or edited test cells, and a wrong file name, are
-   noted (nbgrader restores the test cells from the release).
+   mean "needs attention" with the reason. Every cell gets its role from the
+   release, never from the submission's metadata (``autograder/roles.py``:
+   matched by cell id, grade_id or position; a test or read-only cell gets the
+   release's source, a deleted test cell is put back); added code cells,
+   deleted, moved or re-roled cells, edited test cells, duplicated cell ids
+   (renumbered; missing ids are normal) and a wrong file name are noted.
 2. The course directory gets the assignment (``generate_assignment``) and a
    warm JAX compilation cache, made by running the solution notebook once
    (which also proves that the solution passes in the grading environment).

@@ -1,12 +1,16 @@
-"""What the grader reads in a submission's answer cells before trusting its outputs.
+"""What the grader reads in a submission's code before trusting its outputs.
 
 The verdict of every check is made in the grader's process (``autograder/execute.py``), so an answer cannot
 change how it is judged; what it can still do is compute its outputs in a way that earns no points: call the
 course's reference, or reach into the interpreter (frames, closures, the checker's modules, exec of hidden
 code) to find it. The kernel reports the reference calls it sees in the compiled code, but the kernel runs
-the student's code and can lie. So the grader also reads the answer cells' source, which no code can change,
-and flags for the instructor:
+the student's code and can lie. So the grader also reads the source of every code cell that runs what the
+student wrote (answers and added cells: roles are the release's, ``autograder/roles.py``), which no code can
+change, as IPython runs it (``read_cell``: after IPython's own input transformation, with the Python inside
+``%%time``, ``%%capture`` and ``%%timeit`` read too), and flags for the instructor:
 
+- any other magic and every shell escape (what they run cannot be read), and a cell that does not parse
+  yet ran without a SyntaxError (``unreadable``; the kernel was taught to read cells differently);
 - uses of the interpreter's internals that an answer has no reason for (``__wrapped__``, ``__closure__``,
   frames, ``sys.modules``, ``exec``/``eval``, imports of the checker, ``inspect``, ``ctypes``, ...);
 - calls of a course function named like an exercise (``cu.forward.q_sample(...)``);

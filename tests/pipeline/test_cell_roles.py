@@ -153,6 +153,7 @@ def test_roles_come_from_the_release_and_changes_are_noted(tmp_path, release_nb)
     raw["cells"][test]["metadata"]["nbgrader"].update(grade=False, solution=True)  # a test made an answer
     raw["cells"][test]["source"] = "print('mean_loss: passed')"
     raw["cells"].insert(answer + 1, _code(SERVE))
+    raw["cells"][_index(raw, "setup")]["source"] = "print('my own setup')"  # read-only: restored, like a test cell
     raw["cells"].insert(0, _code(""))  # an empty cell runs nothing: not worth a note
     sub, nb = _prepared(tmp_path, release_nb, raw)
     reasons = "\n".join(sub.notes)
@@ -166,7 +167,7 @@ def test_roles_come_from_the_release_and_changes_are_noted(tmp_path, release_nb)
         grade_id = nbgrader_meta(cell).get("grade_id")
         if grade_id:
             assert nbgrader_meta(cell) == nbgrader_meta(released[grade_id])
-            if role(cell) == TEST:
+            if role(cell) in (TEST, READ_ONLY):
                 assert cell.source == released[grade_id].source
     added = next(c for c in nb.cells if c.source == SERVE)
     assert "nbgrader" not in added.metadata
