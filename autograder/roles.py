@@ -133,6 +133,7 @@ def apply_release_roles(cells: list, ids: list, release_nb) -> list[str]:
 
     ``ids``: the cell ids as the submission's file has them (nbformat invents ids where a file has none)."""
     release = release_nb.cells
+    stripped = not any(nbgrader_meta(c) for c in cells)  # an editor that drops nbgrader metadata: one note, not 40
     matched, moved = match_cells(cells, ids, release)
     notes, added, changed = [], [], []
     edited_tests = []
@@ -166,7 +167,10 @@ def apply_release_roles(cells: list, ids: list, release_nb) -> list[str]:
     if added:
         notes.append("code cell(s) added, not in the release (graded as ordinary cells, their code read like "
                       f"an answer's): {_listed(added)}")
-    if changed:
+    if changed and stripped:
+        notes.append("no cell has nbgrader metadata (an editor dropped it, or it was removed): "
+                     "every cell is graded in the release's role")
+    elif changed:
         notes.append(f"cell role(s) changed, graded as the release's: {_listed(changed, '; ')}")
     if deleted:
         notes.append(f"cell(s) of the release deleted: {_listed(deleted)}")

@@ -138,6 +138,19 @@ def test_a_notebook_without_cell_ids_is_not_an_oddity(tmp_path, release_nb):
     assert [nbgrader_meta(c) for c in nb.cells] == [nbgrader_meta(c) for c in release_nb.cells]
 
 
+def test_a_notebook_stripped_of_all_nbgrader_metadata_gets_one_note_and_the_release_roles(tmp_path, release_nb):
+    solved = with_solutions(release_nb, read(solution_path(NAME)))
+    raw = _without_ids(_raw(solved))
+    for cell in raw["cells"]:
+        cell["metadata"].pop("nbgrader")
+    sub, nb = _prepared(tmp_path, release_nb, raw)
+    assert sub.notes == ["no cell has nbgrader metadata (an editor dropped it, or it was removed): "
+                         "every cell is graded in the release's role"]
+    assert [nbgrader_meta(c) for c in nb.cells] == [nbgrader_meta(c) for c in release_nb.cells]
+    answers = [c.source for c in nb.cells if role(c) == ANSWER]
+    assert answers == [c.source for c in solved.cells if role(c) == ANSWER]
+
+
 def test_truly_duplicated_ids_are_noted(tmp_path, release_nb):
     raw = _raw(release_nb)
     raw["cells"][5]["id"] = raw["cells"][3]["id"]
