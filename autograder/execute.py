@@ -25,7 +25,7 @@ It runs in nbgrader's process, outside the student's reach:
   (``SKIPPED``), which the student sees in the feedback.
 - Test cells are judged here, not in the student's kernel (``grade_test_cell``).
   A test cell is a list of ``check("name", answer, ...)`` calls (its source
-  comes from the release: nbgrader's OverwriteCells restores it). For each
+  and its role come from the release: ``autograder/roles.py``). For each
   call this process draws the inputs (``grading.plan``), has the kernel run
   the student's ``answer`` on them and send back only the outputs, as plain
   data (``grading.kernel_code``, ``grading.decode_outcome``: JSON and .npz,
@@ -60,6 +60,7 @@ NOT_RUN = "NotRun"
 SKIPPED = "[autograder: not run while grading: no graded cell comes after this one]"
 GRADER_ERROR = "AutograderError"
 _CHECK_OPTIONS = {"n_cases": int, "seed": int, "edge_cases": bool}
+_UNPARSED = {"SyntaxError", "IndentationError", "TabError", NOT_RUN}  # a cell that did not run as Python
 
 
 class UnrunnableTestCell(ValueError):
@@ -99,8 +100,10 @@ def parse_test_cell(source: str) -> list:
 
 
 def _is_test_cell(cell) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
+    """A test cell: the grader judges it itself. Its role is the release's (``autograder/roles.py`` rewrote it)."""
+    from .roles import TEST, role
+
+    return role(cell) == TEST
 
 
 def last_graded_cell(nb) -> int:
@@ -151,12 +154,12 @@ class LimitedExecute(Execute):
         self._stopped = None  # why the remaining cells are not run
         self._started = time.monotonic()
         self._last_run = last_cell_to_run(nb, self.run_all_cells)
-        from .provenance import FLAG, flags
+        from .provenance import FLAG, flags, unreadable
 
         try:
-            flagged = flags(nb)  # read before anything runs
+            flagged, unread = flags(nb), unreadable(nb)  # read before anything runs
         except Exception as exc:  # noqa: BLE001 - reading the source must not stop grading
-            flagged = {0: [f"the answer cells could not be read ({type(exc).__name__})"]}
+            flagged, unread = {0: [f"the answer cells could not be read ({type(exc).__name__})"]}, {}
         # The kernel works in an empty folder of its own, not in nbgrader's autograded folder: that one holds the
         # notebook with its hidden tests restored (nbgrader writes it there before running it).
         metadata = resources.setdefault("metadata", {})
@@ -168,6 +171,11 @@ class LimitedExecute(Execute):
         finally:
             metadata["path"] = path
             shutil.rmtree(scratch, ignore_errors=True)
+        for index, why in unread.items():  # IPython runs nothing of a cell it cannot parse, unless it was made to
+            if index <= self._last_run and not any(o.get("output_type") == "error" and o.get("ename") in _UNPARSED
+                                                   for o in nb.cells[index].get("outputs", [])):
+                flagged.setdefault(index, []).append(f"the source check cannot read this cell ({why}), "
+                                                     "yet the kernel ran it without a SyntaxError")
         for index, reasons in flagged.items():
             nb.cells[index].setdefault("outputs", []).append(
                 new_output("stream", name="stdout", text=f"{FLAG} {'; '.join(reasons)}]\n"))

@@ -12,9 +12,12 @@ Flow of ``grade()``:
    checked (``valid_student_id``) before any is used in a path. Every notebook
    is checked before nbgrader sees it: unreadable JSON, not a notebook,
    malformed cells or nbgrader metadata, no notebook, or several notebooks
-   mean "needs attention" with the reason; duplicated cell ids are
-   renumbered, and deleted or edited test cells, and a wrong file name, are
-   noted (nbgrader restores the test cells from the release).
+   mean "needs attention" with the reason. Every cell gets its role from the
+   release, never from the submission's metadata (``autograder/roles.py``:
+   matched by cell id, grade_id or position; a test or read-only cell gets the
+   release's source, a deleted test cell is put back); added code cells,
+   deleted, moved or re-roled cells, edited test cells, duplicated cell ids
+   (renumbered; missing ids are normal) and a wrong file name are noted.
 2. The course directory gets the assignment (``generate_assignment``) and a
    warm JAX compilation cache, made by running the solution notebook once
    (which also proves that the solution passes in the grading environment).
@@ -67,7 +70,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import course
+from . import course, roles
 from .execute import GRADER_ERROR, KERNEL_DIED, NOT_RUN, OUTPUT_LIMIT, last_cell_to_run
 from .provenance import FLAG
 
@@ -345,11 +348,7 @@ def intake(submissions: Path, assignment: str, unpack_to: Path, limits: ZipLimit
     return result
 
 
-def _nbgrader_meta(cell) -> dict:
-    """A cell's nbgrader metadata, or {} when it has none (or it is not a dict)."""
-    meta = cell.get("metadata") if isinstance(cell, dict) else None
-    nbgrader = meta.get("nbgrader") if isinstance(meta, dict) else None
-    return nbgrader if isinstance(nbgrader, dict) else {}
+_nbgrader_meta = roles.nbgrader_meta
 
 
 def _released_test_cells(release_nb) -> dict:
@@ -436,20 +435,20 @@ def _prepare_notebook(sub: Submission, release_nb, target: Path) -> None:
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         sub.problem = f"not a valid Jupyter notebook: {first}"
         return
+    # Ids as the file has them: nbformat invents ids where a notebook has none (nbformat 4.0-4.4, Colab) and
+    # repairs duplicates. Missing ids are normal (cells are matched by grade_id and position); duplicated are not.
     raw_ids = [c.get("id") for c in raw["cells"]]
-    ids = [c.get("id") for c in cells]
-    if len(set(map(str, raw_ids))) != len(raw_ids) or len(set(ids)) != len(ids):
-        for cell in cells:  # nbformat may have repaired them already; make sure
-            cell["id"] = uuid.uuid4().hex[:8]
+    present = [i for i in raw_ids if i is not None]
+    sub.notes += roles.apply_release_roles(cells, raw_ids, release_nb)
+    if len(set(map(str, present))) != len(present):
         sub.notes.append("duplicated cell ids were renumbered")
-    released = _released_test_cells(release_nb)
-    present = {_nbgrader_meta(c).get("grade_id"): c.source for c in cells if c.get("cell_type") == "code"}
-    deleted = [g for g in released if g not in present]
-    edited = [g for g in released if g in present and present[g].strip() != released[g].strip()]
-    if deleted:
-        sub.notes.append(f"test cell(s) deleted, restored from the release: {', '.join(deleted)}")
-    if edited:
-        sub.notes.append(f"test cell(s) edited, the released version was run: {', '.join(edited)}")
+    seen = set()
+    for cell in cells:  # nbformat may have repaired them already; make sure (a test cell put back has the release's)
+        if nb.nbformat_minor < 5:
+            cell.pop("id", None)
+        elif not isinstance(cell.get("id"), str) or cell["id"] in seen:
+            cell["id"] = uuid.uuid4().hex[:8]
+        seen.add(cell.get("id"))
     target.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, target)
 

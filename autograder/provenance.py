@@ -1,12 +1,16 @@
-"""What the grader reads in a submission's answer cells before trusting its outputs.
+"""What the grader reads in a submission's code before trusting its outputs.
 
 The verdict of every check is made in the grader's process (``autograder/execute.py``), so an answer cannot
 change how it is judged; what it can still do is compute its outputs in a way that earns no points: call the
 course's reference, or reach into the interpreter (frames, closures, the checker's modules, exec of hidden
 code) to find it. The kernel reports the reference calls it sees in the compiled code, but the kernel runs
-the student's code and can lie. So the grader also reads the answer cells' source, which no code can change,
-and flags for the instructor:
+the student's code and can lie. So the grader also reads the source of every code cell that runs what the
+student wrote (answers and added cells: roles are the release's, ``autograder/roles.py``), which no code can
+change, as IPython runs it (``read_cell``: after IPython's own input transformation, with the Python inside
+``%%time``, ``%%capture`` and ``%%timeit`` read too), and flags for the instructor:
 
+- any other magic and every shell escape (what they run cannot be read), and a cell that does not parse
+  yet ran without a SyntaxError (``unreadable``; the kernel was taught to read cells differently);
 - uses of the interpreter's internals that an answer has no reason for (``__wrapped__``, ``__closure__``,
   frames, ``sys.modules``, ``exec``/``eval``, imports of the checker, ``inspect``, ``ctypes``, ...);
 - calls of a course function named like an exercise (``cu.forward.q_sample(...)``);
@@ -19,6 +23,7 @@ A flag changes no score: the submission is graded and its status is ``flagged``,
 import ast
 import functools
 import inspect
+import re
 
 FLAG = "[autograder: flagged for the instructor:"
 MIN_COPY_NODES = 120  # see the README: shorter references are what their formula dictates
@@ -180,27 +185,137 @@ def _reference_code() -> dict:
     return found
 
 
+# ------------------------------------------------------------------ reading a cell as IPython runs it
+
+# Magics whose cell body (or line) is Python that IPython runs: it is read like the rest of the cell.
+_CODE_CELL_MAGICS = {"time", "timeit", "capture"}
+_CODE_LINE_MAGICS = {"time", "timeit"}
+# Line magics that run no code of the cell's and change nothing a grade depends on.
+_QUIET_LINE_MAGICS = {"matplotlib", "autoreload", "pwd", "who", "whos", "precision", "pinfo", "pinfo2"}
+_TIMEIT_OPTIONS = re.compile(r"^\s*(?:(?:-[nrp]\s*\d+|-[tcqo])(?:\s+|$))*")
+_MAX_NESTING = 20  # magics inside magics (`%%time` over `%%capture` ...): deeper is unreadable
+
+
+class Unreadable(ValueError):
+    """A cell that does not parse as Python even after IPython's own input transformation."""
+
+
+def _magic_call(node):
+    """(method, [its string arguments]) when ``node`` is ``get_ipython().run_cell_magic(...)``, ``.run_line_magic``,
+    ``.system`` or ``.getoutput`` with literal strings: what IPython makes of ``%%magic``, ``%magic`` and ``!cmd``."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("run_cell_magic", "run_line_magic", "system", "getoutput")):
+        return None
+    target = node.func.value
+    if not (isinstance(target, ast.Call) and isinstance(target.func, ast.Name) and target.func.id == "get_ipython"
+            and not target.args and not target.keywords and not node.keywords):
+        return None
+    if not all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args):
+        return None
+    return node.func.attr, [a.value for a in node.args]
+
+
+def read_cell(source: str, depth: int = 0) -> tuple:
+    """(the syntax tree of what IPython runs for this cell, [reasons to flag its magics and shell escapes]).
+
+    The cell goes through IPython's own input transformation (``TransformerManager().transform_cell``: cell and
+    line magics, ``!shell``, ``>>>`` and ``In [1]:`` prompts, indentation) and is then parsed. A magic that runs
+    Python (``%%time``, ``%%capture``, ``%%timeit``, ``%time``, ``%timeit``) has that Python read as part of the
+    cell; any other magic or shell escape is a reason, since the check cannot see what it does.
+    Raises ``Unreadable`` when the result does not parse."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    if depth > _MAX_NESTING:
+        raise Unreadable(f"magics nested more than {_MAX_NESTING} deep")
+    try:
+        tree = ast.parse(TransformerManager().transform_cell(source))
+    except (SyntaxError, ValueError) as exc:  # ValueError: a null byte
+        raise Unreadable(f"{type(exc).__name__}: {getattr(exc, 'msg', None) or exc}") from None
+    reasons, inner = [], []
+
+    def code(text):
+        sub, why = read_cell(text, depth + 1)
+        inner.extend(sub.body)
+        reasons.extend(why)
+
+    class Magics(ast.NodeTransformer):
+        def visit_Call(self, node):
+            found = _magic_call(node)
+            if found is None:
+                return self.generic_visit(node)
+            method, args = found
+            name = args[0].split()[0] if args and args[0].split() else ""
+            if method in ("system", "getoutput"):
+                reasons.append(f"runs a shell command (`!{_short(args[0] if args else '')}`)")
+            elif method == "run_cell_magic" and len(args) == 3 and name in _CODE_CELL_MAGICS:
+                code(args[2])
+                if name == "timeit" and _TIMEIT_OPTIONS.sub("", args[1]).strip():
+                    code(_TIMEIT_OPTIONS.sub("", args[1]))  # %%timeit's line is setup code
+            elif method == "run_cell_magic":
+                reasons.append(f"runs the cell magic `%%{name}`, which the source check cannot read")
+            elif len(args) == 2 and name in _CODE_LINE_MAGICS:
+                code(_TIMEIT_OPTIONS.sub("", args[1]) if name == "timeit" else args[1])
+            elif not (name in _QUIET_LINE_MAGICS or name == "load_ext" and len(args) == 2 and args[1].strip() == "autoreload"):
+                reasons.append(f"runs the line magic `%{name}`, which the source check cannot read")
+            return ast.copy_location(ast.Constant(None), node)
+
+    tree = Magics().visit(tree)
+    tree.body.extend(inner)
+    return tree, reasons
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _checked(cell) -> bool:
+    """Whether the source check reads this cell: every code cell that runs what the student wrote, that is all but
+    the test and read-only cells (whose source grading takes from the release). Roles are the release's: the
+    grader rewrote them before grading (``autograder/roles.py``)."""
+    from .roles import restored
+
+    return cell.get("cell_type") == "code" and not restored(cell)
+
+
+def unreadable(nb) -> dict:
+    """{index of a checked cell: why} for the cells that do not parse as Python even after IPython's transformation.
+
+    IPython runs nothing of such a cell (it raises SyntaxError), unless code that ran before changed how the
+    kernel reads cells; ``autograder/execute.py`` reports the ones the kernel ran without a SyntaxError."""
+    found = {}
+    for index, cell in enumerate(nb.cells):
+        if _checked(cell) and cell.get("source", "").strip():
+            try:
+                read_cell(cell.get("source", ""))
+            except Unreadable as exc:
+                found[index] = str(exc)
+    return found
+
+
 def flags(nb) -> dict:
-    """{index of an answer cell: [reasons to flag it]} for the submission ``nb`` (its answer cells' source)."""
+    """{index of a code cell: [reasons to flag it]} for the submission ``nb``: the source of every code cell that
+    runs what the student wrote (answers, added cells; see ``_checked``), read as IPython runs it (``read_cell``)."""
     from course_utils import grading
 
     names = set(grading.exercise_names())
     classes = {n for n in names if grading.exercise(n).reference_class is not None}
     references = _reference_code()
-    trees = []
+    trees, magics = [], []
     for cell in nb.cells:
         try:
-            trees.append(ast.parse(cell.get("source", "")) if cell.get("cell_type") == "code" else ast.Module([], []))
-        except (SyntaxError, ValueError):
-            trees.append(ast.Module([], []))
+            tree, why = read_cell(cell.get("source", "")) if cell.get("cell_type") == "code" else (ast.Module([], []), [])
+        except Unreadable:
+            tree, why = ast.Module([], []), []
+        trees.append(tree)
+        magics.append(why)
     aliases = course_aliases(trees)
     found = {}
     for index, cell in enumerate(nb.cells):
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.get("cell_type") != "code" or not isinstance(meta, dict) or not meta.get("solution"):
+        if not _checked(cell):
             continue
         tree = trees[index]
-        reasons = _reasons_in(tree, names, classes, aliases)
+        reasons = magics[index] + _reasons_in(tree, names, classes, aliases)
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef) and node.name in references:
                 try:
