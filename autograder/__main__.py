@@ -1,6 +1,7 @@
 """python -m autograder {release,grade,feedback,export,report,demo}: the instructor's commands.
 
-Every command runs from the repository root. ``grade`` works in a course
+Installed with the course (``pip install -e ".[instructor]"``), the same commands run from any directory as
+``course-autograder``; the course is the repository the package was installed from. ``grade`` works in a course
 directory (``--workdir``, default ``grading/``) that ``feedback``, ``export``
 and ``report`` read afterwards; see the README's instructor section.
 """
@@ -49,8 +50,25 @@ def _print_results(results) -> None:
         print(_printable(f"{r.student:>20}  {score:>9}  {r.status}{': ' + r.reason if r.reasons else ''}"))
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__.splitlines()[0])
+def version() -> str:
+    """The course's version (pyproject.toml), where its repository is, and the nbgrader that grades."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        nbgrader = installed("nbgrader")
+    except PackageNotFoundError:
+        nbgrader = "not installed (pip install -e \".[instructor]\")"
+    from .colab import settings
+
+    return f"course {settings()['version']} at {course.REPO}; nbgrader {nbgrader}; Python {sys.version.split()[0]}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per instructor's step, every argument with its help."""
+    parser = argparse.ArgumentParser(prog=os.path.basename(sys.argv[0]) if sys.argv[0].endswith("course-autograder")
+                                     else "python -m autograder", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=version())
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("release", help="regenerate notebooks/ (student versions) from solutions/")
@@ -74,7 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--run-all-cells", action="store_true",
                    help="also run the cells after the last graded cell (the figures and experiments: slower, same scores)")
     p.add_argument("--no-compile-cache", action="store_true",
-                   help="do not warm a JAX compilation cache with the solution (slower, same scores)")
+                   help="do not warm a JAX compilation cache with the released notebook (slower, same scores)")
     p.add_argument("--restart", action="store_true",
                    help="grade everyone again (by default a rerun in the same WORKDIR keeps the results of the students "
                         "an earlier run completely graded, if their notebook, the assignment, the limits and the code "
@@ -85,20 +103,24 @@ def main(argv=None) -> int:
                        ("export", "write the grade table, hand-graded points included (CSV)"),
                        ("report", "write the HTML class report")):
         p = sub.add_parser(name, help=what)
-        p.add_argument("assignment")
+        p.add_argument("assignment", help="the graded notebook, for example 02_loss_comparison")
         p.add_argument("--out", type=Path, default=None, help="where to write it (default: in WORKDIR)")
 
     p = sub.add_parser("demo", help="grade a synthetic class end to end and write export, feedback and report")
     p.add_argument("--assignment", default="02_loss_comparison", help="the notebook (default 02_loss_comparison)")
-    p.add_argument("--workers", type=_positive, default=os.cpu_count() or 1)
+    p.add_argument("--workers", type=_positive, default=os.cpu_count() or 1,
+                   help="submissions graded at once (default: the number of cores)")
 
     for p in sub.choices.values():
         if p.prog.split()[-1] != "release":
             p.add_argument("--workdir", type=Path,
                            default=DEFAULT_WORKDIR if p.prog.split()[-1] != "demo" else course.REPO / "grading-demo",
                            help="nbgrader's course directory (default: grading/, or grading-demo/ for demo)")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "release":
         from .colab import settings, stamp_sources
         from .release import release
@@ -149,6 +171,14 @@ def main(argv=None) -> int:
         out = write_report(results, args.assignment, args.out or args.workdir / f"report_{args.assignment}.html")
         print(f"report: {out}")
     return 0
+
+
+def cli() -> None:
+    """The ``course-autograder`` console command: refuses clearly where the course's repository is not installed."""
+    if not course.SOLUTIONS.is_dir():
+        sys.exit(f"course-autograder: no course at {course.REPO} (no solutions/ folder): install the course's "
+                 "repository in place, `pip install -e PATH/TO/REPOSITORY[instructor]`, so the command finds it")
+    sys.exit(main())
 
 
 if __name__ == "__main__":
