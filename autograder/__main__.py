@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=what)
         p.add_argument("assignment", help="the graded notebook, for example 02_loss_comparison")
         p.add_argument("--out", type=Path, default=None, help="where to write it (default: in WORKDIR)")
+        if name == "export":
+            p.add_argument("--format", choices=("csv", "canvas", "moodle"), default="csv",
+                           help="csv: every test cell's score (default); canvas: Canvas's gradebook import; moodle: "
+                                "Moodle's CSV grade import (see the README for their columns)")
+            p.add_argument("--column", default=None,
+                           help="the assignment's name on the platform, the grade column's title (default: ASSIGNMENT)")
 
     p = sub.add_parser("demo", help="grade a synthetic class end to end and write export, feedback and report")
     p.add_argument("--assignment", default="02_loss_comparison", help="the notebook (default 02_loss_comparison)")
@@ -158,7 +164,13 @@ def main(argv=None) -> int:
         print(f"grade table: {out}" + ("" if course.sandboxed(args.workdir) else f" [{NOT_ISOLATED}]"))
         return 0
     results = load_results(args.workdir, args.assignment)
-    if args.command == "export":
+    if args.command == "export" and args.format != "csv":
+        from .lms import write_lms
+
+        out = write_lms(results, args.out or args.workdir / f"grades_{args.assignment}_{args.format}.csv", args.format,
+                        args.column or args.assignment)
+        print(f"{args.format} grade import: {out}")
+    elif args.command == "export":
         print(f"grade table: {write_table(results, args.out or args.workdir / f'grades_{args.assignment}.csv')}")
     elif args.command == "feedback":
         from .feedback import write_feedback
