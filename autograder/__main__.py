@@ -112,13 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--column", default=None,
                            help="the assignment's name on the platform, the grade column's title (default: ASSIGNMENT)")
 
+    p = sub.add_parser("gradescope", help="write the Gradescope autograder zip of a notebook (setup.sh, run_autograder)")
+    p.add_argument("assignment", help="the notebook, for example 02_loss_comparison")
+    p.add_argument("--out", type=Path, default=Path("dist"), help="folder of the zip (default: dist/)")
+
     p = sub.add_parser("demo", help="grade a synthetic class end to end and write export, feedback and report")
     p.add_argument("--assignment", default="02_loss_comparison", help="the notebook (default 02_loss_comparison)")
     p.add_argument("--workers", type=_positive, default=os.cpu_count() or 1,
                    help="submissions graded at once (default: the number of cores)")
 
     for p in sub.choices.values():
-        if p.prog.split()[-1] != "release":
+        if p.prog.split()[-1] not in ("release", "gradescope"):
             p.add_argument("--workdir", type=Path,
                            default=DEFAULT_WORKDIR if p.prog.split()[-1] != "demo" else course.REPO / "grading-demo",
                            help="nbgrader's course directory (default: grading/, or grading-demo/ for demo)")
@@ -138,6 +142,11 @@ def main(argv=None) -> int:
             print(f"released {release(name).relative_to(course.REPO)}")
         if args.bundle:
             print(f"student bundle: {write_bundle(names, args.bundle)}")
+        return 0
+    if args.command == "gradescope":
+        from .gradescope import write_zip
+
+        print(f"Gradescope autograder: {write_zip(course.check_assignment(args.assignment), args.out)}")
         return 0
     if args.command == "demo":
         from .demo import run_demo
