@@ -7,14 +7,10 @@ test or a traceback. Messages are the one-line ``ename: evalue`` of an error
 or the checker's own text, which holds no source.
 """
 
-import html
 from pathlib import Path
 
-from .grade import ATTENTION, StudentResult, valid_student_id
-
-STYLE = """body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top;text-align:left}
-pre{white-space:pre-wrap;margin:0}.ok{color:#176117}.bad{color:#a11}"""
+from .grade import StudentResult, valid_student_id
+from .pages import render
 
 
 def exercise_of(test_cell: str) -> str:
@@ -23,28 +19,9 @@ def exercise_of(test_cell: str) -> str:
 
 
 def feedback_html(result: StudentResult, assignment: str) -> str:
-    e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(assignment)}: feedback for {e(result.student)}</title>",
-             f"<style>{STYLE}</style></head><body>",
-             f"<h1>{e(assignment)}</h1><p>Feedback for <b>{e(result.student)}</b>.</p>"]
-    if result.status == ATTENTION:
-        parts.append(f"<p class='bad'>Your submission could not be graded automatically: {e(result.reason)}. "
-                     "Your instructor has been told and will look at it.</p></body></html>")
-        return "".join(parts)
-    parts.append(f"<p>Automatic score: <b>{result.score:g} / {result.max_score:g}</b>")
-    if result.manual_max:
-        parts.append(f" (plus {result.manual_max:g} points of written answers, graded by hand)")
-    parts.append("</p>")
-    if result.reasons:
-        parts.append("<p>Notes from the autograder:</p><ul>" + "".join(f"<li>{e(r)}</li>" for r in result.reasons) + "</ul>")
-    parts.append("<table><tr><th>exercise</th><th>points</th><th>what the checker said</th></tr>")
-    for cell, c in result.cells.items():
-        ok = c.score >= c.max_score
-        said = "passed" if ok else (c.message or "failed")
-        parts.append(f"<tr><td>{e(exercise_of(cell))}</td><td>{c.score:g} / {c.max_score:g}</td>"
-                     f"<td class='{'ok' if ok else 'bad'}'><pre>{e(said)}</pre></td></tr>")
-    parts.append("</table></body></html>")
-    return "".join(parts)
+    rows = [{"exercise": exercise_of(cell), "score": c.score, "max_score": c.max_score, "ok": c.score >= c.max_score,
+             "said": "passed" if c.score >= c.max_score else (c.message or "failed")} for cell, c in result.cells.items()]
+    return render("feedback.html.j2", assignment=assignment, r=result, rows=rows)
 
 
 def write_feedback(results: list[StudentResult], assignment: str, out_dir: Path, log=lambda message: None) -> list[Path]:

@@ -7,13 +7,13 @@ of each exercise; and the list of submissions that need a look, with why.
 """
 
 import collections
-import html
 import io
 import re
 from pathlib import Path
 
-from .feedback import STYLE, exercise_of
-from .grade import ATTENTION, FLAGGED, StudentResult
+from .feedback import exercise_of
+from .grade import ATTENTION, FLAGGED, GRADED, StudentResult
+from .pages import render, trusted
 
 
 def _svg(fig) -> str:
@@ -62,49 +62,27 @@ def failure_kind(message: str) -> str:
 
 
 def report_html(results: list[StudentResult], assignment: str, top: int = 3) -> str:
-    e = html.escape
     graded = [r for r in results if r.status != ATTENTION]
     counts = collections.Counter(r.status for r in results)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(assignment)}: class report</title>",
-             f"<style>{STYLE} .plots{{display:flex;flex-wrap:wrap;gap:1em}} svg.plot{{max-width:100%;height:auto}}</style>",
-             f"</head><body><h1>{e(assignment)}: class report</h1>",
-             f"<p id='summary'>{len(results)} submissions: {counts.get('graded', 0)} graded, "
-             f"{counts.get(FLAGGED, 0)} graded and flagged, {counts.get(ATTENTION, 0)} need attention.</p>"]
-    attention = [r for r in results if r.status != "graded"]
-    parts.append("<h2>Submissions that need a look</h2>")
-    if attention:
-        parts.append("<table id='attention'><tr><th>student</th><th>status</th><th>score</th><th>why</th></tr>")
-        for r in attention:
-            score = f"{r.score:g} / {r.max_score:g}" if r.graded else "not graded"
-            parts.append(f"<tr><td>{e(r.student)}</td><td>{e(r.status)}</td><td>{score}</td>"
-                         f"<td>{'<br>'.join(e(x) for x in r.reasons)}</td></tr>")
-        parts.append("</table>")
-    else:
-        parts.append("<p>None.</p>")
+    scores = None
     if graded:
         max_total = max(r.max_score for r in graded)
-        mean = sum(r.score for r in graded) / len(graded)
-        parts.append(f"<h2>Scores</h2><p>Mean automatic score of the {len(graded)} graded submissions: "
-                     f"{mean:.2f} / {max_total:g}.</p><div class='plots'>")
-        parts.append(_histogram([r.score for r in graded], max_total, "total automatic score"))
         cells = list(graded[0].cells)
+        plots = [_histogram([r.score for r in graded], max_total, "total automatic score")]
+        exercises = []
         for cell in cells:
-            scores = [r.cells[cell].score for r in graded if cell in r.cells]
-            parts.append(_histogram(scores, graded[0].cells[cell].max_score, exercise_of(cell)))
-        parts.append("</div><h2>Most frequent failures</h2>")
-        for cell in cells:
+            plots.append(_histogram([r.cells[cell].score for r in graded if cell in r.cells],
+                                    graded[0].cells[cell].max_score, exercise_of(cell)))
             failed = [r.cells[cell] for r in graded if cell in r.cells and r.cells[cell].score < r.cells[cell].max_score]
             n = sum(1 for r in graded if cell in r.cells)
-            parts.append(f"<h3>{e(exercise_of(cell))}: {n - len(failed)} of {n} passed</h3>")
-            if not failed:
-                continue
-            kinds = collections.Counter(failure_kind(c.message) for c in failed)
-            parts.append("<table class='failures'><tr><th>submissions</th><th>message</th></tr>")
-            for kind, count in kinds.most_common(top):
-                parts.append(f"<tr><td>{count}</td><td><pre>{e(kind)}</pre></td></tr>")
-            parts.append("</table>")
-    parts.append("</body></html>")
-    return "".join(parts)
+            kinds = collections.Counter(failure_kind(c.message) for c in failed).most_common(top)
+            exercises.append({"name": exercise_of(cell), "n": n, "passed": n - len(failed), "kinds": kinds})
+        scores = {"n": len(graded), "mean": sum(r.score for r in graded) / len(graded), "max_total": max_total,
+                  "plots": [trusted(p) for p in plots], "exercises": exercises}
+    return render("report.html.j2", assignment=assignment, n=len(results),
+                  counts={"graded": counts.get(GRADED, 0), "flagged": counts.get(FLAGGED, 0),
+                          "attention": counts.get(ATTENTION, 0)},
+                  attention=[r for r in results if r.status != GRADED], scores=scores)
 
 
 def write_report(results: list[StudentResult], assignment: str, path: Path) -> Path:
