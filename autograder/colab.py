@@ -35,7 +35,12 @@ if importlib.util.find_spec("course_utils") is None:
         print("installing course_utils (about a minute)...")
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
-            said = [line for line in done.stderr.splitlines() if line.strip()][-3:] or ["(nothing)"]
+            lines = [line.strip(" │╰─>×") for line in (done.stderr + "\\n" + done.stdout).splitlines()]
+            lines = [line for line in lines if line and not line.lower().startswith(
+                ("note:", "exit code", "error: subprocess-exited", "[end of output", "see above", "hint:"))]
+            causes = [line for line in lines if line.lower().startswith(("fatal:", "error:", "could not", "no matching"))
+                      or "requires a different python" in line.lower()]  # the lines that say why
+            said = list(dict.fromkeys(causes))[:3] or lines[-3:] or ["(nothing)"]
 
             class CourseSetupError(RuntimeError):
                 def _render_traceback_(self):     # IPython shows this instead of a traceback
@@ -57,7 +62,9 @@ def settings(pyproject: Path = course.REPO / "pyproject.toml") -> dict:
         project = tomllib.load(f)
     repository = project["project"]["urls"]["Repository"].rstrip("/")
     if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", repository):
-        raise ValueError(f"pyproject.toml: [project.urls] Repository must be https://github.com/OWNER/NAME, got {repository!r}")
+        raise SystemExit(f"pyproject.toml: the course's address ([project.urls] Repository) must be a GitHub repository, "
+                         f"https://github.com/OWNER/NAME, because Colab opens notebooks from GitHub only; it is "
+                         f"{repository!r}. Set it to the GitHub copy of the course and run `release` again.")
     return {"repository": repository, "branch": project.get("tool", {}).get("course", {}).get("branch", "main"),
             "version": project["project"]["version"]}
 

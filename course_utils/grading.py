@@ -39,6 +39,8 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
+from .notebook import is_notebook_code
+
 # Private references, taken at import time (see the module docstring).
 _jit = jax.jit
 _make_jaxpr = jax.make_jaxpr
@@ -284,17 +286,11 @@ def _fail(name: str, lines) -> None:
     raise CheckFailure("\n".join([f"{name}: " + lines[0], *lines[1:]])) from None
 
 
-def _is_student_file(filename: str) -> bool:
-    """True for code typed in a notebook cell: IPython compiles cells as ``<ipython-input-...>``
-    (IPython < 8, Colab's older images) or as files in a folder ``ipykernel_<pid>`` (ipykernel 6+)."""
-    return filename.startswith("<ipython-input") or "ipykernel_" in filename or filename.startswith("<cell")
-
-
 def student_line(exc: BaseException) -> str | None:
     """Where in the student's own cells ``exc`` was raised (the innermost such line), or None."""
     import traceback
 
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if _is_student_file(f.filename)]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if is_notebook_code(f.filename)]
     if not frames:
         return None
     frame = frames[-1]

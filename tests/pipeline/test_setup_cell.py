@@ -98,6 +98,18 @@ def test_an_unreachable_address_gives_one_clear_paragraph(bare_python, tmp_path)
     assert text.startswith("The course's helper package course_utils could not be installed")
     assert requirement in text and "pip said:" in text and "ask your instructor" in text
     assert "Traceback" not in text and len(result["rendered"]) <= 10
+    # the cause (git's own line), not pip's generic closing lines
+    assert "fatal: unable to access" in text and "See above" not in text and "exit code" not in text
+
+
+def test_an_address_other_than_github_is_refused_in_one_sentence(tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "course_utils"\nversion = "0.1.0"\n'
+                         '[project.urls]\nRepository = "https://gitlab.com/someone/course"\n[tool.course]\nbranch = "main"\n')
+    with pytest.raises(SystemExit) as info:
+        colab.settings(pyproject)
+    message = str(info.value)
+    assert "GitHub" in message and "https://gitlab.com/someone/course" in message and "\n" not in message
 
 
 def test_the_setup_cell_installs_from_a_local_wheel(bare_python, tmp_path):
