@@ -39,27 +39,42 @@ It runs in nbgrader's process, outside the student's reach:
 - Warnings in test cells: nbgrader scores a test cell zero when anything
   reaches stderr; a test passes or fails by its exceptions only, so stderr
   text in a test cell is kept as ordinary output.
+- Each kernel gets a fresh folder for its Unix sockets, made here before it
+  starts and removed after it stops (``trees.remove_tree``: whatever it left
+  there), so that nothing a kernel does to that folder reaches the next one;
+  once the kernel has started, the folder takes no new file
+  (``sandbox.freeze_socket_folder``).
+- Messages are bounded: a message from the kernel larger than
+  ``MAX_MESSAGE_BYTES`` disconnects it (zmq's ``MAXMSGSIZE``: it is never read
+  into this process), one the client cannot decode (nested too deep, out of
+  memory) fails the cell it came from, and the checker's message in a test
+  cell is cut to ``grading.MAX_MESSAGE`` characters.
 """
 
 import ast
-import shutil
+import os
 import tempfile
 from pathlib import Path
 
 import json
 import time
 
+import zmq
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.v4 import new_code_cell, new_output
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, Unicode
+
+from .trees import remove_tree
 
 OUTPUT_LIMIT = "[autograder: output limit reached"
 KERNEL_DIED = "KernelDied"
 NOT_RUN = "NotRun"
 SKIPPED = "[autograder: not run while grading: no graded cell comes after this one]"
 GRADER_ERROR = "AutograderError"
+MALFORMED = "MalformedMessage"
 _CHECK_OPTIONS = {"n_cases": int, "seed": int, "edge_cases": bool}
+MAX_MESSAGE_BYTES = 80 * 2**20  # largest message read from a kernel: a check's reply (64 MiB of text) and its envelope
 
 
 class UnrunnableTestCell(ValueError):
@@ -163,15 +178,50 @@ class LimitedExecute(Execute):
         path = metadata.get("path")
         scratch = tempfile.mkdtemp(prefix=".kernel-", dir=Path(path).parent if path else None)
         metadata["path"] = scratch
+        self._sockets = None
         try:
             nb, resources = super().preprocess(nb, resources, km)
         finally:
             metadata["path"] = path
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove_tree(scratch)  # a failure to clean up never stops grading
+            if self._sockets is not None:
+                remove_tree(self._sockets)
         for index, reasons in flagged.items():
             nb.cells[index].setdefault("outputs", []).append(
                 new_output("stream", name="stdout", text=f"{FLAG} {'; '.join(reasons)}]\n"))
         return nb, resources
+
+    def create_kernel_manager(self):
+        """nbclient's kernel manager, with a fresh folder for this kernel's Unix sockets (see the module docstring)
+        and a bound on the size of the messages its clients accept."""
+        km = super().create_kernel_manager()
+        if km.transport == "ipc":
+            from jupyter_core.paths import jupyter_runtime_dir
+
+            runtime = Path(jupyter_runtime_dir())
+            runtime.mkdir(parents=True, exist_ok=True)
+            self._sockets = Path(tempfile.mkdtemp(prefix="k-", dir=runtime))
+            km.ip = str(self._sockets / "kernel")
+        client = km.client
+
+        def bounded_client(**kwargs):
+            kc = client(**kwargs)
+            kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # for the sockets it creates from now on
+            return kc
+
+        km.client = bounded_client
+        return km
+
+    def start_new_kernel_client(self):
+        kc = super().start_new_kernel_client()
+        if self._sockets is not None:  # the kernel listens: its socket folder takes nothing more
+            from .sandbox import freeze_socket_folder
+
+            try:
+                freeze_socket_folder(self._sockets)
+            except OSError:
+                pass
+        return kc
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code" or not cell.source.strip():
@@ -195,6 +245,12 @@ class LimitedExecute(Execute):
             cell.outputs.append(_error(KERNEL_DIED, "the kernel died while running this cell "
                                                     "(os._exit, a crash, or the memory limit)"))
             self._stopped = f"the kernel died in cell {index + 1}"
+            return cell, resources
+        except (RecursionError, MemoryError) as exc:  # a message the client could not decode: this cell fails
+            self._reply = None
+            cell.outputs = [_error("CheckFailure" if _is_test_cell(cell) else MALFORMED,
+                                   f"the kernel sent a message the grader cannot read ({type(exc).__name__}); "
+                                   "this cell fails")]
             return cell, resources
 
     def grade_test_cell(self, cell, index):
