@@ -10,11 +10,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from .trees import clear_tree, copy_tree
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = REPO / "solutions"
@@ -202,9 +203,8 @@ def prepare_workdir(workdir: Path, assignment: str, limits: Limits = Limits(), j
     workdir.mkdir(parents=True, exist_ok=True)
     write_config(workdir, limits, jax_cache)
     source = workdir / "source" / assignment
-    if source.exists():
-        shutil.rmtree(source)
-    shutil.copytree(SOLUTIONS / assignment, source, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    clear_tree(source)
+    copy_tree(SOLUTIONS / assignment, source, ignore=(".ipynb_checkpoints", "__pycache__"))
     return workdir
 
 

@@ -139,6 +139,11 @@ def _first_line(exc) -> str:
 
 
 def _error(ename: str, evalue: str):
+    """An error output written by the grader; its text is cut to ``grading.MAX_MESSAGE`` characters (it may quote
+    what the kernel sent, such as an exception's message)."""
+    from course_utils.grading import clip_message
+
+    evalue = clip_message(evalue)
     return new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
 
@@ -166,6 +171,8 @@ class LimitedExecute(Execute):
         self._stopped = None  # why the remaining cells are not run
         self._started = time.monotonic()
         self._last_run = last_cell_to_run(nb, self.run_all_cells)
+        from course_utils.grading import clip_message
+
         from .provenance import FLAG, flags
 
         try:
@@ -188,7 +195,7 @@ class LimitedExecute(Execute):
                 remove_tree(self._sockets)
         for index, reasons in flagged.items():
             nb.cells[index].setdefault("outputs", []).append(
-                new_output("stream", name="stdout", text=f"{FLAG} {'; '.join(reasons)}]\n"))
+                new_output("stream", name="stdout", text=f"{FLAG} {clip_message('; '.join(reasons), 2000)}]\n"))
         return nb, resources
 
     def create_kernel_manager(self):

@@ -84,9 +84,9 @@ import tempfile
 from pathlib import Path
 
 try:
-    from .trees import remove_tree, walk_tree
+    from .trees import copy_tree, remove_tree, walk_tree
 except ImportError:  # run as a script (the kernel spec's command): its own folder is on sys.path
-    from trees import remove_tree, walk_tree
+    from trees import copy_tree, remove_tree, walk_tree
 
 REPO = Path(__file__).resolve().parent.parent
 UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--"]
@@ -366,7 +366,7 @@ def main(argv=None) -> None:
     if args.unsandboxed:
         if cache is not None:  # no tmpfs without the sandbox: a copy on disk, next to the cache, left to the grader
             private = Path(tempfile.mkdtemp(prefix="kernel-", dir=cache.parent / "scratch"))
-            shutil.copytree(cache, private / "jax-cache")
+            copy_tree(cache, private / "jax-cache")
             os.environ["JAX_COMPILATION_CACHE_DIR"] = str(private / "jax-cache")
         if args.no_network:
             command = [*UNSHARE, *command]

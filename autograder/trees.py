@@ -123,6 +123,13 @@ def remove_tree(path) -> list[str]:
     return problems[:20]
 
 
+def clear_tree(path) -> None:
+    """``remove_tree``, for a folder the grader must have gone before it goes on (its own folders): raise if it stays."""
+    problems = remove_tree(path)
+    if problems:
+        raise OSError(f"could not remove {path}: {problems[0]}")
+
+
 def walk_tree(top):
     """(folder, names of its sub-folders, names of its files) for ``top`` and every folder below it, like
     ``os.walk(top)`` top-down, but iterative: no recursion limit, and links (to folders or files) are listed

@@ -268,3 +268,186 @@ def test_the_gradebook_and_no_process_survive_the_attacks(attacked):
     with Gradebook(f"sqlite:///{work / 'gradebook.db'}") as gb:
         assert len(gb.find_assignment(NAME).submissions) == len(results)
     assert not processes_mentioning(str(work))
+
+
+# ------------------------------------------------------------------ attackers of their classmates, then victims
+# Each attacker below has correct answers and attacks from its first answer cell; the victims come after them
+# (ids sort after theirs), on the same two workers, while the thread hog still holds its threads. Every victim
+# must score what honest grading gives it, and every output the grader writes must stay small.
+
+THREAD_HOG = '''
+import threading, time
+threading.stack_size(65536)
+_hold = threading.Event()
+_n = 0
+try:
+    for _ in range(600):
+        threading.Thread(target=_hold.wait, daemon=True).start()
+        _n += 1
+except RuntimeError:
+    pass
+print("threads held:", _n)
+time.sleep(60)  # the other worker's kernels start meanwhile
+'''
+DEEP_TREES = '''
+import os
+for _base in (".", os.path.expanduser("~"), "/tmp", os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp")):
+    try:
+        _fd = os.open(_base, os.O_RDONLY)
+        for _ in range(3000):
+            os.mkdir("d", dir_fd=_fd)
+            _next = os.open("d", os.O_RDONLY, dir_fd=_fd)
+            os.close(_fd)
+            _fd = _next
+        os.symlink("/", "root-link", dir_fd=_fd)
+        os.close(_fd)
+    except OSError as _exc:
+        print(_base, type(_exc).__name__)
+'''
+PLANTER = '''
+import json, os
+from ipykernel.connect import get_connection_file
+_sockets = os.path.dirname(json.load(open(get_connection_file()))["ip"])
+_planted = []
+for _folder in (_sockets, os.path.dirname(_sockets), os.getcwd(), os.path.dirname(os.getcwd())):
+    for _k in range(1, 8):
+        try:
+            os.mkdir(os.path.join(_folder, f"kernel-{_k}"))
+            _planted.append(_folder)
+        except OSError:
+            pass
+    for _mode in (0o000,):
+        try:
+            os.chmod(_folder, _mode)
+            _planted.append(f"chmod {_folder}")
+        except OSError:
+            pass
+os.chdir("/")
+print("socket folder planted" if any(p.startswith(("chmod " + _sockets, _sockets)) for p in _planted) else "socket folder refused")
+'''
+FILLER = '''
+import json, os
+from ipykernel.connect import get_connection_file
+_sockets = os.path.dirname(json.load(open(get_connection_file()))["ip"])
+_written = {}
+for _folder in (".", os.path.expanduser("~"), "/tmp", _sockets):
+    _total = 0
+    try:
+        for _k in range(100):
+            with open(os.path.join(_folder, f"fill-{_k}"), "wb") as _f:
+                for _ in range(64):
+                    _f.write(bytes(2**20))
+                    _total += 2**20
+    except OSError:
+        pass
+    _written[_folder == _sockets and "sockets" or _folder] = _total // 2**20
+print("MiB written:", _written)
+'''
+DEEP_REPLY = '''import json
+from IPython.display import display
+def simple_loss(eps, eps_theta):
+    display({"application/x-course-check+json": '{"body": ' + '{"seq": [' * 200_000 + "]}" * 200_000 + ', "arrays": ""}'},
+            raw=True)
+    return 0.0 * jnp.sum(eps)
+'''
+MANY_OBJECTS = '''import base64, io, json
+import numpy as np
+from IPython.display import display
+def simple_loss(eps, eps_theta):
+    empty = io.BytesIO()
+    np.savez(empty)
+    many = {"seq": [{"str": "x" * 100}] * 350_000, "type": "list"}
+    results = [{"dict": [["out", many]]}] * 5
+    display({"application/x-course-check+json": json.dumps(
+        {"body": {"dict": [["results", {"seq": results, "type": "list"}], ["calls", {"dict": []}]]},
+         "arrays": base64.b64encode(empty.getvalue()).decode()})}, raw=True)
+    return 0.0 * jnp.sum(eps)
+'''
+INFLATING = '''import base64, io, json, zipfile
+from IPython.display import display
+def simple_loss(eps, eps_theta):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("a0.npy", "w", force_zip64=True) as member:
+            member.write(b"\\x93NUMPY\\x01\\x00v\\x00{'descr': '<f8', 'fortran_order': False, 'shape': (134217728,), }"
+                         + b" " * 53 + b"\\n")
+            for _ in range(1024):
+                member.write(bytes(2**20))
+    results = [{"dict": [["out", {"array": "a0"}]]}] * 5
+    display({"application/x-course-check+json": json.dumps(
+        {"body": {"dict": [["results", {"seq": results, "type": "list"}], ["calls", {"dict": []}]]},
+         "arrays": base64.b64encode(out.getvalue()).decode()})}, raw=True)
+    return 0.0 * jnp.sum(eps)
+'''
+HUGE_ERROR = '''def simple_loss(eps, eps_theta):
+    raise ValueError("x" * 30_000_000)
+'''
+
+
+@pytest.fixture(scope="module")
+def classmates(tmp_path_factory):
+    import nbformat
+
+    root = tmp_path_factory.mktemp("classmates")
+    correct = with_solutions(read(student_path(NAME)), read(solution_path(NAME)))
+    first = _source(correct, "posterior_mean")
+    wrong_simple = _replace(correct, "simple_loss", WRONG_SIMPLE)
+    notebooks = {  # student: (notebook, its honest score)
+        "a-hog": (_replace(correct, "posterior_mean", first + THREAD_HOG), FULL),
+        "b-deep": (_replace(correct, "posterior_mean", first + DEEP_TREES), FULL),
+        "c-planter": (_replace(correct, "posterior_mean", first + PLANTER), FULL),
+        "d-filler": (_replace(correct, "posterior_mean", first + FILLER), FULL),
+        "e-deepreply": (_replace(correct, "simple_loss", DEEP_REPLY), FULL - 1),
+        "f-many": (_replace(correct, "simple_loss", MANY_OBJECTS), FULL - 1),
+        "g-inflating": (_replace(correct, "simple_loss", INFLATING), FULL - 1),
+        "h-hugeerror": (_replace(correct, "simple_loss", HUGE_ERROR), FULL - 1),
+        "v1": (correct, FULL), "v2": (wrong_simple, FULL - 1), "v3": (correct, FULL), "v4": (correct, FULL),
+    }
+    for student, (nb, _score) in notebooks.items():
+        (root / "submissions" / student).mkdir(parents=True)
+        nbformat.write(nb, root / "submissions" / student / f"{NAME}.ipynb")
+    work = root / "work"
+    results = grade(NAME, root / "submissions", work, course.Limits(timeout=120, memory_mb=4096), workers=2)
+    return {r.student: r for r in results}, {s: score for s, (_nb, score) in notebooks.items()}, work
+
+
+@pytest.mark.slow
+def test_victims_graded_after_attackers_on_the_same_workers_keep_their_honest_scores(classmates):
+    results, honest, _work = classmates
+    assert set(results) == set(honest)
+    for student, score in honest.items():
+        assert results[student].score == score, (student, results[student].reasons,
+                                                 {k: c.message[:300] for k, c in results[student].cells.items()})
+    for victim in ("v1", "v2", "v3", "v4"):
+        assert results[victim].status == GRADED, (victim, results[victim].reasons)
+
+
+@pytest.mark.slow
+def test_the_attacks_were_contained(classmates):
+    results, _honest, work = classmates
+    text = {s: (work / "autograded" / s / NAME / f"{NAME}.ipynb").read_text() for s in results}
+    assert "threads held: 5" in text["a-hog"]  # it held 500 or more threads while the others were graded
+    assert "socket folder refused" in text["c-planter"]
+    filled = text["d-filler"].split("MiB written: ")[1].split("}")[0]
+    written = {k: int(v) for k, v in (item.split(": ") for item in filled.strip("{").replace("'", "").split(", "))}
+    cache_mib = sum(f.stat().st_size for f in (work / "jax-cache").rglob("*") if f.is_file()) / 2**20
+    assert written["sockets"] == 0 and written["."] <= 256 and written["/tmp"] <= 256, written  # a 256 MiB tmpfs each
+    assert written["/home/student"] <= 256 + cache_mib + 1, written  # HOME also holds the cache's copy
+    assert not list(work.glob("**/fill-*")) and not (work / "workers").exists()
+
+
+@pytest.mark.slow
+def test_forged_replies_fail_their_check_with_a_clear_message_and_every_output_stays_small(classmates):
+    from autograder.feedback import write_feedback
+    from autograder.grade import load_results
+
+    results, _honest, work = classmates
+    for student in ("e-deepreply", "f-many", "g-inflating"):
+        message = results[student].cells["test_simple_loss"].message
+        assert "malformed" in message and len(message) < 1000, (student, message[:500])
+    assert "ValueError" in results["h-hugeerror"].cells["test_simple_loss"].message
+    pages = write_feedback(load_results(work, NAME), NAME, work / "feedback")
+    assert max(p.stat().st_size for p in pages) < 200_000
+    for student in results:
+        assert (work / "autograded" / student / NAME / f"{NAME}.ipynb").stat().st_size < 2_000_000, student
+    assert (work / f"results_{NAME}.json").stat().st_size < 1_000_000

@@ -275,3 +275,69 @@ def test_a_correct_submission_is_graded_in_the_sandbox(tmp_path):
     assert (r.student, r.status, r.score, r.max_score) == ("correct", GRADED, 11, 11), r
     assert processes_mentioning(str(course.runtime_dir(work))) == []
     assert processes_mentioning(str(work / "workers")) == []  # the workers' kernels (WORKDIR/workers/RUN-K)
+
+
+def test_a_kernel_holding_threads_does_not_stop_another_sandbox_from_starting_its_own(alice, tmp_path):
+    """RLIMIT_NPROC counts each sandbox on its own (a user namespace per kernel, even when the grader is root and
+    every kernel runs as nobody): a kernel holding its whole allowance of threads leaves the next kernel its own."""
+    other = tmp_path / "class" / "carol"
+    other.mkdir()
+    hog = subprocess.Popen(
+        [sys.executable, str(LAUNCHER), "--memory-mb", "4096", "--processes", "300", "--", sys.executable, "-c",
+         textwrap.dedent("""
+            import threading, time
+            threading.stack_size(65536)
+            hold, n = threading.Event(), 0
+            try:
+                for _ in range(400):
+                    threading.Thread(target=hold.wait, daemon=True).start()
+                    n += 1
+            except RuntimeError:
+                pass
+            print(n, flush=True)
+            time.sleep(60)
+         """)], cwd=alice, stdout=subprocess.PIPE, text=True)
+    try:
+        held = int(hog.stdout.readline())
+        assert 250 < held < 300, held  # it holds all it may
+        started = result(other, """
+            import threading
+            threading.stack_size(65536)
+            hold, n = threading.Event(), 0
+            try:
+                for _ in range(250):
+                    threading.Thread(target=hold.wait, daemon=True).start()
+                    n += 1
+            except RuntimeError:
+                pass
+            hold.set()
+            print(json.dumps(n))
+        """, "--processes", "300")
+        assert started == 250
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+def test_everything_a_kernel_can_write_is_size_limited_and_off_the_host_disk(alice):
+    """Its working folder, HOME and /tmp are each a tmpfs of TMPFS_BYTES: writing past it fails (ENOSPC), and
+    nothing reaches the host's folder. (Its socket folder takes no file once nbgrader has connected: see
+    test_hostile_grading.py.)"""
+    seen = result(alice, """
+        written = {}
+        for folder in (".", os.environ["HOME"], "/tmp"):
+            total = 0
+            try:
+                for k in range(8):
+                    with open(os.path.join(folder, f"fill-{k}"), "wb") as f:
+                        for _ in range(64):
+                            f.write(bytes(2**20))
+                            total += 1
+            except OSError:
+                pass
+            written[folder] = total
+        print(json.dumps(written))
+    """, timeout=300)
+    limit = sandbox.TMPFS_BYTES // 2**20
+    assert len(seen) == 3 and all(limit - 2 <= mib <= limit for mib in seen.values()), seen
+    assert sorted(p.name for p in alice.iterdir()) == ["notebook.ipynb"]
