@@ -133,7 +133,8 @@ def runtime_dir(workdir: Path) -> Path:
 def kernel_transport(workdir: Path) -> dict:
     """How the grading process reaches a kernel: over Unix sockets (the kernel has no network), in a folder of
     their own in the runtime directory, the only one the sandbox shares with the kernel besides its connection
-    file (one kernel at a time per course directory, so the socket names can be fixed)."""
+    file. This is the warm-up's folder; while grading, ``LimitedExecute`` gives every kernel a fresh one there,
+    and the launcher empties whichever it is given before the kernel starts."""
     return {"transport": "ipc", "ip": str(runtime_dir(workdir) / "ipc" / "kernel")}
 
 

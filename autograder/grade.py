@@ -660,7 +660,9 @@ def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) ->
     from traitlets.config import Config
 
     cache = workdir / "jax-cache"
-    clear_tree(cache)
+    problems = remove_tree(cache)
+    if problems:
+        return f"the previous cache could not be removed ({problems[0]})"
     cache.mkdir()
     nb = nbformat.read(workdir / "source" / assignment / f"{assignment}.ipynb", as_version=4)
     nb.cells = nb.cells[:last_cell_to_run(nb, limits.run_all_cells) + 1]  # compile what grading will run
@@ -991,7 +993,7 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
         for stale in ("autograded", "logs"):
             remove_tree(workdir / stale)
     jax_cache = workdir / "jax-cache" if compile_cache else None
-    (workdir / "scratch").mkdir(parents=True)
+    (workdir / "scratch").mkdir(parents=True, exist_ok=True)  # exists only if a killed run's could not be removed
     workdir = course.prepare_workdir(workdir, assignment, limits, jax_cache)
     update_gradebook(workdir, lambda db: course.nbgrader(workdir, "generate_assignment", assignment, "--force",
                                                         f"--CourseDirectory.db_url=sqlite:///{db}"))

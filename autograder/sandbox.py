@@ -8,7 +8,7 @@ every grading kernel as::
 in the folder of the notebook it grades (nbclient's working directory). The
 launcher sets the limits on itself and replaces itself (``exec``) with
 ``bwrap`` (bubblewrap), which starts the kernel in new namespaces (mount,
-PID, network, IPC, UTS; a user namespace too when the grader is not root):
+PID, network, IPC, UTS, and a user namespace of its own):
 
 - files: the kernel sees a root of its own, read-only, holding only
   ``/usr`` (and the ``/bin``, ``/lib*`` links), a few files of ``/etc`` (the
@@ -16,16 +16,26 @@ PID, network, IPC, UTS; a user namespace too when the grader is not root):
   (``sys.prefix`` and the interpreter's prefix, read-only), the course_utils
   package (read-only: in a development install the repository's
   ``course_utils/`` folder, and nothing else of the repository), a new
-  ``/proc`` and a minimal ``/dev``. Writable: its working folder (the
-  notebook's folder: the student's own), a private ``/tmp`` and an empty
-  ``HOME`` (both tmpfs, 512 MiB each), its own Unix-socket folder and, with
-  ``--jax-cache``, its private copy of the compilation cache. No gradebook,
-  no course directory, no solutions, no other student, no real home.
+  ``/proc`` and a minimal ``/dev``. Writable, and all in memory with a size
+  limit (``TMPFS_BYTES`` each, 256 MiB): its working folder (a tmpfs at the
+  path of the notebook's folder, starting with a copy of what that folder
+  holds; nothing written there reaches the host's disk, and nbgrader needs
+  nothing from it: the graded notebook is made from the kernel's messages), a
+  private ``/tmp`` and an empty ``HOME``, which with ``--jax-cache`` also
+  holds the kernel's private copy of the compilation cache (HOME's size grows
+  by the cache's). Besides these, only its Unix-socket folder (below). No
+  gradebook, no course directory, no solutions, no other student, no real
+  home.
 - the connection with nbgrader: only this kernel's connection file
   (a read-only copy) and the folder of its ipc sockets (the connection file's
   ``ip`` with ``-N`` appended: ``KernelManager.transport = "ipc"``; the kernel
   binds them, nbgrader connects) are shared. The launcher requires the ipc
-  transport unless the network is shared.
+  transport unless the network is shared. The socket folder is new for each
+  kernel (``autograder/execute.py`` makes it and removes it afterwards; the
+  launcher empties whatever folder it is given, ``fresh_socket_folder``), and
+  run by root it belongs to root: the kernel may create its sockets but not
+  change the folder's mode, and once it listens the grader takes away its
+  write permission (``freeze_socket_folder``).
 - processes: a new PID namespace (the kernel cannot see or signal nbgrader
   or other kernels; when the kernel exits, bubblewrap's PID 1 exits and the
   Linux kernel kills every process left in the namespace), ``--die-with-parent``
@@ -34,13 +44,16 @@ PID, network, IPC, UTS; a user namespace too when the grader is not root):
   nbgrader interrupts a cell with an ``interrupt_request`` message (the kernel
   spec's ``interrupt_mode``): a signal to the launcher's process group would
   not reach the new session.
-- users: run by root, bubblewrap makes no user namespace (one would map the
-  kernel to the real root, which ``RLIMIT_NPROC`` does not bind) and the
-  kernel becomes ``nobody`` (uid 65534) before it starts: its working folder,
-  socket folder and cache copy are handed to that uid. Run by another user,
-  the kernel keeps that user's uid inside a user namespace of its own. Either
-  way it holds no capability and cannot gain one (``--cap-drop ALL``,
-  no_new_privs).
+- users: ``RLIMIT_NPROC`` counts the processes of one user in one user
+  namespace, so every sandbox has a user namespace of its own and one kernel
+  cannot use up another's allowance. Run by root, bubblewrap makes the mounts
+  as root without a user namespace (one made by bubblewrap would map the
+  kernel to the real root, which ``RLIMIT_NPROC`` does not bind); the
+  sandbox's first step (``INNER``) then becomes ``nobody`` (uid 65534) and
+  makes a user namespace mapping that uid to itself, before the limit is set.
+  Run by another user, bubblewrap makes the user namespace and the kernel
+  keeps that user's uid. Either way it holds no capability and cannot gain
+  one (``--cap-drop ALL``, no_new_privs).
 - network: none (a new network namespace holding an unconnected loopback),
   unless ``--network``.
 - memory: ``RLIMIT_AS`` (address space). JAX on CPU works under it (it was
@@ -54,7 +67,8 @@ PID, network, IPC, UTS; a user namespace too when the grader is not root):
   ``HOME``, ``TMPDIR`` and Jupyter's folders inside the sandbox.
 - compilation cache: with ``--jax-cache DIR`` (a cache warmed by running the
   solution notebook), the kernel gets a private copy of DIR as its JAX
-  compilation cache: the course's own code compiles once per class instead of
+  compilation cache (DIR is mounted read-only and copied into HOME by
+  ``INNER``): the course's own code compiles once per class instead of
   once per student, and what one kernel writes there no other kernel reads.
   JAX puts the cache's path into the compile options of every program
   (``jax_persistent_cache_enable_xla_caches`` names a GPU autotuning cache
