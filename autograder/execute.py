@@ -45,14 +45,15 @@ It runs in nbgrader's process, outside the student's reach:
   once the kernel has started, the folder takes no new file
   (``sandbox.freeze_socket_folder``).
 - Messages are bounded: a message from the kernel larger than
-  ``MAX_MESSAGE_BYTES`` disconnects it (zmq's ``MAXMSGSIZE``: it is never read
-  into this process), one the client cannot decode (nested too deep, out of
-  memory) fails the cell it came from, and the checker's message in a test
-  cell is cut to ``grading.MAX_MESSAGE`` characters.
+  ``MAX_MESSAGE_BYTES`` is never read into this process (zmq's
+  ``MAXMSGSIZE``): zmq drops the kernel's output channel for good, so the cell
+  that sent it fails and the remaining cells are not run, as when a kernel
+  dies. A message the client cannot decode (nested too deep, out of memory)
+  fails the cell it came from. The checker's message in a test cell is cut to
+  ``grading.MAX_MESSAGE`` characters.
 """
 
 import ast
-import os
 import tempfile
 from pathlib import Path
 
@@ -185,11 +186,13 @@ class LimitedExecute(Execute):
         path = metadata.get("path")
         scratch = tempfile.mkdtemp(prefix=".kernel-", dir=Path(path).parent if path else None)
         metadata["path"] = scratch
-        self._sockets = None
+        self._sockets, self._monitor, self._lost = None, None, False
         try:
             nb, resources = super().preprocess(nb, resources, km)
         finally:
             metadata["path"] = path
+            if self._monitor is not None:
+                self._monitor.close(linger=0)
             remove_tree(scratch)  # a failure to clean up never stops grading
             if self._sockets is not None:
                 remove_tree(self._sockets)
@@ -228,7 +231,22 @@ class LimitedExecute(Execute):
                 freeze_socket_folder(self._sockets)
             except OSError:
                 pass
+        # Watch the output channel: zmq drops it for good when the kernel sends a message past MAXMSGSIZE.
+        iopub = kc.iopub_channel.socket
+        address = f"inproc://iopub-monitor-{id(iopub)}"
+        iopub.monitor(address, zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED)
+        self._monitor = zmq.Context.shadow(kc.context.underlying).socket(zmq.PAIR)
+        self._monitor.connect(address)
         return kc
+
+    def _output_lost(self) -> bool:
+        """Whether the kernel's output channel was dropped (a message past MAX_MESSAGE_BYTES) since the kernel started."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        monitor = getattr(self, "_monitor", None)
+        while monitor is not None and not self._lost and monitor.poll(0):
+            self._lost = recv_monitor_message(monitor)["event"] in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED)
+        return self._lost
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code" or not cell.source.strip():
@@ -243,11 +261,13 @@ class LimitedExecute(Execute):
             return cell, resources
         try:
             if _is_test_cell(cell):
-                return self.grade_test_cell(cell, index), resources
-            return super().preprocess_cell(cell, resources, index)
+                cell = self.grade_test_cell(cell, index)
+            else:
+                cell, resources = super().preprocess_cell(cell, resources, index)
         except CellTimeoutError as exc:  # the kernel replied but its output stalled: fail this cell only
-            cell.outputs.append(_error("CellTimeoutError", f"the cell's output did not arrive in time ({_first_line(exc)})"))
-            return cell, resources
+            if not self._output_lost():
+                cell.outputs.append(_error("CellTimeoutError", f"the cell's output did not arrive in time ({_first_line(exc)})"))
+                return cell, resources
         except DeadKernelError:
             cell.outputs.append(_error(KERNEL_DIED, "the kernel died while running this cell "
                                                     "(os._exit, a crash, or the memory limit)"))
@@ -259,6 +279,13 @@ class LimitedExecute(Execute):
                                    f"the kernel sent a message the grader cannot read ({type(exc).__name__}); "
                                    "this cell fails")]
             return cell, resources
+        if self._output_lost():
+            cell.outputs = [*cell.get("outputs", []), _error(
+                "CheckFailure" if _is_test_cell(cell) else MALFORMED,
+                f"the kernel's output channel was dropped: it sent a message larger than the grader reads "
+                f"({MAX_MESSAGE_BYTES // 2**20} MiB), or closed it; the later cells were not run")]
+            self._stopped = f"the kernel sent a message larger than {MAX_MESSAGE_BYTES // 2**20} MiB in cell {index + 1}"
+        return cell, resources
 
     def grade_test_cell(self, cell, index):
         """Judge the test cell's checks in this process (see the module docstring); the kernel only runs answers."""

@@ -68,7 +68,7 @@ from pathlib import Path
 import nbformat
 
 from . import course
-from .execute import GRADER_ERROR, KERNEL_DIED, NOT_RUN, OUTPUT_LIMIT, last_cell_to_run
+from .execute import GRADER_ERROR, KERNEL_DIED, MALFORMED, NOT_RUN, OUTPUT_LIMIT, last_cell_to_run
 from .provenance import FLAG
 from .trees import clear_tree, copy_tree, remove_tree, walk_tree
 
@@ -766,6 +766,8 @@ def analyse(autograded: Path, release_nb, gradebook_scores: dict) -> tuple[dict,
                 reasons.append(f"memory limit: cell {number} ran out of memory")
             elif ename == NOT_RUN and "time limit" in evalue and not any("notebook's time limit" in r for r in reasons):
                 reasons.append("the notebook's time limit was reached; later cells were not run")
+            elif ename == MALFORMED:
+                reasons.append(f"cell {number}: {evalue}")
             elif ename == "CheckFailure" and "calls the reference" in evalue:
                 reasons.append(f"{grade_id}: {evalue.strip().splitlines()[0]}")
         if any(OUTPUT_LIMIT in "".join(o.get("text", "")) for o in cell.get("outputs", [])):

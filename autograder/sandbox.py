@@ -231,8 +231,10 @@ def fresh_socket_folder(sockets: Path, root: bool) -> None:
 
 def freeze_socket_folder(sockets: Path) -> None:
     """Once the kernel listens (its sockets exist): no new file in its socket folder, so that all a kernel
-    writes stays in its size-limited tmpfs (effective when the grader is root: the kernel does not own it)."""
-    os.chmod(sockets, 0o511 if os.getuid() == 0 else 0o500)
+    writes stays in its size-limited tmpfs. Only when the grader is root: otherwise the kernel has the grader's
+    uid, owns the folder and could open it again."""
+    if os.getuid() == 0:
+        os.chmod(sockets, 0o511)
 
 
 def _under(path: Path, folders) -> bool:
@@ -310,8 +312,8 @@ def bwrap_command(command: list[str], workdir: Path, *, network: bool = False, w
         os.set_inheritable(fd, True)
         fds.append(fd)
         args += ["--perms", "0444", "--ro-bind-data", str(fd), str(conn)]
-    if root:
-        for path in shared:
+    if root:  # the kernel's user reads its working folder (to copy it) and writes the warm-up's cache
+        for path in [workdir, *shared]:
             _chown_tree(path, SANDBOX_UID)
     for path in shared:
         args += ["--bind", str(path), str(path)]

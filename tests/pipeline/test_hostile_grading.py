@@ -16,7 +16,8 @@ import pytest
 
 from autograder import course
 from autograder.grade import FLAGGED, GRADED, grade
-from notebook_tools import nbgrader_meta, processes_mentioning, read, solution_path, student_path, with_solutions
+from notebook_tools import (nbgrader_meta, processes_mentioning, read, solution_path, student_path, thread_holder,
+                            with_solutions, disk_filler, disk_filled)
 
 NAME = "02_loss_comparison"
 pytestmark = pytest.mark.xdist_group("hostile-grading")
@@ -275,20 +276,7 @@ def test_the_gradebook_and_no_process_survive_the_attacks(attacked):
 # (ids sort after theirs), on the same two workers, while the thread hog still holds its threads. Every victim
 # must score what honest grading gives it, and every output the grader writes must stay small.
 
-THREAD_HOG = '''
-import threading, time
-threading.stack_size(65536)
-_hold = threading.Event()
-_n = 0
-try:
-    for _ in range(600):
-        threading.Thread(target=_hold.wait, daemon=True).start()
-        _n += 1
-except RuntimeError:
-    pass
-print("threads held:", _n)
-time.sleep(60)  # the other worker's kernels start meanwhile
-'''
+THREAD_HOG = thread_holder(600, "time.sleep(60)  # the other worker's kernels start meanwhile")
 DEEP_TREES = '''
 import os
 for _base in (".", os.path.expanduser("~"), "/tmp", os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp")):
@@ -325,24 +313,11 @@ for _folder in (_sockets, os.path.dirname(_sockets), os.getcwd(), os.path.dirnam
 os.chdir("/")
 print("socket folder planted" if any(p.startswith(("chmod " + _sockets, _sockets)) for p in _planted) else "socket folder refused")
 '''
-FILLER = '''
+FILLER = """
 import json, os
 from ipykernel.connect import get_connection_file
 _sockets = os.path.dirname(json.load(open(get_connection_file()))["ip"])
-_written = {}
-for _folder in (".", os.path.expanduser("~"), "/tmp", _sockets):
-    _total = 0
-    try:
-        for _k in range(100):
-            with open(os.path.join(_folder, f"fill-{_k}"), "wb") as _f:
-                for _ in range(64):
-                    _f.write(bytes(2**20))
-                    _total += 2**20
-    except OSError:
-        pass
-    _written[_folder == _sockets and "sockets" or _folder] = _total // 2**20
-print("MiB written:", _written)
-'''
+""" + disk_filler('[("work", "."), ("home", os.path.expanduser("~")), ("tmp", "/tmp"), ("sockets", _sockets)]')
 DEEP_REPLY = '''import json
 from IPython.display import display
 def simple_loss(eps, eps_theta):
@@ -379,6 +354,11 @@ def simple_loss(eps, eps_theta):
          "arrays": base64.b64encode(out.getvalue()).decode()})}, raw=True)
     return 0.0 * jnp.sum(eps)
 '''
+BIG_MESSAGE = '''
+from IPython.display import display
+display({"text/plain": "x" * (100 * 2**20)}, raw=True)  # one message past the grader's 80 MiB
+print("after the big message")
+'''
 HUGE_ERROR = '''def simple_loss(eps, eps_theta):
     raise ValueError("x" * 30_000_000)
 '''
@@ -401,6 +381,7 @@ def classmates(tmp_path_factory):
         "f-many": (_replace(correct, "simple_loss", MANY_OBJECTS), FULL - 1),
         "g-inflating": (_replace(correct, "simple_loss", INFLATING), FULL - 1),
         "h-hugeerror": (_replace(correct, "simple_loss", HUGE_ERROR), FULL - 1),
+        "i-bigmessage": (_replace(correct, "posterior_mean", first + BIG_MESSAGE), 0),  # it stops its own kernel
         "v1": (correct, FULL), "v2": (wrong_simple, FULL - 1), "v3": (correct, FULL), "v4": (correct, FULL),
     }
     for student, (nb, _score) in notebooks.items():
@@ -424,15 +405,17 @@ def test_victims_graded_after_attackers_on_the_same_workers_keep_their_honest_sc
 
 @pytest.mark.slow
 def test_the_attacks_were_contained(classmates):
+    import nbformat
+
     results, _honest, work = classmates
     text = {s: (work / "autograded" / s / NAME / f"{NAME}.ipynb").read_text() for s in results}
     assert "threads held: 5" in text["a-hog"]  # it held 500 or more threads while the others were graded
     assert "socket folder refused" in text["c-planter"]
-    filled = text["d-filler"].split("MiB written: ")[1].split("}")[0]
-    written = {k: int(v) for k, v in (item.split(": ") for item in filled.strip("{").replace("'", "").split(", "))}
+    written = disk_filled("".join(o.get("text", "") for c in nbformat.reads(text["d-filler"], 4).cells
+                                  for o in c.get("outputs", [])))
     cache_mib = sum(f.stat().st_size for f in (work / "jax-cache").rglob("*") if f.is_file()) / 2**20
-    assert written["sockets"] == 0 and written["."] <= 256 and written["/tmp"] <= 256, written  # a 256 MiB tmpfs each
-    assert written["/home/student"] <= 256 + cache_mib + 1, written  # HOME also holds the cache's copy
+    assert written["sockets"] == 0 and written["work"] <= 256 and written["tmp"] <= 256, written  # a 256 MiB tmpfs each
+    assert written["home"] <= 256 + cache_mib + 1, written  # HOME also holds the cache's copy
     assert not list(work.glob("**/fill-*")) and not (work / "workers").exists()
 
 
@@ -446,6 +429,9 @@ def test_forged_replies_fail_their_check_with_a_clear_message_and_every_output_s
         message = results[student].cells["test_simple_loss"].message
         assert "malformed" in message and len(message) < 1000, (student, message[:500])
     assert "ValueError" in results["h-hugeerror"].cells["test_simple_loss"].message
+    big = results["i-bigmessage"]
+    assert big.status == FLAGGED and "larger than the grader reads (80 MiB)" in big.reason, big.reasons
+    assert all(c.score == 0 and "not run" in c.message for c in big.cells.values())
     pages = write_feedback(load_results(work, NAME), NAME, work / "feedback")
     assert max(p.stat().st_size for p in pages) < 200_000
     for student in results:

@@ -20,7 +20,8 @@ import pytest
 
 from autograder import course, sandbox
 from autograder.grade import GRADED, NOT_ISOLATED, grade
-from notebook_tools import processes_mentioning, read, solution_path, student_path, with_solutions
+from notebook_tools import (processes_mentioning, read, solution_path, student_path, thread_holder, with_solutions,
+                            disk_filler, disk_filled)
 
 LAUNCHER = course.REPO / "autograder" / "sandbox.py"
 PREFIX = "import json, os, sys\n"
@@ -282,38 +283,14 @@ def test_a_kernel_holding_threads_does_not_stop_another_sandbox_from_starting_it
     every kernel runs as nobody): a kernel holding its whole allowance of threads leaves the next kernel its own."""
     other = tmp_path / "class" / "carol"
     other.mkdir()
-    hog = subprocess.Popen(
-        [sys.executable, str(LAUNCHER), "--memory-mb", "4096", "--processes", "300", "--", sys.executable, "-c",
-         textwrap.dedent("""
-            import threading, time
-            threading.stack_size(65536)
-            hold, n = threading.Event(), 0
-            try:
-                for _ in range(400):
-                    threading.Thread(target=hold.wait, daemon=True).start()
-                    n += 1
-            except RuntimeError:
-                pass
-            print(n, flush=True)
-            time.sleep(60)
-         """)], cwd=alice, stdout=subprocess.PIPE, text=True)
+    hog = subprocess.Popen([sys.executable, str(LAUNCHER), "--memory-mb", "4096", "--processes", "300", "--",
+                            sys.executable, "-c", thread_holder(400, "time.sleep(60)")],
+                           cwd=alice, stdout=subprocess.PIPE, text=True)
     try:
-        held = int(hog.stdout.readline())
+        held = int(hog.stdout.readline().split()[-1])
         assert 250 < held < 300, held  # it holds all it may
-        started = result(other, """
-            import threading
-            threading.stack_size(65536)
-            hold, n = threading.Event(), 0
-            try:
-                for _ in range(250):
-                    threading.Thread(target=hold.wait, daemon=True).start()
-                    n += 1
-            except RuntimeError:
-                pass
-            hold.set()
-            print(json.dumps(n))
-        """, "--processes", "300")
-        assert started == 250
+        out = run(other, thread_holder(250), "--processes", "300")
+        assert out.returncode == 0 and out.stdout.strip() == "threads held: 250", (out.stdout, out.stderr[-500:])
     finally:
         hog.kill()
         hog.wait()
@@ -323,21 +300,9 @@ def test_everything_a_kernel_can_write_is_size_limited_and_off_the_host_disk(ali
     """Its working folder, HOME and /tmp are each a tmpfs of TMPFS_BYTES: writing past it fails (ENOSPC), and
     nothing reaches the host's folder. (Its socket folder takes no file once nbgrader has connected: see
     test_hostile_grading.py.)"""
-    seen = result(alice, """
-        written = {}
-        for folder in (".", os.environ["HOME"], "/tmp"):
-            total = 0
-            try:
-                for k in range(8):
-                    with open(os.path.join(folder, f"fill-{k}"), "wb") as f:
-                        for _ in range(64):
-                            f.write(bytes(2**20))
-                            total += 1
-            except OSError:
-                pass
-            written[folder] = total
-        print(json.dumps(written))
-    """, timeout=300)
+    out = run(alice, disk_filler('[(f, f) for f in (".", os.environ["HOME"], "/tmp")]', files=8), timeout=300)
+    assert out.returncode == 0, out.stderr
+    seen = disk_filled(out.stdout)
     limit = sandbox.TMPFS_BYTES // 2**20
     assert len(seen) == 3 and all(limit - 2 <= mib <= limit for mib in seen.values()), seen
     assert sorted(p.name for p in alice.iterdir()) == ["notebook.ipynb"]
