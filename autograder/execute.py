@@ -191,8 +191,7 @@ class LimitedExecute(Execute):
             nb, resources = super().preprocess(nb, resources, km)
         finally:
             metadata["path"] = path
-            if self._monitor is not None:
-                self._monitor.close(linger=0)
+            self._close_monitor()
             remove_tree(scratch)  # a failure to clean up never stops grading
             if self._sockets is not None:
                 remove_tree(self._sockets)
@@ -238,6 +237,21 @@ class LimitedExecute(Execute):
         self._monitor = zmq.Context.shadow(kc.context.underlying).socket(zmq.PAIR)
         self._monitor.connect(address)
         return kc
+
+    def _close_monitor(self) -> None:
+        """Stop watching the output channel: before the kernel's client is cleaned up, whose context waits for every
+        socket of its own to be closed (the monitor's included) before it ends."""
+        if getattr(self, "_monitor", None) is not None:
+            try:
+                self.kc.iopub_channel.socket.disable_monitor()
+            except Exception:  # noqa: BLE001 - the channel is already gone
+                pass
+            self._monitor.close(linger=0)
+            self._monitor = None
+
+    def _cleanup_kernel(self):
+        self._close_monitor()
+        return super()._cleanup_kernel()
 
     def _output_lost(self) -> bool:
         """Whether the kernel's output channel was dropped (a message past MAX_MESSAGE_BYTES) since the kernel started."""
