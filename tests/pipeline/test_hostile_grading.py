@@ -78,6 +78,44 @@ def simple_loss(eps, eps_theta):
          "arrays": base64.b64encode(empty.getvalue()).decode()})}, raw=True)
     return 0.0 * jnp.sum(eps)
 '''
+# Forged replies: a reply nested 200,000 levels deep, one of 350,000 values (whose message and feedback once
+# weighed 36 MB), one whose array inflates to 1 GiB, and an exception message of 30 MB.
+DEEP_REPLY = '''import json
+from IPython.display import display
+def simple_loss(eps, eps_theta):
+    display({"application/x-course-check+json": '{"body": ' + '{"seq": [' * 200_000 + "]}" * 200_000 + ', "arrays": ""}'},
+            raw=True)
+    return 0.0 * jnp.sum(eps)
+'''
+MANY_OBJECTS = '''import base64, io, json
+import numpy as np
+from IPython.display import display
+def simple_loss(eps, eps_theta):
+    empty = io.BytesIO()
+    np.savez(empty)
+    many = {"seq": [{"str": "x" * 100}] * 350_000, "type": "list"}  # 40 MB of text
+    results = [{"dict": [["out", many]]}]
+    display({"application/x-course-check+json": json.dumps(
+        {"body": {"dict": [["results", {"seq": results, "type": "list"}], ["calls", {"dict": []}]]},
+         "arrays": base64.b64encode(empty.getvalue()).decode()})}, raw=True)
+    return 0.0 * jnp.sum(eps)
+'''
+INFLATING = '''import base64, io, json, zipfile
+from IPython.display import display
+def simple_loss(eps, eps_theta):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("a0.npy", "w", force_zip64=True) as member:
+            member.write(b"\\x93NUMPY\\x01\\x00v\\x00{'descr': '<f8', 'fortran_order': False, 'shape': (134217728,), }"
+                         + b" " * 53 + b"\\n")
+            for _ in range(1024):
+                member.write(bytes(2**20))
+    results = [{"dict": [["out", {"array": "a0"}]]}] * 5
+    display({"application/x-course-check+json": json.dumps(
+        {"body": {"dict": [["results", {"seq": results, "type": "list"}], ["calls", {"dict": []}]]},
+         "arrays": base64.b64encode(out.getvalue()).decode()})}, raw=True)
+    return 0.0 * jnp.sum(eps)
+'''
 WRAPPED = "simple_loss = cu.losses.simple_loss.__wrapped__\n"
 EXEC = 'exec("from course_utils import losses as L\\nsimple_loss = L.simple_loss.raw")\n'
 HARMLESS = "import os, sys\nimport numpy as np\n"
@@ -110,7 +148,11 @@ def _class():
         "forged": (_replace(correct, "simple_loss", FORGED_REPLY), FULL - 1, FLAGGED, "IPython"),
         "wrapped": (_replace(correct, "simple_loss", WRAPPED), FULL - 1, FLAGGED, "calls the reference"),
         "exec": (_replace(correct, "simple_loss", EXEC), FULL - 1, FLAGGED, "calls `exec`"),
+        "many": (_replace(correct, "simple_loss", MANY_OBJECTS), FULL - 1, FLAGGED, "IPython"),
     }
+
+
+WORKDIRS = {}  # fixture: its course directory
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +166,7 @@ def graded(tmp_path_factory):
         (submissions / student).mkdir(parents=True)
         nbformat.write(nb, submissions / student / f"{NAME}.ipynb")
     results = grade(NAME, submissions, root / "work", course.Limits(timeout=120, memory_mb=2048), workers=2)
+    WORKDIRS["graded"] = root / "work"
     return {r.student: r for r in results}, expected
 
 
@@ -145,6 +188,21 @@ def test_the_checkers_messages_are_the_graders(graded):
     assert results["forged"].cells["test_simple_loss"].message.startswith("simple_loss: wrong output")
     assert "malformed" in results["fakemodule"].cells["test_posterior_mean"].message
     assert results["transformer"].cells["test_posterior_mean"].message.startswith("posterior_mean: the test could not run")
+
+
+def test_a_reply_of_350000_values_fails_its_check_and_the_feedback_stays_small(graded):
+    """Once a 40 MB reply made a 36 MB checker message, feedback page and graded notebook: now it is a malformed
+    reply (that check fails, with the reason), and every output stays small."""
+    from autograder.feedback import write_feedback
+    from autograder.grade import load_results
+
+    results, _ = graded
+    message = results["many"].cells["test_simple_loss"].message
+    assert "malformed" in message and "more than" in message and len(message) < 1000, message[:500]
+    work = WORKDIRS["graded"]
+    pages = write_feedback(load_results(work, NAME), NAME, work / "feedback")
+    assert len(pages) == len(results) and max(p.stat().st_size for p in pages) < 50_000
+    assert (work / "autograded" / "many" / NAME / f"{NAME}.ipynb").stat().st_size < 1_000_000
 
 
 # ------------------------------------------------------------------ attacks on the answer key, classmates and the grader
@@ -276,7 +334,7 @@ def test_the_gradebook_and_no_process_survive_the_attacks(attacked):
 # (ids sort after theirs), on the same two workers, while the thread hog still holds its threads. Every victim
 # must score what honest grading gives it, and every output the grader writes must stay small.
 
-THREAD_HOG = thread_holder(600, "time.sleep(60)  # the other worker's kernels start meanwhile")
+THREAD_HOG = "\n" + thread_holder(600, "time.sleep(60)  # the other worker's kernels start meanwhile")
 DEEP_TREES = '''
 import os
 for _base in (".", os.path.expanduser("~"), "/tmp", os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp")):
@@ -318,42 +376,6 @@ import json, os
 from ipykernel.connect import get_connection_file
 _sockets = os.path.dirname(json.load(open(get_connection_file()))["ip"])
 """ + disk_filler('[("work", "."), ("home", os.path.expanduser("~")), ("tmp", "/tmp"), ("sockets", _sockets)]')
-DEEP_REPLY = '''import json
-from IPython.display import display
-def simple_loss(eps, eps_theta):
-    display({"application/x-course-check+json": '{"body": ' + '{"seq": [' * 200_000 + "]}" * 200_000 + ', "arrays": ""}'},
-            raw=True)
-    return 0.0 * jnp.sum(eps)
-'''
-MANY_OBJECTS = '''import base64, io, json
-import numpy as np
-from IPython.display import display
-def simple_loss(eps, eps_theta):
-    empty = io.BytesIO()
-    np.savez(empty)
-    many = {"seq": [{"str": "x" * 100}] * 350_000, "type": "list"}
-    results = [{"dict": [["out", many]]}] * 5
-    display({"application/x-course-check+json": json.dumps(
-        {"body": {"dict": [["results", {"seq": results, "type": "list"}], ["calls", {"dict": []}]]},
-         "arrays": base64.b64encode(empty.getvalue()).decode()})}, raw=True)
-    return 0.0 * jnp.sum(eps)
-'''
-INFLATING = '''import base64, io, json, zipfile
-from IPython.display import display
-def simple_loss(eps, eps_theta):
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("a0.npy", "w", force_zip64=True) as member:
-            member.write(b"\\x93NUMPY\\x01\\x00v\\x00{'descr': '<f8', 'fortran_order': False, 'shape': (134217728,), }"
-                         + b" " * 53 + b"\\n")
-            for _ in range(1024):
-                member.write(bytes(2**20))
-    results = [{"dict": [["out", {"array": "a0"}]]}] * 5
-    display({"application/x-course-check+json": json.dumps(
-        {"body": {"dict": [["results", {"seq": results, "type": "list"}], ["calls", {"dict": []}]]},
-         "arrays": base64.b64encode(out.getvalue()).decode()})}, raw=True)
-    return 0.0 * jnp.sum(eps)
-'''
 BIG_MESSAGE = '''
 from IPython.display import display
 display({"text/plain": "x" * (100 * 2**20)}, raw=True)  # one message past the grader's 80 MiB
