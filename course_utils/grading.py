@@ -579,11 +579,12 @@ _MAX_REPLY = 64 * 2**20  # bytes of one reply
 _MAX_DEPTH = 20
 # What a reply may decode to, checked before it is decoded (a reply is judged in the grader's process): the bytes of
 # all its arrays, read from each .npy header (savez stores them uncompressed, so an honest reply's arrays are smaller
-# than its text; a forged one may deflate a GiB into a MiB), the number of arrays, the nesting of its JSON (brackets;
-# encode_outcome nests at most _MAX_DEPTH values of up to 3 brackets each) and the number of JSON values in it.
+# than its text; a forged one may deflate a GiB into a MiB), the number of arrays, and the number of JSON values,
+# counted from the commas and opening brackets of the text (an upper bound: strings may hold some) before parsing.
+# Nesting is bounded while parsing: json's parser raises RecursionError past the interpreter's recursion limit
+# (about 1,000 levels), and the structure itself is read at most _MAX_DEPTH + 2 levels deep.
 _MAX_ARRAY_BYTES = _MAX_REPLY
 _MAX_ARRAYS = 10_000
-_MAX_JSON_DEPTH = 3 * (_MAX_DEPTH + 4)
 _MAX_JSON_VALUES = 200_000
 MAX_MESSAGE = 20_000  # characters of a checker's message (the rest is cut, with a line that says so)
 
@@ -640,20 +641,6 @@ def clip_message(text: str, limit: int = MAX_MESSAGE) -> str:
     return text[:limit] + f"\n[... truncated: {_len(text) - limit} more characters not shown]"
 
 
-def _json_shape(text: str) -> tuple[int, int]:
-    """(deepest nesting of brackets, number of values) of the JSON ``text``, without parsing it: strings are
-    dropped, then the brackets and commas are counted (numpy, so 64 MiB take a fraction of a second)."""
-    import re
-
-    bare = re.sub(r'"[^"\\]*(?:\\.[^"\\]*)*"', '""', text).encode("ascii", "replace")
-    codes = np.frombuffer(bare, np.uint8)
-    opening = (codes == ord("{")) | (codes == ord("["))
-    closing = (codes == ord("}")) | (codes == ord("]"))
-    steps = opening.astype(np.int32) - closing.astype(np.int32)
-    depth = int(np.cumsum(steps).max()) if steps.size else 0
-    return depth, int(opening.sum() + (codes == ord(",")).sum())
-
-
 def _read_arrays(packed: bytes) -> dict:
     """The arrays of the .npz archive ``packed``, refused before any is inflated when their headers declare more
     than _MAX_ARRAY_BYTES in all, more than _MAX_ARRAYS arrays, or Python objects."""
@@ -699,12 +686,12 @@ def decode_outcome(text) -> dict:
     if not _isinstance(text, str) or _len(text) > _MAX_REPLY:
         raise ReplyError("the reply is not text of a reasonable size")
     try:
-        depth, values = _json_shape(text)
-        if depth > _MAX_JSON_DEPTH:
-            raise ReplyError(f"the reply is nested deeper than {_MAX_JSON_DEPTH} levels")
-        if values > _MAX_JSON_VALUES:
+        if text.count(",") + text.count("{") + text.count("[") > _MAX_JSON_VALUES:
             raise ReplyError(f"the reply holds more than {_MAX_JSON_VALUES} values")
-        doc = json.loads(text)
+        try:
+            doc = json.loads(text)
+        except RecursionError:
+            raise ReplyError("the reply is nested deeper than the grader reads") from None
         packed = base64.b64decode(doc["arrays"], validate=True)
         arrays = _read_arrays(packed)
     except ReplyError:

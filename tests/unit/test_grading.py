@@ -691,10 +691,13 @@ def test_an_array_header_that_declares_more_than_its_data_is_refused():
 def test_a_deeply_nested_reply_is_refused_not_a_recursion_error():
     import json
 
-    deep = '{"seq": [' * 200_000 + "]}" * 200_000
-    reply = '{"body": ' + deep + ', "arrays": ""}'
-    with pytest.raises(grading.ReplyError, match="nested deeper"):
-        grading.decode_outcome(reply)
+    for levels, said in ((20_000, "nested deeper"), (200_000, "more than")):  # deeper than json parses; larger too
+        reply = '{"body": ' + '{"seq": [' * levels + "]}" * levels + ', "arrays": ""}'
+        with pytest.raises(grading.ReplyError, match=said):
+            grading.decode_outcome(reply)
+    adversarial = '{"body": {"str": "' + '\\"' * 10_000_000 + '}'  # 20 MB of escaped quotes, never closed
+    with pytest.raises(grading.ReplyError):
+        grading.decode_outcome(adversarial)
     # nesting hidden in strings is not nesting
     text = json.dumps({"body": {"str": "[" * 5000}, "arrays": __import__("base64").b64encode(_npz()).decode()})
     assert grading.decode_outcome(text) == "[" * 5000
