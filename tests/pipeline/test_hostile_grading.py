@@ -11,6 +11,7 @@ reaches for the checker or the interpreter.
 """
 
 import copy
+import re
 
 import pytest
 
@@ -309,8 +310,11 @@ def test_a_kernel_that_kills_every_process_it_can_see_kills_only_itself(attacked
 @pytest.mark.slow
 def test_nothing_secret_reaches_a_graded_notebook_or_the_results(attacked):
     results, work = attacked
-    graded = (work / "autograded" / "reader" / NAME / f"{NAME}.ipynb").read_text()
-    assert "nothing found" in graded and "LEAKED" not in graded
+    import nbformat
+
+    graded = nbformat.read(work / "autograded" / "reader" / NAME / f"{NAME}.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for c in graded.cells for o in c.get("outputs", []))  # not the source
+    assert "nothing found" in printed and "LEAKED" not in printed
     for student in results:
         text = (work / "autograded" / student / NAME / f"{NAME}.ipynb").read_text()
         assert "*Model answer.*" not in text and "seed=201" not in text, student
@@ -334,7 +338,7 @@ def test_the_gradebook_and_no_process_survive_the_attacks(attacked):
 # (ids sort after theirs), on the same two workers, while the thread hog still holds its threads. Every victim
 # must score what honest grading gives it, and every output the grader writes must stay small.
 
-THREAD_HOG = "\n" + thread_holder(600, "time.sleep(60)  # the other worker's kernels start meanwhile")
+THREAD_HOG = "\n" + thread_holder(600, "time.sleep(60)  # the other worker's kernels start meanwhile\n_hold.set()")
 DEEP_TREES = '''
 import os
 for _base in (".", os.path.expanduser("~"), "/tmp", os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp")):
@@ -431,7 +435,8 @@ def test_the_attacks_were_contained(classmates):
 
     results, _honest, work = classmates
     text = {s: (work / "autograded" / s / NAME / f"{NAME}.ipynb").read_text() for s in results}
-    assert "threads held: 5" in text["a-hog"]  # it held 500 or more threads while the others were graded
+    held = int(re.search(r"threads held: (\d+)", text["a-hog"]).group(1))
+    assert held > 450, held  # it held (almost) all of its 512 while the others were graded
     assert "socket folder refused" in text["c-planter"]
     written = disk_filled("".join(o.get("text", "") for c in nbformat.reads(text["d-filler"], 4).cells
                                   for o in c.get("outputs", [])))
