@@ -309,15 +309,23 @@ def test_a_kernel_that_kills_every_process_it_can_see_kills_only_itself(attacked
 
 @pytest.mark.slow
 def test_nothing_secret_reaches_a_graded_notebook_or_the_results(attacked):
-    results, work = attacked
+    """What the kernels printed (not the sources: these submissions were made from the solution notebook, model
+    answers included) holds no hidden test and no model answer."""
     import nbformat
 
-    graded = nbformat.read(work / "autograded" / "reader" / NAME / f"{NAME}.ipynb", as_version=4)
-    printed = "".join(o.get("text", "") for c in graded.cells for o in c.get("outputs", []))  # not the source
-    assert "nothing found" in printed and "LEAKED" not in printed
+    results, work = attacked
+
+    def printed(student):
+        graded = nbformat.read(work / "autograded" / student / NAME / f"{NAME}.ipynb", as_version=4)
+        return "".join(str(o.get("text", "")) + str(o.get("evalue", "")) + str(o.get("data", ""))
+                       for c in graded.cells for o in c.get("outputs", []))
+
+    assert "nothing found" in printed("reader") and "LEAKED" not in printed("reader")
     for student in results:
-        text = (work / "autograded" / student / NAME / f"{NAME}.ipynb").read_text()
+        text = printed(student)
         assert "*Model answer.*" not in text and "seed=201" not in text, student
+    saved = (work / f"results_{NAME}.json").read_text()
+    assert "*Model answer.*" not in saved and "seed=201" not in saved
 
 
 @pytest.mark.slow
