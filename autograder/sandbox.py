@@ -124,7 +124,9 @@ ENV_PREFIXES = ("LC_", "JAX_", "XLA_", "COURSE_", "TF_CPP_", "MALLOC_", "AUTOGRA
 # together (one kernel holding threads would make the others fail to start theirs). The mounts were made by
 # bubblewrap before, as root, so the namespace needs no access to the host's files. Then: the process limit, the
 # private copy of the compilation cache (from its read-only mount into HOME, a size-limited tmpfs), the working
-# folder (a tmpfs, which starts with a copy of what the host's folder holds), exec. Run by another user, bubblewrap has already made the user namespace (uid -1: no step).
+# folder (a tmpfs, which starts with a copy of what the host's folder holds), exec. Run by another user, bubblewrap
+# has already made the user namespace (uid -1: no step). Inside the namespace, files of the real root show as owned
+# by the overflow uid (65534 too), but permissions are checked against the real uids: they give the kernel nothing.
 INNER = ("import os, resource, sys\n"
          "uid, n, folder, cache, copy = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]\n"
          "if uid >= 0:\n"
