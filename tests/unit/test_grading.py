@@ -703,6 +703,12 @@ def test_a_deeply_nested_reply_is_refused_not_a_recursion_error():
     assert grading.decode_outcome(text) == "[" * 5000
 
 
+def test_a_reply_of_too_many_arrays_is_refused():
+    arrays = {f"a{i}": np.zeros(0) for i in range(grading._MAX_ARRAYS + 1)}
+    with pytest.raises(grading.ReplyError, match="more than 10000 arrays"):
+        grading.decode_outcome(_reply({"none": 1}, _npz(**arrays)))
+
+
 def test_a_reply_of_too_many_values_is_refused():
     many = {"seq": [{"int": 1}] * 350_000, "type": "list"}
     with pytest.raises(grading.ReplyError, match="more than"):
