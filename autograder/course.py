@@ -10,11 +10,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from .trees import clear_tree, copy_tree
 
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = REPO / "solutions"
@@ -132,7 +133,8 @@ def runtime_dir(workdir: Path) -> Path:
 def kernel_transport(workdir: Path) -> dict:
     """How the grading process reaches a kernel: over Unix sockets (the kernel has no network), in a folder of
     their own in the runtime directory, the only one the sandbox shares with the kernel besides its connection
-    file (one kernel at a time per course directory, so the socket names can be fixed)."""
+    file. This is the warm-up's folder; while grading, ``LimitedExecute`` gives every kernel a fresh one there,
+    and the launcher empties whichever it is given before the kernel starts."""
     return {"transport": "ipc", "ip": str(runtime_dir(workdir) / "ipc" / "kernel")}
 
 
@@ -224,9 +226,8 @@ def prepare_workdir(workdir: Path, assignment: str, limits: Limits = Limits(), j
     workdir.mkdir(parents=True, exist_ok=True)
     write_config(workdir, limits, jax_cache, build_keyless(workdir, assignment) if keyless else None)
     source = workdir / "source" / assignment
-    if source.exists():
-        shutil.rmtree(source)
-    shutil.copytree(SOLUTIONS / assignment, source, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    clear_tree(source)
+    copy_tree(SOLUTIONS / assignment, source, ignore=(".ipynb_checkpoints", "__pycache__"))
     return workdir
 
 

@@ -77,10 +77,9 @@ def run_demo(assignment: str, workdir: Path, workers: int | None = None, timeout
 
     workdir = Path(workdir).resolve()
     folder = workdir / "demo_submissions"
-    if folder.exists():
-        import shutil
+    from .trees import clear_tree
 
-        shutil.rmtree(folder)
+    clear_tree(folder)
     what = make_class(assignment, folder)
     log(f"synthetic class of {len(what)} students in {folder}:")
     for student, description in what.items():

@@ -39,28 +39,44 @@ It runs in nbgrader's process, outside the student's reach:
 - Warnings in test cells: nbgrader scores a test cell zero when anything
   reaches stderr; a test passes or fails by its exceptions only, so stderr
   text in a test cell is kept as ordinary output.
+- Each kernel gets a fresh folder for its Unix sockets, made here before it
+  starts and removed after it stops (``trees.remove_tree``: whatever it left
+  there), so that nothing a kernel does to that folder reaches the next one;
+  once the kernel has started, the folder takes no new file
+  (``sandbox.freeze_socket_folder``).
+- Messages are bounded: a message from the kernel larger than
+  ``MAX_MESSAGE_BYTES`` is never read into this process (zmq's
+  ``MAXMSGSIZE``): zmq drops the kernel's output channel for good, so the cell
+  that sent it fails and the remaining cells are not run, as when a kernel
+  dies. A message the client cannot decode (nested too deep, out of memory)
+  fails the cell it came from. The checker's message in a test cell is cut to
+  ``grading.MAX_MESSAGE`` characters.
 """
 
 import ast
-import shutil
 import tempfile
 from pathlib import Path
 
 import json
 import time
 
+import zmq
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.v4 import new_code_cell, new_output
 from nbgrader.preprocessors import Execute
 from traitlets import Bool, Integer, Unicode
+
+from .trees import remove_tree
 
 OUTPUT_LIMIT = "[autograder: output limit reached"
 KERNEL_DIED = "KernelDied"
 NOT_RUN = "NotRun"
 SKIPPED = "[autograder: not run while grading: no graded cell comes after this one]"
 GRADER_ERROR = "AutograderError"
+MALFORMED = "MalformedMessage"
 _CHECK_OPTIONS = {"n_cases": int, "seed": int, "edge_cases": bool}
 _UNPARSED = {"SyntaxError", "IndentationError", "TabError", NOT_RUN}  # a cell that did not run as Python
+MAX_MESSAGE_BYTES = 80 * 2**20  # largest message read from a kernel: a check's reply (64 MiB of text) and its envelope
 
 
 class UnrunnableTestCell(ValueError):
@@ -127,6 +143,11 @@ def _first_line(exc) -> str:
 
 
 def _error(ename: str, evalue: str):
+    """An error output written by the grader; its text is cut to ``grading.MAX_MESSAGE`` characters (it may quote
+    what the kernel sent, such as an exception's message)."""
+    from course_utils.grading import clip_message
+
+    evalue = clip_message(evalue)
     return new_output("error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
 
@@ -154,6 +175,8 @@ class LimitedExecute(Execute):
         self._stopped = None  # why the remaining cells are not run
         self._started = time.monotonic()
         self._last_run = last_cell_to_run(nb, self.run_all_cells)
+        from course_utils.grading import clip_message
+
         from .provenance import FLAG, flags, unreadable
 
         try:
@@ -166,11 +189,15 @@ class LimitedExecute(Execute):
         path = metadata.get("path")
         scratch = tempfile.mkdtemp(prefix=".kernel-", dir=Path(path).parent if path else None)
         metadata["path"] = scratch
+        self._sockets, self._monitor, self._lost = None, None, False
         try:
             nb, resources = super().preprocess(nb, resources, km)
         finally:
             metadata["path"] = path
-            shutil.rmtree(scratch, ignore_errors=True)
+            self._close_monitor()
+            remove_tree(scratch)  # a failure to clean up never stops grading
+            if self._sockets is not None:
+                remove_tree(self._sockets)
         for index, why in unread.items():  # IPython runs nothing of a cell it cannot parse, unless it was made to
             if index <= self._last_run and not any(o.get("output_type") == "error" and o.get("ename") in _UNPARSED
                                                    for o in nb.cells[index].get("outputs", [])):
@@ -178,8 +205,70 @@ class LimitedExecute(Execute):
                                                      "yet the kernel ran it without a SyntaxError")
         for index, reasons in flagged.items():
             nb.cells[index].setdefault("outputs", []).append(
-                new_output("stream", name="stdout", text=f"{FLAG} {'; '.join(reasons)}]\n"))
+                new_output("stream", name="stdout", text=f"{FLAG} {clip_message('; '.join(reasons), 2000)}]\n"))
         return nb, resources
+
+    def create_kernel_manager(self):
+        """nbclient's kernel manager, with a fresh folder for this kernel's Unix sockets (see the module docstring)
+        and a bound on the size of the messages its clients accept."""
+        km = super().create_kernel_manager()
+        if km.transport == "ipc":
+            from jupyter_core.paths import jupyter_runtime_dir
+
+            runtime = Path(jupyter_runtime_dir())
+            runtime.mkdir(parents=True, exist_ok=True)
+            self._sockets = Path(tempfile.mkdtemp(prefix="k-", dir=runtime))
+            km.ip = str(self._sockets / "kernel")
+        client = km.client
+
+        def bounded_client(**kwargs):
+            kc = client(**kwargs)
+            kc.context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)  # for the sockets it creates from now on
+            return kc
+
+        km.client = bounded_client
+        return km
+
+    def start_new_kernel_client(self):
+        kc = super().start_new_kernel_client()
+        if self._sockets is not None:  # the kernel listens: its socket folder takes nothing more
+            from .sandbox import freeze_socket_folder
+
+            try:
+                freeze_socket_folder(self._sockets)
+            except OSError:
+                pass
+        # Watch the output channel: zmq drops it for good when the kernel sends a message past MAXMSGSIZE.
+        iopub = kc.iopub_channel.socket
+        address = f"inproc://iopub-monitor-{id(iopub)}"
+        iopub.monitor(address, zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED)
+        self._monitor = zmq.Context.shadow(kc.context.underlying).socket(zmq.PAIR)
+        self._monitor.connect(address)
+        return kc
+
+    def _close_monitor(self) -> None:
+        """Stop watching the output channel: before the kernel's client is cleaned up, whose context waits for every
+        socket of its own to be closed (the monitor's included) before it ends."""
+        if getattr(self, "_monitor", None) is not None:
+            try:
+                self.kc.iopub_channel.socket.disable_monitor()
+            except Exception:  # noqa: BLE001 - the channel is already gone
+                pass
+            self._monitor.close(linger=0)
+            self._monitor = None
+
+    def _cleanup_kernel(self):
+        self._close_monitor()
+        return super()._cleanup_kernel()
+
+    def _output_lost(self) -> bool:
+        """Whether the kernel's output channel was dropped (a message past MAX_MESSAGE_BYTES) since the kernel started."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        monitor = getattr(self, "_monitor", None)
+        while monitor is not None and not self._lost and monitor.poll(0):
+            self._lost = recv_monitor_message(monitor)["event"] in (zmq.EVENT_DISCONNECTED, zmq.EVENT_CLOSED)
+        return self._lost
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code" or not cell.source.strip():
@@ -194,16 +283,31 @@ class LimitedExecute(Execute):
             return cell, resources
         try:
             if _is_test_cell(cell):
-                return self.grade_test_cell(cell, index), resources
-            return super().preprocess_cell(cell, resources, index)
+                cell = self.grade_test_cell(cell, index)
+            else:
+                cell, resources = super().preprocess_cell(cell, resources, index)
         except CellTimeoutError as exc:  # the kernel replied but its output stalled: fail this cell only
-            cell.outputs.append(_error("CellTimeoutError", f"the cell's output did not arrive in time ({_first_line(exc)})"))
-            return cell, resources
+            if not self._output_lost():
+                cell.outputs.append(_error("CellTimeoutError", f"the cell's output did not arrive in time ({_first_line(exc)})"))
+                return cell, resources
         except DeadKernelError:
             cell.outputs.append(_error(KERNEL_DIED, "the kernel died while running this cell "
                                                     "(os._exit, a crash, or the memory limit)"))
             self._stopped = f"the kernel died in cell {index + 1}"
             return cell, resources
+        except (RecursionError, MemoryError) as exc:  # a message the client could not decode: this cell fails
+            self._reply = None
+            cell.outputs = [_error("CheckFailure" if _is_test_cell(cell) else MALFORMED,
+                                   f"the kernel sent a message the grader cannot read ({type(exc).__name__}); "
+                                   "this cell fails")]
+            return cell, resources
+        if self._output_lost():
+            cell.outputs = [*cell.get("outputs", []), _error(
+                "CheckFailure" if _is_test_cell(cell) else MALFORMED,
+                f"the kernel's output channel was dropped: it sent a message larger than the grader reads "
+                f"({MAX_MESSAGE_BYTES // 2**20} MiB), or closed it; the later cells were not run")]
+            self._stopped = f"the kernel sent a message larger than {MAX_MESSAGE_BYTES // 2**20} MiB in cell {index + 1}"
+        return cell, resources
 
     def grade_test_cell(self, cell, index):
         """Judge the test cell's checks in this process (see the module docstring); the kernel only runs answers."""

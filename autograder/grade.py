@@ -71,8 +71,9 @@ from pathlib import Path
 import nbformat
 
 from . import course, roles
-from .execute import GRADER_ERROR, KERNEL_DIED, NOT_RUN, OUTPUT_LIMIT, last_cell_to_run
+from .execute import GRADER_ERROR, KERNEL_DIED, MALFORMED, NOT_RUN, OUTPUT_LIMIT, last_cell_to_run
 from .provenance import FLAG
+from .trees import clear_tree, copy_tree, remove_tree, walk_tree
 
 GRADED, FLAGGED, ATTENTION = "graded", "flagged", "needs attention"
 _STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
@@ -168,7 +169,7 @@ def _unpack(zip_path: Path, dest: Path, limits: ZipLimits) -> tuple[Path, list[t
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError, NotImplementedError) as exc:
         raise SystemExit(f"grade: SUBMISSIONS {zip_path} is a damaged zip archive ({exc})") from None
     if dest.exists():
-        shutil.rmtree(dest)
+        clear_tree(dest)
     dest.mkdir(parents=True)
     refused, others, total = [], [], 0
     with archive:
@@ -253,10 +254,10 @@ def _unpack(zip_path: Path, dest: Path, limits: ZipLimits) -> tuple[Path, list[t
 def _notebooks_in(folder: Path) -> tuple[list[Path], list[Path]]:
     """The notebooks anywhere in ``folder`` (links not followed), and the notebook names that are links."""
     notebooks, links = [], []
-    for top, dirs, files in os.walk(folder, followlinks=False):
+    for top, dirs, files in walk_tree(folder):
         dirs[:] = sorted(d for d in dirs if d != ".ipynb_checkpoints")
         for name in sorted(files):
-            path = Path(top) / name
+            path = top / name
             if name.endswith(".ipynb"):
                 (links if path.is_symlink() else notebooks if path.is_file() else links).append(path)
     return notebooks, links
@@ -457,11 +458,10 @@ def _prepare_notebook(sub: Submission, release_nb, target: Path) -> None:
 
 def _clone_workdir(main: Path, clone: Path, assignment: str, limits: course.Limits, jax_cache: Path | None) -> None:
     """A worker's course directory: the main one's source, release and gradebook, its own config and kernel spec."""
-    if clone.exists():
-        shutil.rmtree(clone)
+    clear_tree(clone)
     clone.mkdir(parents=True)
     for name in ("source", "release"):
-        shutil.copytree(main / name / assignment, clone / name / assignment)
+        copy_tree(main / name / assignment, clone / name / assignment)
     shutil.copy2(main / "gradebook.db", clone / "gradebook.db")
     course.write_config(clone, limits, jax_cache, course.course_build_path(main, assignment))
 
@@ -485,9 +485,9 @@ def _worker(main: Path, clone: Path, assignment: str, todo: list, lock: threadin
         if not chunk:
             return
         try:
-            shutil.rmtree(clone / "submitted", ignore_errors=True)
+            clear_tree(clone / "submitted")
             for student in chunk:
-                shutil.copytree(main / "submitted" / student, clone / "submitted" / student)
+                copy_tree(main / "submitted" / student, clone / "submitted" / student)
             result = course.nbgrader(clone, "autograde", assignment, "--create", "--force", check=False)
             text = result.stdout + result.stderr
         except Exception:  # noqa: BLE001 - these students need attention (no grades); the others go on
@@ -533,8 +533,8 @@ class _Recorder:
                         continue
                     graded = clone / "autograded" / student
                     target = self.workdir / "autograded" / student
-                    if target.exists():
-                        shutil.rmtree(target)
+                    if remove_tree(target):  # what cannot be removed is moved aside, never graded over
+                        target.rename(target.with_name(f".stale-{uuid.uuid4().hex[:8]}-{student}"))
                     if graded.exists():
                         target.parent.mkdir(parents=True, exist_ok=True)
                         shutil.move(str(graded), str(target))
@@ -665,7 +665,9 @@ def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) ->
     from traitlets.config import Config
 
     cache = workdir / "jax-cache"
-    shutil.rmtree(cache, ignore_errors=True)
+    problems = remove_tree(cache)
+    if problems:
+        return f"the previous cache could not be removed ({problems[0]})"
     cache.mkdir()
     nb = nbformat.read(workdir / "release" / assignment / f"{assignment}.ipynb", as_version=4)
     nb.cells = nb.cells[:last_cell_to_run(nb, limits.run_all_cells) + 1]  # compile what grading will run
@@ -687,7 +689,7 @@ def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) ->
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch)
     failed = [c.metadata.get("nbgrader", {}).get("grade_id", i) for i, c in enumerate(nb.cells)
               if any(o.output_type == "error" and o.get("ename") not in _STUB_ERRORS for o in c.get("outputs", []))]
     return f"the released notebook failed in cells {failed}" if failed else ""
@@ -729,10 +731,10 @@ def run_autograde(workdir: Path, assignment: str, students: list[str], workers: 
         record.stop.set()
         raise
     for clone in clones:
-        shutil.rmtree(course.runtime_dir(clone), ignore_errors=True)
+        remove_tree(course.runtime_dir(clone))
     if record.errors:
         raise record.errors[0]
-    shutil.rmtree(workdir / "workers", ignore_errors=True)
+    remove_tree(workdir / "workers")
     return {student: log for student, (_, log) in logs.items()}, record.failed
 
 
@@ -748,10 +750,12 @@ def _message(cell) -> str:
     if not errors:
         return ""
     err = errors[0]
+    from course_utils.grading import clip_message
+
     if err.get("ename") in ("CheckFailure", NOT_RUN, KERNEL_DIED, "CellTimeoutError"):
-        return err.get("evalue", "").strip()
-    first = (err.get("evalue") or "").strip().splitlines()
-    return f"{err.get('ename')}: {first[0] if first else ''}".strip()
+        return clip_message(str(err.get("evalue", "")).strip())
+    first = str(err.get("evalue") or "").strip().splitlines()
+    return clip_message(f"{str(err.get('ename'))[:200]}: {first[0] if first else ''}".strip(), 2000)
 
 
 def analyse(autograded: Path, release_nb, gradebook_scores: dict) -> tuple[dict, list[str]]:
@@ -773,6 +777,8 @@ def analyse(autograded: Path, release_nb, gradebook_scores: dict) -> tuple[dict,
                 reasons.append(f"memory limit: cell {number} ran out of memory")
             elif ename == NOT_RUN and "time limit" in evalue and not any("notebook's time limit" in r for r in reasons):
                 reasons.append("the notebook's time limit was reached; later cells were not run")
+            elif ename == MALFORMED:
+                reasons.append(f"cell {number}: {evalue}")
             elif ename == "CheckFailure" and "calls the reference" in evalue:
                 reasons.append(f"{grade_id}: {evalue.strip().splitlines()[0]}")
         if any(OUTPUT_LIMIT in "".join(o.get("text", "")) for o in cell.get("outputs", [])):
@@ -789,7 +795,21 @@ def analyse(autograded: Path, release_nb, gradebook_scores: dict) -> tuple[dict,
     missing = [g for g in released if g not in cells]
     if missing:
         raise ValueError(f"the test cell(s) {', '.join(missing)} are not in the graded notebook")
-    return cells, reasons
+    return cells, _bounded(reasons)
+
+
+MAX_REASONS = 50  # reasons kept per student (each cut to REASON_CHARS characters): the results, export and pages stay small
+REASON_CHARS = 2000
+
+
+def _bounded(reasons: list) -> list:
+    """``reasons`` with each cut to REASON_CHARS characters and at most MAX_REASONS of them, saying what was cut."""
+    from course_utils.grading import clip_message
+
+    kept = [clip_message(str(r), REASON_CHARS) for r in reasons[:MAX_REASONS]]
+    if len(reasons) > MAX_REASONS:
+        kept.append(f"[... truncated: {len(reasons) - MAX_REASONS} more reasons not shown]")
+    return kept
 
 
 def gradebook_scores(workdir: Path, assignment: str, unfinished: set | None = None,
@@ -917,7 +937,7 @@ def _student_result(sub: Submission, workdir: Path, assignment: str, release_nb,
     except Exception as exc:  # noqa: BLE001 - an unreadable graded notebook needs a look, the batch goes on
         return StudentResult(sub.student, ATTENTION, [f"the graded notebook could not be read back "
                                                       f"({type(exc).__name__}: {exc})" + see], notebook=name)
-    reasons = sub.notes + reasons
+    reasons = _bounded(sub.notes + reasons)
     return StudentResult(sub.student, FLAGGED if reasons else GRADED, reasons, cells, manual_max, name)
 
 
@@ -979,14 +999,14 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
     key = run_key(assignment, limits)
     previous, not_resumed = ({}, "") if restart else load_progress(workdir, assignment, key)
     for stale in ("submitted", "workers", "scratch"):
-        shutil.rmtree(workdir / stale, ignore_errors=True)
+        remove_tree(workdir / stale)
     for leftover in workdir.glob(".*.tmp*") if workdir.exists() else []:
         leftover.unlink(missing_ok=True)  # a temporary gradebook, journal or results file of a killed run
     if not previous:
         for stale in ("autograded", "logs"):
-            shutil.rmtree(workdir / stale, ignore_errors=True)
+            remove_tree(workdir / stale)
     jax_cache = workdir / "jax-cache" if compile_cache else None
-    (workdir / "scratch").mkdir(parents=True)
+    (workdir / "scratch").mkdir(parents=True, exist_ok=True)  # exists only if a killed run's could not be removed
     workdir = course.prepare_workdir(workdir, assignment, limits, jax_cache)
     update_gradebook(workdir, lambda db: course.nbgrader(workdir, "generate_assignment", assignment, "--force",
                                                         f"--CourseDirectory.db_url=sqlite:///{db}"))
@@ -1009,7 +1029,7 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
         kept_logs = {e.get("log") for e in finished.values()}
         for path in (workdir / "autograded").iterdir() if (workdir / "autograded").is_dir() else []:
             if path.name not in finished:
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+                remove_tree(path)
         for path in (workdir / "logs").iterdir() if (workdir / "logs").is_dir() else []:
             if path.name not in kept_logs:
                 path.unlink(missing_ok=True)
@@ -1048,10 +1068,10 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
                 log(f"warning: warming the compilation cache: {problem}")
             log(f"compilation cache warmed in {time.monotonic() - started:.0f} s")
         logs, merge_failed = run_autograde(workdir, assignment, students, workers, limits, jax_cache, on_chunk=record)
-        shutil.rmtree(workdir / "scratch", ignore_errors=True)
+        remove_tree(workdir / "scratch")
     else:
         logs, merge_failed = {}, {}
-    shutil.rmtree(course.runtime_dir(workdir), ignore_errors=True)  # Jupyter's runtime folder (kernel sockets), in /tmp
+    remove_tree(course.runtime_dir(workdir))  # Jupyter's runtime folder (kernel sockets), in /tmp
     unfinished = set()
     scores, manual_max = gradebook_scores(workdir, assignment, unfinished)
     results = []

@@ -6,11 +6,11 @@ notebooks/NAME/, which is committed; a test regenerates it and fails on any
 difference, so the two can never drift apart.
 """
 
-import shutil
 import tempfile
 from pathlib import Path
 
 from . import course
+from .trees import clear_tree, copy_tree
 
 
 def release(assignment: str, out_dir: Path = course.NOTEBOOKS) -> Path:
@@ -21,9 +21,8 @@ def release(assignment: str, out_dir: Path = course.NOTEBOOKS) -> Path:
         course.nbgrader(workdir, "generate_assignment", assignment, "--force", "--no-db")
         released = workdir / "release" / assignment
         target = Path(out_dir) / assignment
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(released, target)
+        clear_tree(target)
+        copy_tree(released, target)
     return target
 
 

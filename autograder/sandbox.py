@@ -8,7 +8,7 @@ every grading kernel as::
 in the folder of the notebook it grades (nbclient's working directory). The
 launcher sets the limits on itself and replaces itself (``exec``) with
 ``bwrap`` (bubblewrap), which starts the kernel in new namespaces (mount,
-PID, network, IPC, UTS; a user namespace too when the grader is not root):
+PID, network, IPC, UTS, and a user namespace of its own):
 
 - files: the kernel sees a root of its own, read-only, holding only
   ``/usr`` (and the ``/bin``, ``/lib*`` links), a few files of ``/etc`` (the
@@ -19,16 +19,26 @@ PID, network, IPC, UTS; a user namespace too when the grader is not root):
   ``--course-utils COPY``, the keyless copy of ``autograder/keyless.py``
   mounted at the package's place, so that neither the graded notebook's
   reference implementations nor their files are there), a new
-  ``/proc`` and a minimal ``/dev``. Writable: its working folder (the
-  notebook's folder: the student's own), a private ``/tmp`` and an empty
-  ``HOME`` (both tmpfs, 512 MiB each), its own Unix-socket folder and, with
-  ``--jax-cache``, its private copy of the compilation cache. No gradebook,
-  no course directory, no solutions, no other student, no real home.
+  ``/proc`` and a minimal ``/dev``. Writable, and all in memory with a size
+  limit (``TMPFS_BYTES`` each, 256 MiB): its working folder (a tmpfs at the
+  path of the notebook's folder, starting with a copy of what that folder
+  holds; nothing written there reaches the host's disk, and nbgrader needs
+  nothing from it: the graded notebook is made from the kernel's messages), a
+  private ``/tmp`` and an empty ``HOME``, which with ``--jax-cache`` also
+  holds the kernel's private copy of the compilation cache (HOME's size grows
+  by the cache's). Besides these, only its Unix-socket folder (below). No
+  gradebook, no course directory, no solutions, no other student, no real
+  home.
 - the connection with nbgrader: only this kernel's connection file
   (a read-only copy) and the folder of its ipc sockets (the connection file's
   ``ip`` with ``-N`` appended: ``KernelManager.transport = "ipc"``; the kernel
   binds them, nbgrader connects) are shared. The launcher requires the ipc
-  transport unless the network is shared.
+  transport unless the network is shared. The socket folder is new for each
+  kernel (``autograder/execute.py`` makes it and removes it afterwards; the
+  launcher empties whatever folder it is given, ``fresh_socket_folder``), and
+  run by root it belongs to root: the kernel may create its sockets but not
+  change the folder's mode, and once it listens the grader takes away its
+  write permission (``freeze_socket_folder``).
 - processes: a new PID namespace (the kernel cannot see or signal nbgrader
   or other kernels; when the kernel exits, bubblewrap's PID 1 exits and the
   Linux kernel kills every process left in the namespace), ``--die-with-parent``
@@ -37,13 +47,16 @@ PID, network, IPC, UTS; a user namespace too when the grader is not root):
   nbgrader interrupts a cell with an ``interrupt_request`` message (the kernel
   spec's ``interrupt_mode``): a signal to the launcher's process group would
   not reach the new session.
-- users: run by root, bubblewrap makes no user namespace (one would map the
-  kernel to the real root, which ``RLIMIT_NPROC`` does not bind) and the
-  kernel becomes ``nobody`` (uid 65534) before it starts: its working folder,
-  socket folder and cache copy are handed to that uid. Run by another user,
-  the kernel keeps that user's uid inside a user namespace of its own. Either
-  way it holds no capability and cannot gain one (``--cap-drop ALL``,
-  no_new_privs).
+- users: ``RLIMIT_NPROC`` counts the processes of one user in one user
+  namespace, so every sandbox has a user namespace of its own and one kernel
+  cannot use up another's allowance. Run by root, bubblewrap makes the mounts
+  as root without a user namespace (one made by bubblewrap would map the
+  kernel to the real root, which ``RLIMIT_NPROC`` does not bind); the
+  sandbox's first step (``INNER``) then becomes ``nobody`` (uid 65534) and
+  makes a user namespace mapping that uid to itself, before the limit is set.
+  Run by another user, bubblewrap makes the user namespace and the kernel
+  keeps that user's uid. Either way it holds no capability and cannot gain
+  one (``--cap-drop ALL``, no_new_privs).
 - network: none (a new network namespace holding an unconnected loopback),
   unless ``--network``.
 - memory: ``RLIMIT_AS`` (address space). JAX on CPU works under it (it was
@@ -57,7 +70,8 @@ PID, network, IPC, UTS; a user namespace too when the grader is not root):
   ``HOME``, ``TMPDIR`` and Jupyter's folders inside the sandbox.
 - compilation cache: with ``--jax-cache DIR`` (a cache warmed by running the
   solution notebook), the kernel gets a private copy of DIR as its JAX
-  compilation cache: the course's own code compiles once per class instead of
+  compilation cache (DIR is mounted read-only and copied into HOME by
+  ``INNER``): the course's own code compiles once per class instead of
   once per student, and what one kernel writes there no other kernel reads.
   JAX puts the cache's path into the compile options of every program
   (``jax_persistent_cache_enable_xla_caches`` names a GPU autotuning cache
@@ -86,29 +100,57 @@ import sys
 import tempfile
 from pathlib import Path
 
+try:
+    from .trees import copy_tree, remove_tree, walk_tree
+except ImportError:  # run as a script (the kernel spec's command): its own folder is on sys.path
+    from trees import copy_tree, remove_tree, walk_tree
+
 REPO = Path(__file__).resolve().parent.parent
 UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--"]
 # No extra XLA cache (the default, a GPU autotuning cache, writes its path into every cache key).
 RELOCATABLE_CACHE = "none"
 SANDBOX_UID = 65534  # nobody: the kernel's user when the grader is root
 HOME = "/home/student"
-TMPFS_BYTES = 512 * 2**20
+TMPFS_BYTES = 256 * 2**20  # each of the kernel's writable folders: working folder, /tmp, HOME (plus the cache's size)
+CACHE_COPY = f"{HOME}/.cache/jax"  # the kernel's private copy of the compilation cache (in HOME's tmpfs)
+CACHE_SOURCE = "/run/autograder/jax-cache"  # the warm cache, read-only, that the copy is made from
+WORKDIR_SOURCE = "/run/autograder/workdir"  # the host's working folder, read-only, copied into the kernel's tmpfs
 PROCESSES = 512  # RLIMIT_NPROC: processes and threads (JAX starts a few dozen threads)
 ETC = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives", "fonts", "mime.types"]
 ETC_NETWORK = ["resolv.conf", "hosts", "nsswitch.conf", "ssl", "ca-certificates", "gai.conf"]
 ENV_KEEP = {"LANG", "LANGUAGE", "TZ", "TERM", "PYTHONWARNINGS", "PYTHONHASHSEED", "MPLBACKEND", "OMP_NUM_THREADS",
             "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES"}
 ENV_PREFIXES = ("LC_", "JAX_", "XLA_", "COURSE_", "TF_CPP_", "MALLOC_", "AUTOGRADER_")
-# Run inside the sandbox as the kernel command's first step: become the kernel's user (root only), limit the
-# number of processes (set here, inside the new user namespace, it counts the sandbox's processes only), enter
-# the working folder (as that user: root without capabilities may not enter nobody's 0700 folder), exec.
+# Run inside the sandbox as the kernel command's first step. Run by root: become the kernel's user, then make a user
+# namespace of its own (mapping that uid to itself), so that RLIMIT_NPROC counts this sandbox's processes only: the
+# kernel runs as ``nobody`` in every sandbox, and without a namespace of its own the limit would count all of them
+# together (one kernel holding threads would make the others fail to start theirs). The mounts were made by
+# bubblewrap before, as root, so the namespace needs no access to the host's files. Then: the process limit, the
+# private copy of the compilation cache (from its read-only mount into HOME, a size-limited tmpfs), the working
+# folder (a tmpfs, which starts with a copy of what the host's folder holds), exec. Run by another user, bubblewrap
+# has already made the user namespace (uid -1: no step). Inside the namespace, files of the real root show as owned
+# by the overflow uid (65534 too), but permissions are checked against the real uids: they give the kernel nothing.
 INNER = ("import os, resource, sys\n"
-         "uid, n, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]\n"
+         "uid, n, folder, cache, copy = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]\n"
          "if uid >= 0:\n"
+         "    import ctypes\n"
          "    os.setgroups([]); os.setgid(uid); os.setuid(uid)\n"
+         "    libc = ctypes.CDLL(None, use_errno=True)\n"
+         "    libc.prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE, which setuid cleared: /proc/self is its own again\n"
+         "    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER\n"
+         "        sys.exit('sandbox: no user namespace for the kernel: ' + os.strerror(ctypes.get_errno()))\n"
+         "    for name, text in (('setgroups', 'deny'), ('uid_map', f'{uid} {uid} 1'), ('gid_map', f'{uid} {uid} 1')):\n"
+         "        with open(f'/proc/self/{name}', 'w') as f:\n"
+         "            f.write(text)\n"
          "resource.setrlimit(resource.RLIMIT_NPROC, (n, n))\n"
+         "import shutil\n"
+         "if cache:\n"
+         "    shutil.copytree(cache, copy)\n"
+         f"for e in os.scandir({WORKDIR_SOURCE!r}):\n"
+         "    to = os.path.join(folder, e.name)\n"
+         "    shutil.copytree(e.path, to, symlinks=True) if e.is_dir(follow_symlinks=False) else shutil.copy2(e.path, to, follow_symlinks=False)\n"
          "os.chdir(folder)\n"
-         "os.execvp(sys.argv[4], sys.argv[4:])\n")
+         "os.execvp(sys.argv[6], sys.argv[6:])\n")
 
 
 def network_isolation_available() -> bool:
@@ -131,6 +173,7 @@ def sandbox_problem() -> str:
              f"assert not os.path.exists({str(REPO / 'autograder')!r}), 'the repository is visible'\n"
              "assert importlib.util.find_spec('course_utils') is not None, 'course_utils cannot be found'\n"
              "open('probe', 'w').write('ok')\n"
+             "assert open('probe').read() == 'ok', 'the kernel could not write its working folder'\n"
              "print(len([p for p in os.listdir('/proc') if p.isdigit()]))\n")
     with tempfile.TemporaryDirectory(prefix="sandbox-probe-") as folder:
         os.chmod(folder, 0o755)
@@ -142,8 +185,8 @@ def sandbox_problem() -> str:
         if out.returncode != 0 or out.stdout.strip() not in ("1", "2"):
             lines = (out.stderr.strip() or out.stdout.strip() or f"exit status {out.returncode}").splitlines()
             return f"the sandbox self-test failed: {lines[-1]}"
-        if (Path(folder) / "probe").read_text() != "ok":
-            return "the sandbox self-test failed: the kernel could not write its working folder"
+        if (Path(folder) / "probe").exists():
+            return "the sandbox self-test failed: the kernel's working folder is the host's, not a tmpfs"
     return ""
 
 
@@ -165,10 +208,38 @@ def _connection_file(command: list[str]) -> Path | None:
 
 
 def _chown_tree(path: Path, uid: int) -> None:
-    os.lchown(path, uid, uid)
-    for root, dirs, files in os.walk(path):
+    for root, dirs, files in walk_tree(path):
+        if root == path:
+            os.lchown(root, uid, uid)
         for name in dirs + files:
-            os.lchown(os.path.join(root, name), uid, uid)
+            os.lchown(root / name, uid, uid)
+
+
+def _tree_bytes(path: Path) -> int:
+    """The bytes of the regular files under ``path`` (links not followed)."""
+    return sum(os.lstat(root / name).st_size for root, _dirs, files in walk_tree(path) for name in files)
+
+
+def fresh_socket_folder(sockets: Path, root: bool) -> None:
+    """Make ``sockets`` a new, empty folder for one kernel's Unix sockets (whatever was there is removed first).
+
+    Run by root it belongs to root with mode 0733: the kernel (``nobody``) may create its sockets there but not
+    list the folder or change its mode, and the grader takes away its write permission once the kernel has
+    started (``freeze_socket_folder``), so nothing else can be written there. Run by another user it is 0700
+    (the kernel has that user's uid)."""
+    problems = remove_tree(sockets)
+    if problems:
+        raise SystemExit(f"sandbox: the socket folder {sockets} could not be emptied: {problems[0]}")
+    sockets.mkdir(parents=True, mode=0o700)
+    os.chmod(sockets, 0o733 if root else 0o700)
+
+
+def freeze_socket_folder(sockets: Path) -> None:
+    """Once the kernel listens (its sockets exist): no new file in its socket folder, so that all a kernel
+    writes stays in its size-limited tmpfs. Only when the grader is root: otherwise the kernel has the grader's
+    uid, owns the folder and could open it again."""
+    if os.getuid() == 0:
+        os.chmod(sockets, 0o511)
 
 
 def _under(path: Path, folders) -> bool:
@@ -198,12 +269,18 @@ def course_utils_folders() -> list[Path]:
 
 
 def bwrap_command(command: list[str], workdir: Path, *, network: bool = False, writable: list[Path] = (),
-                  processes: int = PROCESSES, course_utils: Path | None = None) -> tuple[list[str], dict, list[int]]:
+                  processes: int = PROCESSES, cache: Path | None = None,
+                  course_utils: Path | None = None) -> tuple[list[str], dict, list[int]]:
     """The bwrap command line that runs ``command`` in the sandbox with ``workdir`` as its working folder,
-    its environment, and the file descriptors it must inherit."""
+    its environment, and the file descriptors it must inherit.
+
+    ``workdir`` is where the kernel works, a fresh tmpfs at that path (the host's folder is not shared);
+    ``writable``: host folders it may write (the warm-up's compilation cache); ``cache``: a compilation cache
+    of which it gets a private copy in its HOME."""
     root = os.getuid() == 0
     args = ["bwrap", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-    if root:  # real uids: no user namespace; the kernel becomes nobody (setuid/setgid kept for that step only)
+    if root:  # bwrap makes the mounts as root; INNER becomes nobody in a user namespace of its own (setuid/setgid
+        # kept for that step only: a user namespace made here would map the kernel to the real root, unlimited)
         args += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                  "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
@@ -213,7 +290,9 @@ def bwrap_command(command: list[str], workdir: Path, *, network: bool = False, w
     # First, as binds below may lie under /tmp: a private tmpfs /tmp and HOME (1777: made by root for nobody)
     args += ["--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
-             "--perms", "1777" if root else "0700", "--size", str(TMPFS_BYTES), "--tmpfs", HOME]
+             "--perms", "1777" if root else "0700", "--size", str(TMPFS_BYTES + (_tree_bytes(cache) if cache else 0)),
+             "--tmpfs", HOME,
+             "--perms", "1777" if root else "0700", "--size", str(TMPFS_BYTES), "--tmpfs", str(workdir)]
     args += ["--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         path = Path("/") / name
@@ -230,7 +309,7 @@ def bwrap_command(command: list[str], workdir: Path, *, network: bool = False, w
             args += ["--ro-bind", str(course_utils), str(folder)]
     fds = []
     conn = _connection_file(command)
-    shared = [workdir, *writable]
+    shared = list(writable)
     if conn is not None:
         info = json.loads(conn.read_text())
         if info.get("transport") == "ipc":
@@ -239,10 +318,8 @@ def bwrap_command(command: list[str], workdir: Path, *, network: bool = False, w
             if _under(conn.parent, [sockets]) or sockets == Path("/") or _under(REPO, [sockets]):
                 raise SystemExit(f"sandbox: the ipc folder {sockets} must be a folder of its own, "
                                  "not the connection file's (KernelManager.ip = RUNTIME/ipc/kernel)")
-            sockets.mkdir(parents=True, exist_ok=True)
-            for stale in sockets.glob(f"{ip.name}-*"):  # left by an earlier kernel: never connected to
-                stale.unlink()
-            shared.append(sockets)
+            fresh_socket_folder(sockets, root)
+            args += ["--bind", str(sockets), str(sockets)]
         elif not network:
             raise SystemExit("sandbox: a kernel without network must use the ipc transport "
                              "(KernelManager.transport = 'ipc')")
@@ -250,13 +327,17 @@ def bwrap_command(command: list[str], workdir: Path, *, network: bool = False, w
         os.set_inheritable(fd, True)
         fds.append(fd)
         args += ["--perms", "0444", "--ro-bind-data", str(fd), str(conn)]
-    if root:
-        for path in shared:
+    if root:  # the kernel's user reads its working folder (to copy it) and writes the warm-up's cache
+        for path in [workdir, *shared]:
             _chown_tree(path, SANDBOX_UID)
     for path in shared:
         args += ["--bind", str(path), str(path)]
+    if cache is not None:
+        args += ["--ro-bind", str(cache), CACHE_SOURCE]
+    args += ["--ro-bind", str(workdir), WORKDIR_SOURCE]
     # The folders bwrap makes above the bound ones copy their modes (/root: 0700): open them to the kernel's user.
     bound = [Path(args[i + 2]) for i, a in enumerate(args) if a in ("--bind", "--ro-bind", "--ro-bind-try")]
+    bound.append(workdir)
     above = {p for b in bound for p in b.parents if p not in (Path("/"), Path("/tmp"), Path(HOME))}
     for folder in sorted(above, key=lambda p: len(p.parts)):
         if not _under(folder, bound):
@@ -269,7 +350,10 @@ def bwrap_command(command: list[str], workdir: Path, *, network: bool = False, w
                PATH=os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]))
     if "JPY_PARENT_PID" in os.environ:  # the kernel's parent in its PID namespace: bwrap's init (ipykernel polls none)
         env["JPY_PARENT_PID"] = "1"
-    inner = [sys.executable, "-c", INNER, str(SANDBOX_UID if root else -1), str(processes), str(workdir)]
+    if cache is not None:
+        env["JAX_COMPILATION_CACHE_DIR"] = CACHE_COPY
+    inner = [sys.executable, "-c", INNER, str(SANDBOX_UID if root else -1), str(processes), str(workdir),
+             CACHE_SOURCE if cache is not None else "", CACHE_COPY]
     return [*args, "--", *inner, *command], env, fds
 
 
@@ -304,7 +388,7 @@ def main(argv=None) -> None:
     _limit(resource.RLIMIT_AS, args.memory_mb * 2**20)
     _limit(resource.RLIMIT_FSIZE, args.file_mb * 2**20)
     _limit(resource.RLIMIT_CORE, 0)
-    writable = []
+    writable, cache = [], None
     if args.jax_cache is not None:
         os.environ.update(JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
                           JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES=RELOCATABLE_CACHE)
@@ -312,19 +396,20 @@ def main(argv=None) -> None:
             os.environ["JAX_COMPILATION_CACHE_DIR"] = str(args.jax_cache.resolve())
             writable.append(args.jax_cache.resolve())
         elif args.jax_cache.is_dir():
-            private = Path(tempfile.mkdtemp(prefix="kernel-", dir=args.jax_cache.resolve().parent / "scratch"))
-            shutil.copytree(args.jax_cache, private / "jax-cache")
-            os.environ["JAX_COMPILATION_CACHE_DIR"] = str(private / "jax-cache")
-            writable.append(private / "jax-cache")
+            cache = args.jax_cache.resolve()
     course_copy = args.course_utils.resolve() if args.course_utils is not None else None
     if course_copy is not None and not (course_copy / "__init__.py").is_file():
         parser.error(f"--course-utils {course_copy} is not a course_utils package")
     if args.unsandboxed:  # no mount namespace: the kernel imports the installed package, answer key included
+        if cache is not None:  # no tmpfs without the sandbox: a copy on disk, next to the cache, left to the grader
+            private = Path(tempfile.mkdtemp(prefix="kernel-", dir=cache.parent / "scratch"))
+            copy_tree(cache, private / "jax-cache")
+            os.environ["JAX_COMPILATION_CACHE_DIR"] = str(private / "jax-cache")
         if args.no_network:
             command = [*UNSHARE, *command]
         os.execvp(command[0], command)
     argv, env, fds = bwrap_command(command, workdir, network=args.network, writable=writable,
-                                   processes=args.processes, course_utils=course_copy)
+                                   processes=args.processes, cache=cache, course_utils=course_copy)
     os.execvpe(shutil.which("bwrap") or "bwrap", argv, env)
 
 

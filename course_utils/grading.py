@@ -573,6 +573,16 @@ MIME = "application/x-course-check+json"
 _MAX_TEXT = 2000  # characters of one message from the student's process
 _MAX_REPLY = 64 * 2**20  # bytes of one reply
 _MAX_DEPTH = 20
+# What a reply may decode to, checked before it is decoded (a reply is judged in the grader's process): the bytes of
+# all its arrays, read from each .npy header (savez stores them uncompressed, so an honest reply's arrays are smaller
+# than its text; a forged one may deflate a GiB into a MiB), the number of arrays, and the number of JSON values,
+# counted from the commas and opening brackets of the text (an upper bound: strings may hold some) before parsing.
+# Nesting is bounded while parsing: json's parser raises RecursionError past the interpreter's recursion limit
+# (about 1,000 levels), and the structure itself is read at most _MAX_DEPTH + 2 levels deep.
+_MAX_ARRAY_BYTES = _MAX_REPLY
+_MAX_ARRAYS = 10_000
+_MAX_JSON_VALUES = 200_000
+MAX_MESSAGE = 20_000  # characters of a checker's message (the rest is cut, with a line that says so)
 
 
 def encode_outcome(outcome) -> str:
@@ -619,6 +629,42 @@ class ReplyError(ValueError):
     """The student's process sent something that is not a well-formed reply."""
 
 
+def clip_message(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` cut to at most about ``limit`` characters, with a visible line saying how much was cut."""
+    text = str(text)
+    if _len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... truncated: {_len(text) - limit} more characters not shown]"
+
+
+def _read_arrays(packed: bytes) -> dict:
+    """The arrays of the .npz archive ``packed``, refused before any is inflated when their headers declare more
+    than _MAX_ARRAY_BYTES in all, more than _MAX_ARRAYS arrays, or Python objects."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    total = 0
+    with zipfile.ZipFile(io.BytesIO(packed)) as archive:
+        members = archive.infolist()
+        if _len(members) > _MAX_ARRAYS:
+            raise ReplyError(f"the reply has more than {_MAX_ARRAYS} arrays")
+        for info in members:
+            if not info.filename.endswith(".npy"):
+                raise ReplyError("the reply has an unexpected structure")
+            with archive.open(info) as member:
+                version = npy.read_magic(member)
+                read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+                shape, _fortran, dtype = read(member)
+            if dtype.hasobject:
+                raise ReplyError("the reply has an array of Python objects")
+            total += math.prod(shape) * dtype.itemsize
+            if total > _MAX_ARRAY_BYTES:
+                raise ReplyError(f"the reply's arrays hold more than {_MAX_ARRAY_BYTES // 2**20} MiB")
+        with np.load(io.BytesIO(packed), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+
+
 def _opaque(name: str):
     """A stand-in for an object the student's code returned that is not data (shown by its type's name)."""
     safe = "".join(c for c in str(name) if c.isalnum() or c == "_")[:100] or "object"
@@ -631,14 +677,23 @@ def decode_outcome(text) -> dict:
     import binascii
     import json
 
+    import zipfile
+
     if not _isinstance(text, str) or _len(text) > _MAX_REPLY:
         raise ReplyError("the reply is not text of a reasonable size")
     try:
-        doc = json.loads(text)
+        if text.count(",") + text.count("{") + text.count("[") > _MAX_JSON_VALUES:
+            raise ReplyError(f"the reply holds more than {_MAX_JSON_VALUES} values")
+        try:
+            doc = json.loads(text)
+        except RecursionError:
+            raise ReplyError("the reply is nested deeper than the grader reads") from None
         packed = base64.b64decode(doc["arrays"], validate=True)
-        with np.load(io.BytesIO(packed), allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (ValueError, KeyError, TypeError, binascii.Error, OSError, EOFError) as exc:
+        arrays = _read_arrays(packed)
+    except ReplyError:
+        raise
+    except (ValueError, KeyError, TypeError, binascii.Error, OSError, EOFError, zipfile.BadZipFile, OverflowError,
+            RecursionError, MemoryError) as exc:  # a reply that cannot be decoded, whatever the reason, is malformed
         raise ReplyError(f"the reply could not be read ({type(exc).__name__})") from None
 
     def value(node, depth=0):
@@ -670,7 +725,10 @@ def decode_outcome(text) -> dict:
 
     if not _isinstance(doc, dict):
         raise ReplyError("the reply has an unexpected structure")
-    return value(doc.get("body"))
+    try:
+        return value(doc.get("body"))
+    except (RecursionError, MemoryError) as exc:
+        raise ReplyError(f"the reply could not be read ({type(exc).__name__})") from None
 
 
 def serve(payload: str, get_fn) -> None:
@@ -800,8 +858,9 @@ def plan(name: str, n_cases: int = 5, seed: int = 0, edge_cases: bool = False) -
                    ex.reference_class, ex.max_equations)
 
 
-def _malformed(name: str) -> None:
-    _fail(name, ["the test could not read your function's results (the reply from the notebook's kernel is malformed).",
+def _malformed(name: str, why: str = "") -> None:
+    _fail(name, ["the test could not read your function's results (the reply from the notebook's kernel is malformed"
+                 + (f": {why[:200]}" if why else "") + ").",
                  "Restart the kernel, run every cell in order, and try again."])
 
 
@@ -981,6 +1040,8 @@ def judge(request: Request, outcome) -> str:
     ex = _REGISTRY[name]
     if not _isinstance(outcome, dict):
         _malformed(name)
+    if "malformed" in outcome:  # what decode_outcome refused (execute.py), said in a few words
+        _malformed(name, str(outcome["malformed"]))
     if "missing" in outcome:
         err = outcome["missing"] if _isinstance(outcome["missing"], dict) else {}
         _fail(name, [f"the test could not find your answer: {str(err.get('type'))[:100]}: {str(err.get('line'))[:_MAX_TEXT]}",
@@ -1037,15 +1098,17 @@ def judge(request: Request, outcome) -> str:
 
 def verdict(request: Request, outcome) -> tuple[bool, str]:
     """(passed, the line it prints or the checker's message) for ``outcome``: how the grader judges a check.
-    Never raises: an error while judging (a reply that is well-formed but absurd) fails the check."""
+    Never raises: an error while judging (a reply that is well-formed but absurd) fails the check.
+    Its text is at most MAX_MESSAGE characters (``clip_message``), whatever the outputs it describes."""
     try:
         with _precision(PRECISION):
-            return True, judge(request, outcome)
+            return True, clip_message(judge(request, outcome))
     except CheckFailure as exc:
-        return False, str(exc)
-    except Exception as exc:  # noqa: BLE001
-        return False, (f"{request.name}: the grader could not judge your function's results "
-                       f"({type(exc).__name__}: {_first_line(exc)}). If your code looks right, tell your instructor.")
+        return False, clip_message(str(exc))
+    except Exception as exc:  # noqa: BLE001 - RecursionError and MemoryError included: the check fails
+        return False, clip_message(f"{request.name}: the grader could not judge your function's results "
+                                   f"({type(exc).__name__}: {_first_line(exc)}). If your code looks right, "
+                                   "tell your instructor.")
 
 
 def check(name: str, fn: Callable, *, n_cases: int = 5, seed: int = 0, edge_cases: bool = False) -> None:

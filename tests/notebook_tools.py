@@ -92,3 +92,43 @@ def processes_mentioning(text: str) -> list[int]:
             except OSError:
                 pass
     return found
+
+
+def thread_holder(count: int, then: str = "") -> str:
+    """Python code that starts up to ``count`` threads (small stacks, so that the memory limit does not stop it
+    first), prints how many started, then runs ``then`` (for instance a sleep, holding them)."""
+    return ("import threading, time\n"
+            "threading.stack_size(65536)\n"
+            "_hold, _n = threading.Event(), 0\n"
+            "try:\n"
+            f"    for _ in range({count}):\n"
+            "        threading.Thread(target=_hold.wait, daemon=True).start()\n"
+            "        _n += 1\n"
+            "except RuntimeError:\n"
+            "    pass\n"
+            f"print('threads held:', _n, flush=True)\n{then}\n")
+
+
+def disk_filler(folders: str, files: int = 100) -> str:
+    """Python code that writes files of 64 MiB into each folder of the Python expression ``folders`` (a list of
+    (label, path)) until the disk refuses (at most ``files`` each), and prints ``MiB written: {label: MiB}``."""
+    return ("import json, os\n"
+            "_written = {}\n"
+            f"for _label, _folder in {folders}:\n"
+            "    _written[_label] = 0\n"
+            "    try:\n"
+            f"        for _k in range({files}):\n"
+            "            with open(os.path.join(_folder, f'fill-{_k}'), 'wb') as _f:\n"
+            "                for _ in range(64):\n"
+            "                    _f.write(bytes(2**20))\n"
+            "                    _written[_label] += 1\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "print('MiB written:', json.dumps(_written))\n")
+
+
+def disk_filled(text: str) -> dict:
+    """What :func:`disk_filler` printed in ``text``: {label: MiB}."""
+    import json
+
+    return json.loads(text.split("MiB written: ", 1)[1].splitlines()[0])

@@ -11,12 +11,14 @@ reaches for the checker or the interpreter.
 """
 
 import copy
+import re
 
 import pytest
 
 from autograder import course
 from autograder.grade import FLAGGED, GRADED, grade
-from notebook_tools import nbgrader_meta, processes_mentioning, read, solution_path, student_path, with_solutions
+from notebook_tools import (nbgrader_meta, processes_mentioning, read, solution_path, student_path, thread_holder,
+                            with_solutions, disk_filler, disk_filled)
 
 NAME = "02_loss_comparison"
 pytestmark = pytest.mark.xdist_group("hostile-grading")
@@ -77,6 +79,44 @@ def simple_loss(eps, eps_theta):
          "arrays": base64.b64encode(empty.getvalue()).decode()})}, raw=True)
     return 0.0 * jnp.sum(eps)
 '''
+# Forged replies: a reply nested 200,000 levels deep, one of 350,000 values (whose message and feedback once
+# weighed 36 MB), one whose array inflates to 1 GiB, and an exception message of 30 MB.
+DEEP_REPLY = '''import json
+from IPython.display import display
+def simple_loss(eps, eps_theta):
+    display({"application/x-course-check+json": '{"body": ' + '{"seq": [' * 200_000 + "]}" * 200_000 + ', "arrays": ""}'},
+            raw=True)
+    return 0.0 * jnp.sum(eps)
+'''
+MANY_OBJECTS = '''import base64, io, json
+import numpy as np
+from IPython.display import display
+def simple_loss(eps, eps_theta):
+    empty = io.BytesIO()
+    np.savez(empty)
+    many = {"seq": [{"str": "x" * 100}] * 350_000, "type": "list"}  # 40 MB of text
+    results = [{"dict": [["out", many]]}]
+    display({"application/x-course-check+json": json.dumps(
+        {"body": {"dict": [["results", {"seq": results, "type": "list"}], ["calls", {"dict": []}]]},
+         "arrays": base64.b64encode(empty.getvalue()).decode()})}, raw=True)
+    return 0.0 * jnp.sum(eps)
+'''
+INFLATING = '''import base64, io, json, zipfile
+from IPython.display import display
+def simple_loss(eps, eps_theta):
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("a0.npy", "w", force_zip64=True) as member:
+            member.write(b"\\x93NUMPY\\x01\\x00v\\x00{'descr': '<f8', 'fortran_order': False, 'shape': (134217728,), }"
+                         + b" " * 53 + b"\\n")
+            for _ in range(1024):
+                member.write(bytes(2**20))
+    results = [{"dict": [["out", {"array": "a0"}]]}] * 5
+    display({"application/x-course-check+json": json.dumps(
+        {"body": {"dict": [["results", {"seq": results, "type": "list"}], ["calls", {"dict": []}]]},
+         "arrays": base64.b64encode(out.getvalue()).decode()})}, raw=True)
+    return 0.0 * jnp.sum(eps)
+'''
 WRAPPED = "simple_loss = cu.losses.simple_loss.__wrapped__\n"
 EXEC = 'exec("from course_utils import losses as L\\nsimple_loss = L.simple_loss.raw")\n'
 HARMLESS = "import os, sys\nimport numpy as np\n"
@@ -109,7 +149,11 @@ def _class():
         "forged": (_replace(correct, "simple_loss", FORGED_REPLY), FULL - 1, FLAGGED, "IPython"),
         "wrapped": (_replace(correct, "simple_loss", WRAPPED), FULL - 1, FLAGGED, "calls the reference"),
         "exec": (_replace(correct, "simple_loss", EXEC), FULL - 1, FLAGGED, "calls `exec`"),
+        "many": (_replace(correct, "simple_loss", MANY_OBJECTS), FULL - 1, FLAGGED, "IPython"),
     }
+
+
+WORKDIRS = {}  # fixture: its course directory
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +167,7 @@ def graded(tmp_path_factory):
         (submissions / student).mkdir(parents=True)
         nbformat.write(nb, submissions / student / f"{NAME}.ipynb")
     results = grade(NAME, submissions, root / "work", course.Limits(timeout=120, memory_mb=2048), workers=2)
+    WORKDIRS["graded"] = root / "work"
     return {r.student: r for r in results}, expected
 
 
@@ -144,6 +189,21 @@ def test_the_checkers_messages_are_the_graders(graded):
     assert results["forged"].cells["test_simple_loss"].message.startswith("simple_loss: wrong output")
     assert "malformed" in results["fakemodule"].cells["test_posterior_mean"].message
     assert results["transformer"].cells["test_posterior_mean"].message.startswith("posterior_mean: the test could not run")
+
+
+def test_a_reply_of_350000_values_fails_its_check_and_the_feedback_stays_small(graded):
+    """Once a 40 MB reply made a 36 MB checker message, feedback page and graded notebook: now it is a malformed
+    reply (that check fails, with the reason), and every output stays small."""
+    from autograder.feedback import write_feedback
+    from autograder.grade import load_results
+
+    results, _ = graded
+    message = results["many"].cells["test_simple_loss"].message
+    assert "malformed" in message and "more than" in message and len(message) < 1000, message[:500]
+    work = WORKDIRS["graded"]
+    pages = write_feedback(load_results(work, NAME), NAME, work / "feedback")
+    assert len(pages) == len(results) and max(p.stat().st_size for p in pages) < 50_000
+    assert (work / "autograded" / "many" / NAME / f"{NAME}.ipynb").stat().st_size < 1_000_000
 
 
 # ------------------------------------------------------------------ attacks on the answer key, classmates and the grader
@@ -249,12 +309,23 @@ def test_a_kernel_that_kills_every_process_it_can_see_kills_only_itself(attacked
 
 @pytest.mark.slow
 def test_nothing_secret_reaches_a_graded_notebook_or_the_results(attacked):
+    """What the kernels printed (not the sources: these submissions were made from the solution notebook, model
+    answers included) holds no hidden test and no model answer."""
+    import nbformat
+
     results, work = attacked
-    graded = (work / "autograded" / "reader" / NAME / f"{NAME}.ipynb").read_text()
-    assert "nothing found" in graded and "LEAKED" not in graded
+
+    def printed(student):
+        graded = nbformat.read(work / "autograded" / student / NAME / f"{NAME}.ipynb", as_version=4)
+        return "".join(str(o.get("text", "")) + str(o.get("evalue", "")) + str(o.get("data", ""))
+                       for c in graded.cells for o in c.get("outputs", []))
+
+    assert "nothing found" in printed("reader") and "LEAKED" not in printed("reader")
     for student in results:
-        text = (work / "autograded" / student / NAME / f"{NAME}.ipynb").read_text()
+        text = printed(student)
         assert "*Model answer.*" not in text and "seed=201" not in text, student
+    saved = (work / f"results_{NAME}.json").read_text()
+    assert "*Model answer.*" not in saved and "seed=201" not in saved
 
 
 @pytest.mark.slow
@@ -268,3 +339,136 @@ def test_the_gradebook_and_no_process_survive_the_attacks(attacked):
     with Gradebook(f"sqlite:///{work / 'gradebook.db'}") as gb:
         assert len(gb.find_assignment(NAME).submissions) == len(results)
     assert not processes_mentioning(str(work))
+
+
+# ------------------------------------------------------------------ attackers of their classmates, then victims
+# Each attacker below has correct answers and attacks from its first answer cell; the victims come after them
+# (ids sort after theirs), on the same two workers, while the thread hog still holds its threads. Every victim
+# must score what honest grading gives it, and every output the grader writes must stay small.
+
+THREAD_HOG = "\n" + thread_holder(600, "time.sleep(60)  # the other worker's kernels start meanwhile\n_hold.set()")
+DEEP_TREES = '''
+import os
+for _base in (".", os.path.expanduser("~"), "/tmp", os.environ.get("JAX_COMPILATION_CACHE_DIR", "/tmp")):
+    try:
+        _fd = os.open(_base, os.O_RDONLY)
+        for _ in range(3000):
+            os.mkdir("d", dir_fd=_fd)
+            _next = os.open("d", os.O_RDONLY, dir_fd=_fd)
+            os.close(_fd)
+            _fd = _next
+        os.symlink("/", "root-link", dir_fd=_fd)
+        os.close(_fd)
+    except OSError as _exc:
+        print(_base, type(_exc).__name__)
+'''
+PLANTER = '''
+import json, os
+from ipykernel.connect import get_connection_file
+_sockets = os.path.dirname(json.load(open(get_connection_file()))["ip"])
+_planted = []
+for _folder in (_sockets, os.path.dirname(_sockets), os.getcwd(), os.path.dirname(os.getcwd())):
+    for _k in range(1, 8):
+        try:
+            os.mkdir(os.path.join(_folder, f"kernel-{_k}"))
+            _planted.append(_folder)
+        except OSError:
+            pass
+    for _mode in (0o000,):
+        try:
+            os.chmod(_folder, _mode)
+            _planted.append(f"chmod {_folder}")
+        except OSError:
+            pass
+os.chdir("/")
+print("socket folder planted" if any(p.startswith(("chmod " + _sockets, _sockets)) for p in _planted) else "socket folder refused")
+'''
+FILLER = """
+import json, os
+from ipykernel.connect import get_connection_file
+_sockets = os.path.dirname(json.load(open(get_connection_file()))["ip"])
+""" + disk_filler('[("work", "."), ("home", os.path.expanduser("~")), ("tmp", "/tmp"), ("sockets", _sockets)]')
+BIG_MESSAGE = '''
+from IPython.display import display
+display({"text/plain": "x" * (100 * 2**20)}, raw=True)  # one message past the grader's 80 MiB
+print("after the big message")
+'''
+HUGE_ERROR = '''def simple_loss(eps, eps_theta):
+    raise ValueError("x" * 30_000_000)
+'''
+
+
+@pytest.fixture(scope="module")
+def classmates(tmp_path_factory):
+    import nbformat
+
+    root = tmp_path_factory.mktemp("classmates")
+    correct = with_solutions(read(student_path(NAME)), read(solution_path(NAME)))
+    first = _source(correct, "posterior_mean")
+    wrong_simple = _replace(correct, "simple_loss", WRONG_SIMPLE)
+    notebooks = {  # student: (notebook, its honest score)
+        "a-hog": (_replace(correct, "posterior_mean", first + THREAD_HOG), FULL),
+        "b-deep": (_replace(correct, "posterior_mean", first + DEEP_TREES), FULL),
+        "c-planter": (_replace(correct, "posterior_mean", first + PLANTER), FULL),
+        "d-filler": (_replace(correct, "posterior_mean", first + FILLER), FULL),
+        "e-deepreply": (_replace(correct, "simple_loss", DEEP_REPLY), FULL - 1),
+        "f-many": (_replace(correct, "simple_loss", MANY_OBJECTS), FULL - 1),
+        "g-inflating": (_replace(correct, "simple_loss", INFLATING), FULL - 1),
+        "h-hugeerror": (_replace(correct, "simple_loss", HUGE_ERROR), FULL - 1),
+        "i-bigmessage": (_replace(correct, "posterior_mean", first + BIG_MESSAGE), 0),  # it stops its own kernel
+        "v1": (correct, FULL), "v2": (wrong_simple, FULL - 1), "v3": (correct, FULL), "v4": (correct, FULL),
+    }
+    for student, (nb, _score) in notebooks.items():
+        (root / "submissions" / student).mkdir(parents=True)
+        nbformat.write(nb, root / "submissions" / student / f"{NAME}.ipynb")
+    work = root / "work"
+    results = grade(NAME, root / "submissions", work, course.Limits(timeout=120, memory_mb=4096), workers=2)
+    return {r.student: r for r in results}, {s: score for s, (_nb, score) in notebooks.items()}, work
+
+
+@pytest.mark.slow
+def test_victims_graded_after_attackers_on_the_same_workers_keep_their_honest_scores(classmates):
+    results, honest, _work = classmates
+    assert set(results) == set(honest)
+    for student, score in honest.items():
+        assert results[student].score == score, (student, results[student].reasons,
+                                                 {k: c.message[:300] for k, c in results[student].cells.items()})
+    for victim in ("v1", "v2", "v3", "v4"):
+        assert results[victim].status == GRADED, (victim, results[victim].reasons)
+
+
+@pytest.mark.slow
+def test_the_attacks_were_contained(classmates):
+    import nbformat
+
+    results, _honest, work = classmates
+    text = {s: (work / "autograded" / s / NAME / f"{NAME}.ipynb").read_text() for s in results}
+    held = int(re.search(r"threads held: (\d+)", text["a-hog"]).group(1))
+    assert held > 450, held  # it held (almost) all of its 512 while the others were graded
+    assert "socket folder refused" in text["c-planter"]
+    written = disk_filled("".join(o.get("text", "") for c in nbformat.reads(text["d-filler"], 4).cells
+                                  for o in c.get("outputs", [])))
+    cache_mib = sum(f.stat().st_size for f in (work / "jax-cache").rglob("*") if f.is_file()) / 2**20
+    assert written["sockets"] == 0 and written["work"] <= 256 and written["tmp"] <= 256, written  # a 256 MiB tmpfs each
+    assert written["home"] <= 256 + cache_mib + 1, written  # HOME also holds the cache's copy
+    assert not list(work.glob("**/fill-*")) and not (work / "workers").exists()
+
+
+@pytest.mark.slow
+def test_forged_replies_fail_their_check_with_a_clear_message_and_every_output_stays_small(classmates):
+    from autograder.feedback import write_feedback
+    from autograder.grade import load_results
+
+    results, _honest, work = classmates
+    for student in ("e-deepreply", "f-many", "g-inflating"):
+        message = results[student].cells["test_simple_loss"].message
+        assert "malformed" in message and len(message) < 1000, (student, message[:500])
+    assert "ValueError" in results["h-hugeerror"].cells["test_simple_loss"].message
+    big = results["i-bigmessage"]
+    assert big.status == FLAGGED and "larger than the grader reads (80 MiB)" in big.reason, big.reasons
+    assert all(c.score == 0 and "not run" in c.message for c in big.cells.values())
+    pages = write_feedback(load_results(work, NAME), NAME, work / "feedback")
+    assert max(p.stat().st_size for p in pages) < 200_000
+    for student in results:
+        assert (work / "autograded" / student / NAME / f"{NAME}.ipynb").stat().st_size < 2_000_000, student
+    assert (work / f"results_{NAME}.json").stat().st_size < 1_000_000

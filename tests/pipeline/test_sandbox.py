@@ -20,7 +20,8 @@ import pytest
 
 from autograder import course, sandbox
 from autograder.grade import GRADED, NOT_ISOLATED, grade
-from notebook_tools import processes_mentioning, read, solution_path, student_path, with_solutions
+from notebook_tools import (processes_mentioning, read, solution_path, student_path, thread_holder, with_solutions,
+                            disk_filler, disk_filled)
 
 LAUNCHER = course.REPO / "autograder" / "sandbox.py"
 PREFIX = "import json, os, sys\n"
@@ -122,10 +123,11 @@ def test_writing_outside_the_working_folder_fails(alice):
             except OSError:
                 pass
         open("result.txt", "w").write("mine")
+        written.append(open("result.txt").read())
         print(json.dumps(written))
     """)
-    assert seen == []
-    assert (alice / "result.txt").read_text() == "mine"
+    assert seen == ["mine"]  # its own folder is writable (a tmpfs: nothing it writes reaches the host's disk)
+    assert not (alice / "result.txt").exists()
     assert (alice.parent / "bob" / "answers.ipynb").read_text() == "bob's notebook"
     assert not (course.REPO / "course_utils" / "planted.py").exists()
 
@@ -163,10 +165,10 @@ def test_a_background_process_dies_with_the_kernel(alice):
                           {marker!r}], start_new_session=True)
         while not os.path.exists("started"):
             time.sleep(0.05)
-        print("[]")
+        print("started")
     """)
     assert out.returncode == 0, out.stderr
-    assert (alice / "started").exists(), "the background process should have started"
+    assert out.stdout.strip() == "started", "the background process should have started"
     deadline = time.monotonic() + 10
     while processes_mentioning(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -229,10 +231,10 @@ def test_only_its_own_connection_file_and_socket_folder_are_shared(alice, tmp_pa
             rewritten = False
         open({str(runtime / "ipc" / "kernel-1")!r}, "w").write("socket")
         print(json.dumps({{"key": mine["key"], "rewritten": rewritten, "other": os.path.exists({str(other)!r}),
-                          "runtime": sorted(os.listdir({str(runtime)!r})), "ipc": sorted(os.listdir({str(runtime / "ipc")!r}))}}))
+                          "runtime": sorted(os.listdir({str(runtime)!r}))}}))
     """, extra=["-f", str(mine)])
-    assert seen == {"key": "kernel-mine", "rewritten": False, "other": False,
-                    "runtime": ["ipc", "kernel-mine.json"], "ipc": ["kernel-1"]}
+    assert seen == {"key": "kernel-mine", "rewritten": False, "other": False, "runtime": ["ipc", "kernel-mine.json"]}
+    assert sorted(os.listdir(runtime / "ipc")) == ["kernel-1"]  # a fresh folder: the stale kernel-3 was removed
     assert (runtime / "ipc" / "kernel-1").read_text() == "socket" and json.loads(mine.read_text())["key"] == "kernel-mine"
 
 
@@ -274,3 +276,33 @@ def test_a_correct_submission_is_graded_in_the_sandbox(tmp_path):
     assert (r.student, r.status, r.score, r.max_score) == ("correct", GRADED, 11, 11), r
     assert processes_mentioning(str(course.runtime_dir(work))) == []
     assert processes_mentioning(str(work / "workers")) == []  # the workers' kernels (WORKDIR/workers/RUN-K)
+
+
+def test_a_kernel_holding_threads_does_not_stop_another_sandbox_from_starting_its_own(alice, tmp_path):
+    """RLIMIT_NPROC counts each sandbox on its own (a user namespace per kernel, even when the grader is root and
+    every kernel runs as nobody): a kernel holding its whole allowance of threads leaves the next kernel its own."""
+    other = tmp_path / "class" / "carol"
+    other.mkdir()
+    hog = subprocess.Popen([sys.executable, str(LAUNCHER), "--memory-mb", "4096", "--processes", "300", "--",
+                            sys.executable, "-c", thread_holder(400, "time.sleep(60)")],
+                           cwd=alice, stdout=subprocess.PIPE, text=True)
+    try:
+        held = int(hog.stdout.readline().split()[-1])
+        assert 250 < held < 300, held  # it holds all it may
+        out = run(other, thread_holder(250), "--processes", "300")
+        assert out.returncode == 0 and out.stdout.strip() == "threads held: 250", (out.stdout, out.stderr[-500:])
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+def test_everything_a_kernel_can_write_is_size_limited_and_off_the_host_disk(alice):
+    """Its working folder, HOME and /tmp are each a tmpfs of TMPFS_BYTES: writing past it fails (ENOSPC), and
+    nothing reaches the host's folder. (Its socket folder takes no file once nbgrader has connected: see
+    test_hostile_grading.py.)"""
+    out = run(alice, disk_filler('[(f, f) for f in (".", os.environ["HOME"], "/tmp")]', files=8), timeout=300)
+    assert out.returncode == 0, out.stderr
+    seen = disk_filled(out.stdout)
+    limit = sandbox.TMPFS_BYTES // 2**20
+    assert len(seen) == 3 and all(limit - 2 <= mib <= limit for mib in seen.values()), seen
+    assert sorted(p.name for p in alice.iterdir()) == ["notebook.ipynb"]

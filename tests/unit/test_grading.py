@@ -617,3 +617,128 @@ def test_mutants_of_the_05_solution_fail_the_visible_test(name, right, wrong, hi
     """Notebook 05's own answer, with one slip, fails the visible test with its hint."""
     assert hint  # every slip of notebook 05 names its hint
     _mutant_fails("05_guided_two_pixel", name, right, wrong, hint, uses=("guided_eps",))  # guided_sample calls it
+
+
+# ------------------------------------------------------------------ replies from the student's kernel are bounded
+# decode_outcome runs in the grader's process on whatever the kernel sent: each forged reply below is refused
+# (ReplyError, a malformed reply) before it costs the grader memory or a crash, and the check it answers fails
+# with a clear, short message.
+
+
+def _reply(body, arrays: bytes) -> str:
+    import base64
+    import json
+
+    return json.dumps({"body": body, "arrays": base64.b64encode(arrays).decode()})
+
+
+def _npz(**arrays) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _deflated_npy(shape, declared_shape=None) -> bytes:
+    """An .npz of one array of zeros, deflated (savez_compressed): tiny, and huge once inflated; its header may
+    declare another shape than the data it holds."""
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    body = io.BytesIO()
+    npy.write_array_header_1_0(body, {"descr": "<f8", "fortran_order": False, "shape": declared_shape or shape})
+    data = body.getvalue()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("a0.npy", "w", force_zip64=True) as member:
+            member.write(data)
+            chunk = bytes(2**20)
+            for _ in range(math.prod(shape) * 8 // len(chunk)):
+                member.write(chunk)
+    return out.getvalue()
+
+
+def test_an_honest_reply_round_trips():
+    outcome = {"results": [{"out": np.arange(6.0).reshape(2, 3)}, {"out": (1, 2.5, None, "x")}], "calls": {}}
+    back = grading.decode_outcome(grading.encode_outcome(outcome))
+    assert np.array_equal(back["results"][0]["out"], outcome["results"][0]["out"])
+    assert back["results"][1]["out"] == (1, 2.5, None, "x")
+
+
+def test_a_reply_whose_arrays_inflate_past_the_cap_is_refused_before_inflating():
+    packed = _deflated_npy((2**27,))  # 1 GiB of float64 zeros in about 1 MiB
+    assert len(packed) < 2 * 2**20
+    reply = _reply({"dict": [["results", {"seq": [{"array": "a0"}], "type": "list"}]]}, packed)
+    import tracemalloc
+
+    tracemalloc.start()
+    with pytest.raises(grading.ReplyError, match="MiB"):
+        grading.decode_outcome(reply)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 64 * 2**20, f"decoding took {peak / 2**20:.0f} MiB"
+
+
+def test_an_array_header_that_declares_more_than_its_data_is_refused():
+    reply = _reply({"array": "a0"}, _deflated_npy((8,), declared_shape=(2**40,)))
+    with pytest.raises(grading.ReplyError):
+        grading.decode_outcome(reply)
+
+
+def test_a_deeply_nested_reply_is_refused_not_a_recursion_error():
+    import json
+
+    for levels, said in ((20_000, "nested deeper"), (200_000, "more than")):  # deeper than json parses; larger too
+        reply = '{"body": ' + '{"seq": [' * levels + "]}" * levels + ', "arrays": ""}'
+        with pytest.raises(grading.ReplyError, match=said):
+            grading.decode_outcome(reply)
+    adversarial = '{"body": {"str": "' + '\\"' * 10_000_000 + '}'  # 20 MB of escaped quotes, never closed
+    with pytest.raises(grading.ReplyError):
+        grading.decode_outcome(adversarial)
+    # nesting hidden in strings is not nesting
+    text = json.dumps({"body": {"str": "[" * 5000}, "arrays": __import__("base64").b64encode(_npz()).decode()})
+    assert grading.decode_outcome(text) == "[" * 5000
+
+
+def test_a_reply_of_too_many_arrays_is_refused():
+    arrays = {f"a{i}": np.zeros(0) for i in range(grading._MAX_ARRAYS + 1)}
+    with pytest.raises(grading.ReplyError, match="more than 10000 arrays"):
+        grading.decode_outcome(_reply({"none": 1}, _npz(**arrays)))
+
+
+def test_a_reply_of_too_many_values_is_refused():
+    many = {"seq": [{"int": 1}] * 350_000, "type": "list"}
+    with pytest.raises(grading.ReplyError, match="more than"):
+        grading.decode_outcome(_reply(many, _npz()))
+
+
+@pytest.mark.parametrize("text", ["", "not json", "[]", '{"body": {"none": 1}}', '{"body": {"none": 1}, "arrays": "!!"}',
+                                  '{"body": {"array": "a0"}, "arrays": "UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA=="}',
+                                  '{"body": {"bool": 3}, "arrays": ""}', "\udcff" * 10, '{"body": ' + "1" * 5000 + "}"])
+def test_garbage_is_a_malformed_reply(text):
+    with pytest.raises(grading.ReplyError):
+        grading.decode_outcome(text)
+
+
+def test_a_malformed_reply_fails_its_check_with_a_short_clear_message():
+    request = grading.plan("simple_loss")
+    for reply in ('{"body": ' + '{"seq": [' * 50_000 + "]}" * 50_000 + ', "arrays": ""}',
+                  _reply({"seq": [{"int": 1}] * 300_000, "type": "list"}, _npz())):
+        try:
+            outcome = grading.decode_outcome(reply)
+        except grading.ReplyError as exc:
+            outcome = {"malformed": str(exc)}
+        ok, text = grading.verdict(request, outcome)
+        assert not ok and "malformed" in text and len(text) < 1000, text
+
+
+def test_a_huge_wrong_output_gives_a_message_of_bounded_size():
+    """Outputs that describe themselves at length (350,000 values) still give a message cut to MAX_MESSAGE."""
+    request = grading.plan("simple_loss")
+    outcome = {"results": [{"out": ["x" * 100] * 3000} for _ in request.trials], "calls": {}}
+    ok, text = grading.verdict(request, grading.decode_outcome(grading.encode_outcome(outcome)))
+    assert not ok and len(text) <= grading.MAX_MESSAGE + 200
+    assert grading.clip_message("y" * (grading.MAX_MESSAGE + 5)).endswith("[... truncated: 5 more characters not shown]")
