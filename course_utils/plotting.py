@@ -404,19 +404,22 @@ def plot_trajectory_on_densities(path, estimated: dict, true_grid, T):
     """
     path = np.asarray(path)
     steps = sorted(estimated, reverse=True)
-    fig, axes = plt.subplots(1, len(steps) + 1, figsize=(2.9 * (len(steps) + 1), 3.3), sharey=True)
+    # constrained layout keeps the figure's title above the panels' two-line titles
+    fig, axes = plt.subplots(1, len(steps) + 1, figsize=(2.9 * (len(steps) + 1), 3.6), sharey=True, layout="constrained")
     for ax, t in zip(axes, steps):
         _density_panel(ax, estimated[t], f"estimated $p(x_t)$, $t = {t}$")
-        ax.plot(path[: T - t + 1, 0], path[: T - t + 1, 1], "-", color="tab:red", lw=1.2)
-        ax.plot(*path[T - t], "o", color="tab:red", ms=6)
-        ax.plot(*path[0], "k*", ms=10)
+        ax.plot(path[: T - t + 1, 0], path[: T - t + 1, 1], "-", color="tab:red", lw=1.2, label=f"path from $x_{{{T}}}$")
+        ax.plot(*path[T - t], "o", color="tab:red", ms=6, label=f"$x_{{{t}}}$, the chain now")
+        ax.plot(*path[0], "k*", ms=10, label=f"$x_{{{T}}}$, the start")
+        ax.legend(loc="lower left", fontsize=7)
     _density_panel(axes[-1], true_grid, "true data density $p(x_0)$", cmap="Greens")
-    axes[-1].plot(path[:, 0], path[:, 1], "-", color="tab:red", lw=1.2, label="path")
-    axes[-1].plot(*path[-1], "o", color="tab:red", ms=6, label="$x_0$")
-    axes[-1].plot(*path[0], "k*", ms=10, label="$x_T$")
-    axes[-1].legend(loc="lower left", fontsize=8)
+    axes[-1].plot(path[:, 0], path[:, 1], "-", color="tab:red", lw=1.2, label="the whole path")
+    axes[-1].plot(*path[-1], "o", color="tab:red", ms=6, label="$x_0$, where it ends")
+    axes[-1].plot(*path[0], "k*", ms=10, label=f"$x_{{{T}}}$, the start")
+    axes[-1].legend(loc="lower left", fontsize=7)
     axes[0].set_ylabel("right pixel $x_2$")
-    fig.suptitle("one reverse trajectory (red, from the black star) over the density of $x_t$ estimated from many samples")
+    fig.suptitle("one reverse trajectory (red) over the density of $x_t$ estimated from many samples; "
+                 "in each panel the dot is the chain's state at that panel's step")
     return fig
 
 
