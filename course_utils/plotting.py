@@ -169,18 +169,26 @@ def plot_samples(samples, data, title, ax=None, limit=2.0):
 
 
 def plot_paths(paths, data, title, limit=2.5):
-    """Reverse-process paths of single points (``paths``: (T + 1, k, 2), from x_T to x_0) over the data."""
+    """Reverse-process paths of single points (``paths``: (T + 1, k, 2), from x_T to x_0) over the data (left), and
+    their first coordinate against the time step (right), which shows when each path takes its side."""
     paths, data = np.asarray(paths), np.asarray(data)
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
     ax.scatter(data[:, 0], data[:, 1], s=1, c="0.8", label="data")
     colours = plt.cm.tab10(np.arange(paths.shape[1]) % 10)
+    steps = np.arange(paths.shape[0] - 1, -1, -1)          # index i holds step T - i
     for k in range(paths.shape[1]):
         ax.plot(paths[:, k, 0], paths[:, k, 1], "-", lw=0.8, color=colours[k], alpha=0.8)
         ax.plot(paths[-1, k, 0], paths[-1, k, 1], "o", ms=5, color=colours[k])
+        ax_t.plot(steps, paths[:, k, 0], "-", lw=0.9, color=colours[k], alpha=0.8)
     ax.plot(paths[0, :, 0], paths[0, :, 1], "k*", ms=12, label="start $x_T$")
     _plane(ax, limit)
     ax.set_title(title, fontsize=10)
     ax.legend(loc="upper right")
+    ax_t.axhline(0, color="0.5", lw=0.8, ls="--")
+    ax_t.invert_xaxis()
+    ax_t.set(xlabel="time step $t$ (the sampler runs from left to right)", ylabel="first coordinate",
+             title="the same paths against time: the side each one takes, and when")
+    ax_t.title.set_fontsize(10)
     return fig
 
 
@@ -404,19 +412,22 @@ def plot_trajectory_on_densities(path, estimated: dict, true_grid, T):
     """
     path = np.asarray(path)
     steps = sorted(estimated, reverse=True)
-    fig, axes = plt.subplots(1, len(steps) + 1, figsize=(2.9 * (len(steps) + 1), 3.3), sharey=True)
+    # constrained layout keeps the figure's title above the panels' two-line titles
+    fig, axes = plt.subplots(1, len(steps) + 1, figsize=(2.9 * (len(steps) + 1), 3.6), sharey=True, layout="constrained")
     for ax, t in zip(axes, steps):
         _density_panel(ax, estimated[t], f"estimated $p(x_t)$, $t = {t}$")
-        ax.plot(path[: T - t + 1, 0], path[: T - t + 1, 1], "-", color="tab:red", lw=1.2)
-        ax.plot(*path[T - t], "o", color="tab:red", ms=6)
-        ax.plot(*path[0], "k*", ms=10)
+        ax.plot(path[: T - t + 1, 0], path[: T - t + 1, 1], "-", color="tab:red", lw=1.2, label=f"path from $x_{{{T}}}$")
+        ax.plot(*path[T - t], "o", color="tab:red", ms=6, label=f"$x_{{{t}}}$, the chain now")
+        ax.plot(*path[0], "k*", ms=10, label=f"$x_{{{T}}}$, the start")
+        ax.legend(loc="lower left", fontsize=7)
     _density_panel(axes[-1], true_grid, "true data density $p(x_0)$", cmap="Greens")
-    axes[-1].plot(path[:, 0], path[:, 1], "-", color="tab:red", lw=1.2, label="path")
-    axes[-1].plot(*path[-1], "o", color="tab:red", ms=6, label="$x_0$")
-    axes[-1].plot(*path[0], "k*", ms=10, label="$x_T$")
-    axes[-1].legend(loc="lower left", fontsize=8)
+    axes[-1].plot(path[:, 0], path[:, 1], "-", color="tab:red", lw=1.2, label="the whole path")
+    axes[-1].plot(*path[-1], "o", color="tab:red", ms=6, label="$x_0$, where it ends")
+    axes[-1].plot(*path[0], "k*", ms=10, label=f"$x_{{{T}}}$, the start")
+    axes[-1].legend(loc="lower left", fontsize=7)
     axes[0].set_ylabel("right pixel $x_2$")
-    fig.suptitle("one reverse trajectory (red, from the black star) over the density of $x_t$ estimated from many samples")
+    fig.suptitle("one reverse trajectory (red) over the density of $x_t$ estimated from many samples; "
+                 "in each panel the dot is the chain's state at that panel's step")
     return fig
 
 

@@ -50,13 +50,20 @@ def with_solutions(student_nb, solution_nb):
     return nb
 
 
+# Jupyter's inline backend: at the end of every cell each open figure is drawn to a PNG (an image/png output), as a
+# student sees it. A figure that cannot be drawn (for example mathtext that matplotlib does not know) leaves an error
+# output in its cell, which the tests report like any other error. Agg, the grading kernels' backend, never draws.
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
 def execute(nb, workdir: Path, timeout: int = 300, fast: bool = True):
     """Execute a copy of ``nb`` in grading mode (or full mode, ``fast=False``), in ``workdir``, with errors
-    recorded in the outputs."""
+    recorded in the outputs and every figure drawn by Jupyter's inline backend."""
     from nbclient import NotebookClient
 
     nb = copy.deepcopy(nb)
     env = course.environment(workdir, fast=fast)
+    env["MPLBACKEND"] = INLINE_BACKEND
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(workdir)}})
     import os
@@ -72,7 +79,18 @@ def execute(nb, workdir: Path, timeout: int = 300, fast: bool = True):
 
 
 def errors(cell) -> list[str]:
-    return [f"{o.ename}: {o.evalue}" for o in cell.get("outputs", []) if o.output_type == "error"]
+    """The errors of a cell, and every figure it showed that was not drawn (a display of a figure whose PNG is
+    missing: the inline backend could not render it)."""
+    found = [f"{o.ename}: {o.evalue}" for o in cell.get("outputs", []) if o.output_type == "error"]
+    found += [f"figure not drawn: {o.data['text/plain']}" for o in cell.get("outputs", [])
+              if o.output_type == "display_data" and str(o.get("data", {}).get("text/plain", "")).startswith("<Figure")
+              and "image/png" not in o.get("data", {})]
+    return found
+
+
+def figures(cell) -> int:
+    """How many drawn figures (image/png outputs) a cell shows."""
+    return sum(1 for o in cell.get("outputs", []) if o.output_type == "display_data" and "image/png" in o.get("data", {}))
 
 
 def stderr(cell) -> str:

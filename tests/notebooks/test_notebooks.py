@@ -83,3 +83,15 @@ def test_the_claims_of_the_text_hold_in_grading_mode(executed, name):
     assert len(verdicts) >= CLAIMS[name], f"{name}: expected at least {CLAIMS[name]} verdict lines, found {verdicts}"
     failed = [line for line in verdicts if line.endswith("FAIL")]
     assert not failed, f"{name}: claims of the text that this run does not bear out: {failed}"
+
+
+@pytest.mark.parametrize("name", GROUPED)
+def test_the_text_agrees_with_the_output(executed, name):
+    """Every claim of the text (prose and model answers) of a form the printed lines can check, checked against them,
+    and every printed "slower"/"faster" against the ratios on its line (test_text_numbers.contradictions)."""
+    from test_text_numbers import contradictions
+
+    nb = executed(name, "solution")
+    text = "\n\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    found = contradictions(text, _printed_lines(nb))
+    assert not found, f"{name}: the text or a verdict says what the output contradicts:\n  " + "\n  ".join(found)
