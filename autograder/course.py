@@ -80,6 +80,16 @@ c.LimitedExecute.grader_jax_cache = {grader_cache!r}
 c.OverwriteCells.add_missing_cells = True
 c.ClearSolutions.code_stub = {{"python": "# YOUR CODE HERE\\nraise NotImplementedError()"}}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+# nbgrader's own commands run by hand in this folder (`nbgrader export`, `nbgrader generate_feedback`, the formgrader
+# of `jupyter lab` or `jupyter server` started here) find its kernel spec. `nbgrader autograde` by hand is refused
+# before it touches anything: it would skip the grader's reading of each notebook (roles, limits, intake), and
+# nbgrader deletes a student's graded notebook when autograding it fails. Grade with `course-autograder grade`.
+import os  # noqa: E402
+os.environ["JUPYTER_PATH"] = os.pathsep.join([{data!r}, *filter(None, [os.environ.get("JUPYTER_PATH")])])
+if "autograde" in sys.argv[1:3] and os.environ.get("AUTOGRADER_RUN") != "1":
+    sys.exit("nbgrader autograde is not run by hand in this course folder (nothing was changed): grade with "
+             "`course-autograder grade ASSIGNMENT SUBMISSIONS --workdir {root}`, which reads each notebook first, "
+             "runs nbgrader in the sandbox and keeps every graded notebook; a rerun grades only what changed.")
 '''
 
 
@@ -148,7 +158,8 @@ def write_config(workdir: Path, limits: Limits = Limits(), jax_cache: Path | Non
     (workdir / "nbgrader_config.py").write_text(CONFIG_TEMPLATE.format(
         course_id=COURSE_ID, root=str(workdir), timeout=limits.timeout, repo=str(REPO), kernel=KERNEL_NAME,
         output_bytes=limits.output_bytes, notebook_timeout=limits.notebook_timeout, run_all_cells=limits.run_all_cells,
-        transport=transport_config(workdir), grader_cache=str(workdir / "grader-jax-cache") if jax_cache is not None else ""))
+        transport=transport_config(workdir), grader_cache=str(workdir / "grader-jax-cache") if jax_cache is not None else "",
+        data=str(Path(workdir) / ".jupyter" / "data")))
     write_kernelspec(workdir, limits, jax_cache, course_build)
 
 
@@ -234,7 +245,8 @@ def prepare_workdir(workdir: Path, assignment: str, limits: Limits = Limits(), j
 def nbgrader(workdir: Path, *args: str, fast: bool = True, check: bool = True) -> subprocess.CompletedProcess:
     """Run one nbgrader command in ``workdir``; raise with its log when it fails and ``check`` is set."""
     cmd = [sys.executable, "-m", "nbgrader", *args]
-    result = subprocess.run(cmd, cwd=workdir, env=environment(workdir, fast), capture_output=True, text=True)
+    env = environment(workdir, fast) | {"AUTOGRADER_RUN": "1"}  # the grader's own run (nbgrader_config.py)
+    result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise RuntimeError(f"`nbgrader {' '.join(args)}` failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

@@ -64,6 +64,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -76,6 +77,9 @@ from .provenance import FLAG
 from .trees import clear_tree, copy_tree, remove_tree, walk_tree
 
 GRADED, FLAGGED, ATTENTION = "graded", "flagged", "needs attention"
+# nbgrader's gradebook API makes SQLAlchemy warn that a new submission is "not in session" while it adds one (the
+# submission is added all the same): three lines of noise per merge that say nothing to an instructor.
+warnings.filterwarnings("ignore", message=r"Object of type <\w+> not in session", module="nbgrader")
 _STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$")
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 NOT_ISOLATED = "NOT ISOLATED: graded without the sandbox (--allow-unsandboxed)"
@@ -418,7 +422,7 @@ def _prepare_notebook(sub: Submission, release_nb, target: Path) -> None:
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        sub.problem = f"corrupt notebook: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        sub.problem = f"corrupt notebook: not valid JSON ({exc.msg}: line {exc.lineno}, column {exc.colno})"
         return
     except (ValueError, RecursionError) as exc:
         sub.problem = f"corrupt notebook: not valid JSON ({type(exc).__name__})"
@@ -653,6 +657,13 @@ def _copy_submission(src, dst, sub, assignment: str, student: str) -> None:
     dst.db.commit()
 
 
+def progress(total: int, what: str):
+    """A progress bar on the terminal (stderr), none where the output is not a terminal (logs, CI, tests)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=what, unit="", disable=None, leave=False)
+
+
 def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) -> str:
     """Run the released notebook once with the sandbox kernel, filling WORKDIR/jax-cache; return "" or what failed.
 
@@ -681,9 +692,14 @@ def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) ->
         config = Config()
         for key, value in course.kernel_transport(workdir).items():
             setattr(config.KernelManager, key, value)
+        bar = progress(len(nb.cells), "warming the compilation cache (cells of the release)")
         client = NotebookClient(nb, config=config, timeout=limits.timeout, kernel_name=course.KERNEL_NAME,
-                                allow_errors=True, resources={"metadata": {"path": str(scratch)}})
-        client.execute()
+                                allow_errors=True, resources={"metadata": {"path": str(scratch)}},
+                                on_cell_executed=lambda **_: bar.update())
+        try:
+            client.execute()
+        finally:
+            bar.close()
     except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs speed
         return f"{type(exc).__name__}: {exc}"
     finally:
@@ -1059,10 +1075,13 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
             finished[student] = {"submission": digests[student], "autograded": _sha256(autograded.read_bytes()),
                                  "log": chunk_log, "result": asdict(result)}
         save_progress(workdir, assignment, key, finished)
+        graded_bar.update(len(chunk))
 
+    graded_bar = progress(len(students), "grading")
     if students:
         started = time.monotonic()
         if compile_cache:
+            log("warming the compilation cache with the released notebook...")
             problem = warm_compile_cache(workdir, assignment, limits)
             if problem:
                 log(f"warning: warming the compilation cache: {problem}")
@@ -1071,6 +1090,7 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
         remove_tree(workdir / "scratch")
     else:
         logs, merge_failed = {}, {}
+    graded_bar.close()
     remove_tree(course.runtime_dir(workdir))  # Jupyter's runtime folder (kernel sockets), in /tmp
     unfinished = set()
     scores, manual_max = gradebook_scores(workdir, assignment, unfinished)

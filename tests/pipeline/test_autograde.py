@@ -340,3 +340,36 @@ def test_last_graded_cell_of_a_notebook_with_and_without_tests():
     assert not any(nbgrader_meta(c).get("grade") for c in nb.cells[last + 1:] if c.cell_type == "code")
     nb.cells = [c for c in nb.cells if not nbgrader_meta(c).get("grade")]
     assert last_graded_cell(nb) == len(nb.cells) - 1, "a notebook without graded cells should run whole"
+
+
+def _nbgrader_by_hand(work, *args):
+    """An nbgrader command as an instructor types it in the course folder (not through the grader)."""
+    env = {k: v for k, v in course.environment(work).items() if k != "AUTOGRADER_RUN"}
+    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR"):  # a shell in that folder has neither set
+        env.pop(name, None)
+    return subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_nbgraders_own_tools_work_in_the_course_folder_and_never_lose_a_grade(graded):
+    work = graded[1]
+    notebook = work / "autograded" / "correct" / NAME / f"{NAME}.ipynb"
+    before = notebook.read_bytes()
+    out = _nbgrader_by_hand(work, "autograde", NAME, "--student", "correct", "--force")
+    assert out.returncode != 0 and "is not run by hand in this course folder" in out.stdout + out.stderr
+    assert "NoSuchKernel" not in out.stdout + out.stderr and "Removing failed assignment" not in out.stdout + out.stderr
+    assert notebook.read_bytes() == before, "a refused nbgrader autograde must leave the graded notebook as it was"
+    out = _nbgrader_by_hand(work, "export")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "correct" in (work / "grades.csv").read_text()
+    out = _nbgrader_by_hand(work, "generate_feedback", NAME, "--student", "correct", "--force")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (work / "feedback" / "correct" / NAME / f"{NAME}.html").is_file()
+    from jupyter_client.kernelspec import KernelSpecManager  # the kernel the course folder's config names is found
+
+    env_path = os.environ.get("JUPYTER_PATH")
+    try:
+        os.environ["JUPYTER_PATH"] = str(work / ".jupyter" / "data")
+        assert course.KERNEL_NAME in KernelSpecManager().find_kernel_specs()
+    finally:
+        os.environ.pop("JUPYTER_PATH") if env_path is None else os.environ.update(JUPYTER_PATH=env_path)
