@@ -522,6 +522,42 @@ def _unrolled(request: Request, fn):
     return None
 
 
+UNJITTED_SECONDS = 60.0
+"""How long an answer too large to compile (more than ``max_equations``) may run op by op, without jit, on all
+the trials of one check before it fails as too slow."""
+
+
+def _run_unjitted(request: Request, fn):
+    """The results of every trial run op by op (``jax.disable_jit``), or None when they take more than
+    :data:`UNJITTED_SECONDS` (the trials left are not run)."""
+    import time
+
+    start, results = time.perf_counter(), []
+    with jax.disable_jit(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for trial in request.trials:
+            if time.perf_counter() - start > UNJITTED_SECONDS:
+                return None
+            results.append(trial.run(fn) if _isinstance(trial, Trial) else _run_build(fn, trial) if _isinstance(trial, Build)
+                           else _run_call(fn, trial, request.static_argnums, request.module_argnums))
+    return results if time.perf_counter() - start <= UNJITTED_SECONDS else None
+
+
+def _unrolled_lines(ex: Exercise, info: dict, passed: bool) -> list:
+    """The advice to an answer whose traced program is too large to compile (a Python loop over the steps)."""
+    count = info.get("equations") if _isinstance(info.get("equations"), int) else "too many"
+    index = info.get("trial") if _isinstance(info.get("trial"), int) else 0
+    how = (f"traced under jax.jit your function has {count} operations on test input {index + 1}: a Python loop over "
+           "the steps unrolls (JAX traces its body once per step), and compiling the result would take minutes and "
+           "gigabytes of memory")
+    if passed:
+        head = f"note: {how}, so it was run op by op without jit: right, but slow."
+    else:
+        head = (f"{how}; run op by op without jit instead, it took more than {UNJITTED_SECONDS:g} s on the test "
+                "inputs: too slow.")
+    return [head, ex.unrolled_message or "Use a vectorised jnp function or jax.lax.scan instead of a Python loop."]
+
+
 def evaluate(request: Request, fn) -> dict:
     """Run the student's ``fn`` (or a thunk returning it) on every trial of ``request``: the only part of a check
     that runs the student's code. Returns plain data: the outputs or errors, and what the compiled code calls."""
@@ -535,8 +571,11 @@ def evaluate(request: Request, fn) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         unrolled = _unrolled(request, fn)
-    if unrolled is not None:
-        return {"unrolled": unrolled}
+    if unrolled is not None:  # right but slow is right: run it op by op, without compiling
+        results = _run_unjitted(request, fn)
+        if results is None:
+            return {"unrolled": {**unrolled, "too_slow": UNJITTED_SECONDS}}
+        return {"results": results, "calls": _introspect(request, fn), "unrolled": unrolled}
     results = []
     for trial in request.trials:
         results.append(trial.run(fn) if _isinstance(trial, Trial) else _run_build(fn, trial) if _isinstance(trial, Build) else
@@ -1016,20 +1055,40 @@ def _outputs_seen(ex: Exercise, trials, results, first: int) -> list:
     return seen
 
 
-def _all_finite(value) -> bool:
+def _leaves(value) -> list:
     try:
-        return all(bool(np.all(np.isfinite(_asarray(leaf, np.float64)))) for leaf in jax.tree_util.tree_leaves(value))
+        return [_asarray(leaf, np.float64) for leaf in jax.tree_util.tree_leaves(value)]
     except Exception:  # noqa: BLE001
-        return False
+        return []
+
+
+def _any_finite(value) -> bool:
+    return any(bool(np.any(np.isfinite(leaf))) for leaf in _leaves(value))
+
+
+def _differs_where_finite(out, expected, rtol, atol, widen) -> bool:
+    """Whether ``out`` differs from ``expected`` in a value that is finite on both sides (not only in NaNs)."""
+    outs, exps = _leaves(out), _leaves(expected)
+    if _len(outs) != _len(exps):
+        return True
+    widens = list(widen) if _isinstance(widen, (tuple, list)) and _len(widen) == _len(outs) else [widen] * _len(outs)
+    for o, e, w in _zip(outs, exps, widens):
+        if o.shape != e.shape:
+            return True
+        both = np.isfinite(o) & np.isfinite(e)
+        w = _float(w) if _isinstance(w, (int, float)) and w > 1 else 1.0
+        if bool(np.any(np.abs(o[both] - e[both]) > (atol + rtol * np.abs(e[both])) * w)):
+            return True
+    return False
 
 
 def explains(ex: Exercise, run, seen) -> bool:
     """Whether a wrong variant explains the student's outputs: ``run(args)`` (its output, or None where it does
     not apply) matches the student's output on every input of ``seen`` (:func:`_outputs_seen`) where it runs,
-    and differs from the expected output on at least one of them. Where it differs only by NaNs, it explains
-    the output only if the student's output is finite on another input: an all-NaN variant never explains an
-    all-NaN output (NaN against NaN says nothing about the slip), but NaN exactly where a slip puts them, and
-    the right values elsewhere, does."""
+    and differs from the expected output in a finite value on at least one of them. Where it differs only by
+    NaNs (or infinities), it explains the output only if the student's output has finite values too: an all-NaN
+    variant never explains an all-NaN output (NaN against NaN says nothing about the slip), but NaN exactly where
+    a slip puts them, and the right values elsewhere, does."""
     informative = nan_only = student_finite = False
     for args, got, expected, widen in seen:
         out = run(args)
@@ -1037,10 +1096,12 @@ def explains(ex: Exercise, run, seen) -> bool:
             continue
         if not _matches(out, got, ex.rtol, ex.atol, widen):
             return False
-        finite = _all_finite(out)
-        student_finite = student_finite or finite
+        student_finite = student_finite or _any_finite(got)
         if not informative and not _matches(out, expected, ex.rtol, ex.atol, widen):
-            informative, nan_only = finite or informative, nan_only or not finite
+            if _differs_where_finite(out, expected, ex.rtol, ex.atol, widen):
+                informative = True
+            else:
+                nan_only = True
     return informative or (nan_only and student_finite)
 
 
@@ -1137,25 +1198,22 @@ def judge(request: Request, outcome) -> str:
                      "Run the cell that defines it (and every cell above it) before this test."])
     if "not_callable" in outcome:
         _fail(name, [f"expected a function, got {str(outcome['not_callable'])[:100]}. Did a later cell overwrite `{name}`?"])
-    if "unrolled" in outcome:
-        info = outcome["unrolled"] if _isinstance(outcome["unrolled"], dict) else {}
-        count = info.get("equations") if _isinstance(info.get("equations"), int) else "too many"
+    unrolled = outcome.get("unrolled") if _isinstance(outcome.get("unrolled"), dict) else None
+    if "unrolled" in outcome and "results" not in outcome:
+        info = unrolled or {}
         index = info.get("trial") if _isinstance(info.get("trial"), int) else 0
         args = request.trials[index] if 0 <= index < _len(request.trials) else ()
         arg_names = list(inspect.signature(ex.reference).parameters) if ex.reference is not None else \
             [f"argument {i + 1}" for i in range(_len(args))]
-        _fail(name, [f"traced under jax.jit your function has {count} operations on test input {index + 1}: "
-                     "a Python loop over the steps unrolls (JAX traces its body once per step), and compiling "
-                     "the result takes minutes and gigabytes of memory.",
-                     ex.unrolled_message or "Use a vectorised jnp function or jax.lax.scan instead of a Python loop.",
-                     "The input was:", _describe_args(arg_names, args)])
+        _fail(name, [*_unrolled_lines(ex, info, passed=False), "The input was:", _describe_args(arg_names, args)])
+    advice = "".join("\n  " + line for line in _unrolled_lines(ex, unrolled, passed=True)) if unrolled is not None else ""
     results, calls = outcome.get("results"), outcome.get("calls")
     if not _isinstance(results, list) or _len(results) != _len(request.trials) or not _isinstance(calls, dict):
         _malformed(name)
     if ex.judge is not None:
         summary = ex.judge(ex, request.trials, results)
         _judge_class_not_reference(ex, calls)
-        return f"{name}: {summary}"
+        return f"{name}: {summary}{advice}"
     arg_names = list(inspect.signature(ex.reference).parameters)
     notes = []
     for number, (args, record) in enumerate(_zip(request.trials, results), start=1):
@@ -1181,7 +1239,7 @@ def judge(request: Request, outcome) -> str:
         _fail(name, [ex.requires_message or f"it must use one of {ex.requires}."])
     _judge_not_reference(ex, calls)
     n = _len(request.trials)
-    return f"{name}: passed {n} of {n} test inputs." + "".join("\n  " + note for note in dict.fromkeys(notes))
+    return f"{name}: passed {n} of {n} test inputs." + "".join("\n  " + note for note in dict.fromkeys(notes)) + advice
 
 
 def verdict(request: Request, outcome) -> tuple[bool, str]:

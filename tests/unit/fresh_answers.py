@@ -523,7 +523,7 @@ ANSWERS = [
     ("ResidualBlock", "return h + (x if self.skip is None else self.skip(x))", "return h", r"skip|residual"),
     ("ResidualBlock", "h = h + self.emb_proj(jax.nn.silu(emb))[:, None, None, :]", "h = h + self.emb_proj(emb)[:, None, None, :]", r"silu|embedding|activation"),
     ("ResidualBlock", "h = self.conv1(jax.nn.silu(self.norm1(x)))", "h = jax.nn.silu(self.norm1(self.conv1(x)))", r"order|norm|conv"),
-    ("ResidualBlock", "h = h + self.emb_proj(jax.nn.silu(emb))[:, None, None, :]\n", "", r"embedding|emb"),
+    ("ResidualBlock", "        h = h + self.emb_proj(jax.nn.silu(emb))[:, None, None, :]\n", "", r"embedding|emb"),
     ("SelfAttention", "/ jnp.sqrt(d)", "", r"sqrt|scale|d\b"),
     ("SelfAttention", "/ jnp.sqrt(d)", "/ d", r"sqrt|scale"),
     ("SelfAttention", "axis=-1)", "axis=-2)", r"softmax|axis"),

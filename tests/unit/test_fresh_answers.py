@@ -131,5 +131,12 @@ def test_fresh_answers():
 
 
 if __name__ == "__main__":
-    only = sys.argv[1:]
-    measure([a for a in fresh_answers.ANSWERS if not only or a[0] in only])
+    # python tests/unit/test_fresh_answers.py [--json OUT] [exercise ...]
+    args = sys.argv[1:]
+    out_json = args.pop(args.index("--json") + 1) if "--json" in args else None
+    args = [a for a in args if a != "--json"]
+    counts, rows = measure([a for a in fresh_answers.ANSWERS if not args or a[0] in args])
+    if out_json:
+        import json
+        with open(out_json, "w") as f:
+            json.dump([dict(answer=list(r[0]), kind=r[1], message=r[2], seconds=r[3]) for r in rows], f, indent=1)
