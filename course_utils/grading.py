@@ -1132,7 +1132,7 @@ def found_edits(ex: Exercise, seen, limit: int = 3) -> list:
         return []
     from . import edits
 
-    found = edits.search(lambda run: explains(ex, lambda args: _run_edit(run, args), seen), ex.reference, ex.name)
+    found = edits.search(lambda run: explains(ex, run, seen), ex.reference, ex.name, _run_edit)
     return [f"{d} (an edit of the reference that gives your outputs)" for d in found] if 0 < _len(found) <= limit else []
 
 
