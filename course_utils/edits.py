@@ -239,6 +239,8 @@ def _edits_of(node, parent) -> list:
                 out.append((4, swapped))
         if name in ("maximum", "minimum", "clip") and len(node.args) >= 2:
             out.append((3, copy.deepcopy(node.args[0])))
+    if isinstance(node, ast.Name) and isinstance(parent, ast.Call) and _jnp_call(parent) in ("linspace", "arange", "full", "where"):
+        out.append((3, _num(0)))  # an argument left at zero: jnp.linspace(0, beta_end, T)
     if isinstance(node, ast.Call) and len(node.args) >= 2 and _jnp_call(node) not in ("where", "concatenate", "full", "arange", "linspace"):
         for i in range(min(len(node.args), 5) - 1):
             swapped = copy.deepcopy(node)

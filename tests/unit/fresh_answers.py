@@ -502,7 +502,8 @@ ANSWERS = [
     ("guided_ddim_sample", "return jnp.concatenate([x_T[None], xs])", "return xs", r"x_T|first|shape|prepend|include"),
     # ------------------------------------------------------------ classes and training steps
     ("MLPDenoiser", "h = jax.nn.silu(layer(h))", "h = jax.nn.relu(layer(h))", r"silu|relu|activation"),
-    ("MLPDenoiser", "[x, sinusoidal_embedding(t, self.time_dim)]", "[sinusoidal_embedding(t, self.time_dim), x]", r"order|concatenat|swap|first"),
+    ("MLPDenoiser", "[x, sinusoidal_embedding(t, self.time_dim)]", "[sinusoidal_embedding(t, self.time_dim), x]", OK),  # accepted by design
+    ("MLPDenoiser", "for layer in self.hidden:", "for layer in self.hidden[:-1]:", r"layer|hidden|depth"),
     ("MLPDenoiser", "return self.out(h)", "return jax.nn.silu(self.out(h))", r"last|output|activation|silu"),
     ("MLPDenoiser", "sinusoidal_embedding(t, self.time_dim)", "sinusoidal_embedding(t / 1000, self.time_dim)", r"time embedding|scale|t / 1000|1000"),
     ("MLPDenoiser", "return self.out(h)", "return x - self.out(h)", r"residual|skip|subtract"),
