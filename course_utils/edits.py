@@ -173,6 +173,10 @@ def _jnp_call(node):
     return None
 
 
+def _jnp(name: str, arg) -> ast.Call:
+    return ast.Call(ast.Attribute(ast.Name("jnp", ast.Load()), name, ast.Load()), [arg], [])
+
+
 def _num(value) -> ast.Constant:
     return ast.Constant(value)
 
@@ -211,6 +215,16 @@ def _edits_of(node, parent) -> list:
             swapped = copy.deepcopy(node)
             swapped.func.attr = _EXCHANGE[name]
             out.append((4, swapped))
+        if name == "cumprod":  # the product in log space, without the final exp
+            out.append((4, _jnp("cumsum", _jnp("log", copy.deepcopy(node.args[0])))))
+        if name in ("sum", "mean") and isinstance(node.args[0], ast.BinOp) and isinstance(node.args[0].op, ast.Pow):
+            inner = copy.deepcopy(node)  # the square outside the sum: jnp.sum(d) ** 2
+            inner.args[0] = copy.deepcopy(node.args[0].left)
+            out.append((4, ast.BinOp(inner, ast.Pow(), copy.deepcopy(node.args[0].right))))
+        if name in _DROPPABLE and isinstance(node.args[0], ast.BinOp) and len(node.args) == 1:
+            arg = node.args[0]  # the function applied to one operand only: 1 - jnp.sqrt(beta)
+            out.append((5, ast.BinOp(_jnp(name, copy.deepcopy(arg.left)), copy.deepcopy(arg.op), copy.deepcopy(arg.right))))
+            out.append((5, ast.BinOp(copy.deepcopy(arg.left), copy.deepcopy(arg.op), _jnp(name, copy.deepcopy(arg.right)))))
         if name == "where" and len(node.args) == 3:
             out.append((3, copy.deepcopy(node.args[1])))
             out.append((3, copy.deepcopy(node.args[2])))
@@ -225,6 +239,8 @@ def _edits_of(node, parent) -> list:
                 out.append((4, swapped))
         if name in ("maximum", "minimum", "clip") and len(node.args) >= 2:
             out.append((3, copy.deepcopy(node.args[0])))
+    if isinstance(node, ast.Name) and isinstance(parent, ast.Call) and _jnp_call(parent) in ("linspace", "arange", "full", "where"):
+        out.append((3, _num(0)))  # an argument left at zero: jnp.linspace(0, beta_end, T)
     if isinstance(node, ast.Call) and len(node.args) >= 2 and _jnp_call(node) not in ("where", "concatenate", "full", "arange", "linspace"):
         for i in range(min(len(node.args), 5) - 1):
             swapped = copy.deepcopy(node)
@@ -248,18 +264,30 @@ def _edits_of(node, parent) -> list:
             if op is ast.Sub:
                 out.append((3, ast.UnaryOp(ast.USub(), copy.deepcopy(right))))
                 out.append((3, copy.deepcopy(right)))
+        additive, multiplicative = (ast.Add, ast.Sub), (ast.Mult, ast.Div)
+        if isinstance(left, ast.BinOp) and isinstance(left.op, additive) and op in multiplicative:
+            # (a - b) / c written a - b / c: the parentheses forgotten
+            out.append((3, ast.BinOp(copy.deepcopy(left.left), copy.deepcopy(left.op),
+                                     ast.BinOp(copy.deepcopy(left.right), node.op.__class__(), copy.deepcopy(right)))))
+        if isinstance(right, ast.BinOp) and op in multiplicative and (
+                isinstance(right.op, additive) or (op is ast.Div and isinstance(right.op, multiplicative))):
+            # a / (2 * s) written a / 2 * s, a * (b - c) written a * b - c
+            out.append((3, ast.BinOp(ast.BinOp(copy.deepcopy(left), node.op.__class__(), copy.deepcopy(right.left)),
+                                     copy.deepcopy(right.op), copy.deepcopy(right.right))))
         if op is ast.Pow:
             out.append((1, copy.deepcopy(left)))
             if isinstance(right, ast.Constant) and right.value == 2:
                 out.append((1, ast.Call(ast.Attribute(ast.Name("jnp", ast.Load()), "sqrt", ast.Load()), [copy.deepcopy(left)], [])))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         out.append((2, copy.deepcopy(node.operand)))
-    if isinstance(node, (ast.Name, ast.Subscript, ast.BinOp)) and isinstance(getattr(node, "ctx", ast.Load()), ast.Load) \
-            and not _is_callee(node, parent) and not (isinstance(parent, ast.Call) and _jnp_call(parent) == "sqrt"):
+    if isinstance(node, (ast.Name, ast.Subscript, ast.BinOp, ast.Call)) and isinstance(getattr(node, "ctx", ast.Load()), ast.Load) \
+            and not _is_callee(node, parent) and not (isinstance(parent, ast.Call) and _jnp_call(parent) == "sqrt") \
+            and _jnp_call(node) != "sqrt":
         if not isinstance(node, ast.Name) or node.id not in ("jnp", "jax", "np", "self"):
-            sqrt = ast.Call(ast.Attribute(ast.Name("jnp", ast.Load()), "sqrt", ast.Load()), [copy.deepcopy(node)], [])
-            out.append((6, sqrt))
+            out.append((6, _jnp("sqrt", copy.deepcopy(node))))
             out.append((7, ast.BinOp(copy.deepcopy(node), ast.Pow(), _num(2))))
+            if isinstance(node, (ast.Name, ast.Subscript)):  # a probability for its complement: alpha_bar for 1 - alpha_bar
+                out.append((6, ast.BinOp(_num(1), ast.Sub(), copy.deepcopy(node))))
     if isinstance(node, ast.Compare) and len(node.ops) == 1 and isinstance(node.comparators[0], ast.Constant) \
             and isinstance(node.comparators[0].value, int):
         for d in (-1, 1):
@@ -467,17 +495,68 @@ def _shift(index, d: int):
     return ast.BinOp(base, ast.Add() if k > 0 else ast.Sub(), _num(abs(k)))
 
 
-def search(run_student_match, reference, name: str, seconds: float = SEARCH_SECONDS) -> list:
-    """The descriptions of the candidates for which ``run_student_match(candidate.run)`` is true, tried in order
-    until ``seconds`` have passed (a list; empty when none matches or the reference cannot be searched)."""
+def fingerprint(args) -> str:
+    """A digest of a trial's arguments (arrays by their bytes, flax.nnx modules by their weights)."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha1()
+
+    def add(value):
+        if isinstance(value, (np.ndarray, jax.Array)) and not jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+            arr = np.asarray(value)
+            digest.update(f"{arr.dtype}{arr.shape}".encode())
+            digest.update(arr.tobytes())
+        elif isinstance(value, (tuple, list)):
+            for v in value:
+                add(v)
+        elif hasattr(value, "__class__") and value.__class__.__module__.startswith(("flax", "course_utils")) \
+                and not isinstance(value, (int, float)):
+            from flax import nnx
+
+            digest.update(type(value).__qualname__.encode())
+            if isinstance(value, nnx.Module):
+                for leaf in jax.tree_util.tree_leaves(nnx.state(value)):
+                    add(leaf)
+        else:
+            digest.update(repr(value).encode())
+
+    add(tuple(args))
+    return digest.hexdigest()
+
+
+_OUTPUTS: dict = {}  # (id of a candidate, fingerprint of a trial) -> its output: the same for every student
+_MAX_OUTPUTS = 50_000
+
+
+def search(matches, reference, name: str, runner, seconds: float | None = None) -> list:
+    """The descriptions of the candidates for which ``matches(run)`` is true, where ``run(args)`` is the
+    candidate's output on ``args`` (computed by ``runner(candidate.run, args)``), tried in order until ``seconds``
+    have passed (:data:`SEARCH_SECONDS` by default). A candidate's output on a trial does not depend on the student: it is kept, so that the next
+    search (the next student of a class, or the same student again) is quicker and goes further."""
+    seconds = SEARCH_SECONDS if seconds is None else seconds
     start = time.perf_counter()
     found, tried = [], 0
+    if len(_OUTPUTS) > _MAX_OUTPUTS:
+        _OUTPUTS.clear()
+    prints = {}
+
+    def output(candidate, args):
+        fp = prints.get(id(args))
+        if fp is None:
+            fp = prints[id(args)] = fingerprint(args)
+        key = (id(candidate), fp)
+        if key not in _OUTPUTS:
+            _OUTPUTS[key] = runner(candidate.run, args)
+        return _OUTPUTS[key]
+
     with jax.disable_jit():
         for candidate in candidates(reference, name):
             if time.perf_counter() - start > seconds:
                 break
             tried += 1
-            if run_student_match(candidate.run):
+            if matches(lambda args, c=candidate: output(c, args)):
                 found.append(candidate.description)
     TIMES.append((name, time.perf_counter() - start, tried, len(candidates(reference, name))))
     return found

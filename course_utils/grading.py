@@ -6,8 +6,9 @@ a list of known wrong variants), runs the student's function under
 ``jax.jit`` on seeded random inputs, compares with the reference, and either
 prints one short line or raises an AssertionError that says, in words a
 student understands, what went wrong: which input, the expected and actual
-shapes and dtypes, the size of the error, and the likely slip when the output
-matches a known wrong variant.
+shapes and dtypes, the size of the error, and the likely slip when the outputs
+match a known wrong variant (a hint) or one edit of the reference's own code
+(:mod:`course_utils.edits`) on every input.
 
 A check is three steps: :func:`plan` draws the inputs, :func:`evaluate` runs
 the student's code on them and returns plain data (the only step that runs
@@ -85,9 +86,11 @@ class Exercise:
     say which one is wrong. ``depends_on`` names earlier exercises whose
     functions the student's answer may call: a wrong output says to check
     them first. ``max_equations``: the most equations the traced answer may
-    have on one input (checked in the kernel before compiling, see
-    :func:`evaluate`): a Python loop over T unrolls under jit and compiling
-    it can take minutes and gigabytes; ``unrolled_message`` says what to use.
+    have on one input to be compiled (checked in the kernel before compiling,
+    see :func:`evaluate`): a Python loop over T unrolls under jit and compiling
+    it can take minutes and gigabytes, so such an answer runs op by op without
+    jit instead (right but slow passes, with ``unrolled_message``, the advice
+    on what to use).
     """
 
     name: str
@@ -1187,7 +1190,14 @@ def found_edits(ex: Exercise, seen, limit: int = 3) -> list:
         return []
     from . import edits
 
-    found = edits.search(lambda run: explains(ex, lambda args: _run_edit(run, args), seen), ex.reference, ex.name)
+    def cost(item):  # the smallest input first: most edits are told apart on any input, and it runs fastest
+        return sum(int(np.size(a)) for a in item[0] if _isinstance(a, (np.ndarray, jax.Array)))
+
+    cheap_first = sorted(seen, key=cost)
+    try:
+        found = edits.search(lambda run: explains(ex, run, cheap_first), ex.reference, ex.name, _run_edit)
+    except Exception:  # noqa: BLE001 - the search only adds a line: it never decides or breaks a verdict
+        return []
     return [f"{d} (an edit of the reference that gives your outputs)" for d in found] if 0 < _len(found) <= limit else []
 
 

@@ -857,3 +857,102 @@ def test_the_tolerance_widens_by_the_reference_own_float32_error():
     assert set(widenings("forward_mean", 5, 0)) == {1.0}
     assert set(widenings("drop_labels", 5, 0)) == {1.0}
     assert grading._widen_of(np.float32([1.0, 2.0]), np.float64([1.0, 2.0004]), 1e-4, 1e-6) == pytest.approx(1 + 4 * 0.0004 / (1e-6 + 2.0004e-4))
+
+
+# ------------------------------------------------------------------ hints that explain the output (issue 27)
+
+def _failure(name, fn, **kwargs) -> str:
+    with pytest.raises(CheckFailure) as info:
+        check(name, fn, **kwargs)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("seed", [0, 207])
+def test_two_hints_that_agree_on_one_input_are_separated_by_the_others(seed):
+    """noise_loss_weight without the square of beta_t: on an input where sigma2 = beta_t it equals the slip that squares
+    sigma2, but not on the others; only the hint that explains every input is shown."""
+    message = _failure("noise_loss_weight", lambda b, a, ab, s2: b / (2 * s2 * a * (1 - ab)), n_cases=30, seed=seed,
+                       edge_cases=True)
+    assert "Likely slip: beta_t is squared in the weight" in message
+    assert "sigma2 is already the variance" not in message
+    assert message.count("Likely slip") == 1
+
+
+def test_an_all_nan_output_is_not_explained_by_an_all_nan_hint():
+    """ddim_step with sigma = eta sqrt(1 - alpha_bar_prev / alpha_bar_t) is NaN everywhere (and uses jnp.where right):
+    the wrap-around hint's variant is NaN on some inputs too, but NaN against NaN explains nothing."""
+    def ddim_step(model, x_t, t, t_prev, alpha_bars, eta, z):
+        eps = model(x_t, jnp.full((x_t.shape[0],), t))
+        ab = alpha_bars[t - 1]
+        ab_prev = jnp.where(t_prev > 0, alpha_bars[jnp.maximum(t_prev - 1, 0)], 1.0)
+        sigma = eta * jnp.sqrt(1 - ab_prev / ab)
+        x0_hat = (x_t - jnp.sqrt(1 - ab) * eps) / jnp.sqrt(ab)
+        return jnp.sqrt(ab_prev) * x0_hat + jnp.sqrt(1 - ab_prev - sigma**2) * eps + sigma * z
+
+    message = _failure("ddim_step", ddim_step, n_cases=15, seed=406, edge_cases=True)
+    assert "NaN" in message
+    assert "wraps around" not in message
+
+
+def test_a_nan_at_one_step_is_not_explained_by_a_hint_that_is_wrong_elsewhere():
+    """posterior_mean in the precision form is NaN at t = 1 (1 / (1 - alpha_bar_prev) with alpha_bar_prev = 1) and right
+    everywhere else: no hint about swapped alpha_bars."""
+    def posterior_mean(x0, x_t, beta_t, alpha_bar_t, alpha_bar_prev):
+        precision = 1 / (1 - alpha_bar_prev) + (1 - beta_t) / beta_t
+        return (jnp.sqrt(alpha_bar_prev) / (1 - alpha_bar_prev) * x0 + jnp.sqrt(1 - beta_t) / beta_t * x_t) / precision
+
+    message = _failure("posterior_mean", posterior_mean, n_cases=30, seed=201, edge_cases=True)
+    assert "NaN" in message
+    assert "Likely slip" not in message
+
+
+def test_a_hint_of_a_slip_that_only_shows_as_nan_still_names_it():
+    """The wrap-around of ddim_step (alpha_bars[t_prev - 1] at t_prev = 0) gives NaN exactly where t_prev = 0 and the
+    right values elsewhere: that pattern is explained by its hint, which is shown."""
+    hint = grading.exercise("ddim_step").hints[5]
+    assert "wraps around" in hint.message
+    message = _failure("ddim_step", hint.variant, n_cases=15, seed=406, edge_cases=True)
+    assert f"Likely slip: {hint.message}" in message
+
+
+# ------------------------------------------------------------------ slips found by search (issue 27)
+
+@pytest.fixture
+def unhurried_search(monkeypatch):
+    """The search without its time limit (a cold process compiles each edit's operations first)."""
+    from course_utils import edits
+
+    monkeypatch.setattr(edits, "SEARCH_SECONDS", 600.0)
+
+
+@pytest.mark.parametrize("name,fn,found", [
+    ("ddpm_step", lambda model, x, t, z, betas, ab, sigmas: (x - betas[t] / jnp.sqrt(1 - ab[t]) * model(
+        x, jnp.full((x.shape[0],), t))) / jnp.sqrt(1 - betas[t]) + sigmas[t - 1] * z,
+     "`betas[t], alpha_bars[t]` where the reference has `betas[t - 1], alpha_bars[t - 1]`"),
+    ("forward_mean", lambda x, b: (1 - jnp.sqrt(b)) * x, "`1 - jnp.sqrt(beta)` where the reference has `jnp.sqrt(1 - beta)`"),
+    ("alpha_bars", lambda b: jnp.cumsum(jnp.log(1 - b)), "`jnp.cumsum(jnp.log(1 - betas))` where the reference has `jnp.cumprod(1 - betas)`"),
+    ("mean_from_noise", lambda x, e, b, ab: x - b / jnp.sqrt(1 - ab) * e / jnp.sqrt(1 - b),
+     "`x_t - beta_t / jnp.sqrt(1 - alpha_bar_t) * eps / jnp.sqrt(alpha_t)` where the reference has `(x_t - beta_t"),
+    ("posterior_mean", lambda x0, xt, b, ab, abp: jnp.sqrt(abp) * b / (1 - ab) * x0 + jnp.sqrt(1 - b) * (1 - ab) / (1 - ab) * xt,
+     "`alpha_bar_t` where the reference has `alpha_bar_prev`"),
+], ids=["index-everywhere", "sqrt-moved", "log-space-without-exp", "precedence", "variable"])
+def test_a_slip_no_hint_knows_is_named_by_an_edit_of_the_reference(unhurried_search, name, fn, found):
+    message = _failure(name, fn, n_cases=5, seed=3)
+    slip = [line for line in message.splitlines() if line.startswith("Likely slip: ")]
+    assert len(slip) == 1 and found in slip[0], message  # (two edits with the same outputs share the line)
+
+
+def test_a_hand_written_hint_wins_a_tie_with_a_found_edit():
+    """forward_mean without the square root is both a hint and an edit: the hint's words are shown, not the edit."""
+    message = _failure("forward_mean", lambda x, b: (1 - b) * x, n_cases=5)
+    assert "Likely slip: the mean is sqrt(1 - beta) * x_prev: the square root is missing." in message
+    assert "where the reference has" not in message
+
+
+def test_the_candidates_of_an_exercise_are_built_once():
+    from course_utils import edits
+
+    ex = grading.exercise("q_sample")
+    first = edits.candidates(ex.reference, "q_sample")
+    assert first and edits.candidates(ex.reference, "q_sample") is first
+    assert all("where the reference has" in c.description for c in first)
