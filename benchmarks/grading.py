@@ -16,7 +16,7 @@ someone. Each run grades the same folder through
 ``autograder.grade.grade`` (the ``python -m autograder grade`` command), in a
 fresh course directory, on at most 2 cores (the process is pinned to 2 CPUs
 when the machine has more), with the compilation cache that grade warms with
-the solution notebook (its time is included). With 1 and 2 workers, the
+the released notebook (its time is included). With 1 and 2 workers, the
 scores of every test cell of every student must be equal in the two runs.
 
 Each run records its wall time, the time per submission, the statuses, the

@@ -374,7 +374,9 @@ def _error_record(exc: BaseException, signature_ok: bool = True) -> dict:
 
     A TypeError is a changed signature ("signature") only when the arguments do not bind to the function's
     parameters; otherwise it comes from a line inside the answer (or a function it calls)."""
-    if _isinstance(exc, NotImplementedError):
+    if type(exc).__name__ == "ReferenceWithheld":  # course_utils.withheld: a reference called while grading
+        kind = "withheld"
+    elif _isinstance(exc, NotImplementedError):
         kind = "not_implemented"
     elif _isinstance(exc, _JIT_ERRORS):
         kind = "jit"
@@ -383,6 +385,22 @@ def _error_record(exc: BaseException, signature_ok: bool = True) -> dict:
     else:
         kind = "other"
     return {"kind": kind, "type": type(exc).__name__, "line": _first_line(exc)[:_MAX_TEXT], "where": (student_line(exc) or "")[:_MAX_TEXT]}
+
+
+def unwritten_lines(err) -> list | None:
+    """The message for an error record of an answer that computes nothing itself: a stub (``raise
+    NotImplementedError()``), or a call of a course reference, which the grading sandbox withholds. None otherwise."""
+    kind = err.get("kind") if _isinstance(err, dict) else None
+    if kind == "withheld":
+        import re
+
+        found = re.search(r"`(course_utils\.[\w.]+)`", str(err.get("line", "")))
+        name = found.group(1) if found else "of the course"
+        return [f"it calls the reference implementation {name} instead of computing the result; the course's "
+                "references are not available while grading: write it with your own code."]
+    if kind == "not_implemented":
+        return ["not implemented yet. Replace `raise NotImplementedError()` with your code."]
+    return None
 
 
 def _binds(fn, args) -> bool:
@@ -1055,8 +1073,8 @@ def student_output(ex: Exercise, record, arg_names, args):
     kind, etype, line = err.get("kind"), str(err.get("type", "Exception"))[:100], str(err.get("line", ""))[:_MAX_TEXT]
     where = [str(err["where"])[:_MAX_TEXT]] if err.get("where") else []
     shown = ["The input was:", _describe_args(arg_names, args)]
-    if kind == "not_implemented":
-        _fail(ex.name, ["not implemented yet. Replace `raise NotImplementedError()` with your code."])
+    if unwritten_lines(err):
+        _fail(ex.name, unwritten_lines(err))
     if kind == "jit":
         advice = _JIT_ADVICE.get(etype)
         _fail(ex.name, ["it does not work under jax.jit.", f"    {etype}: {line}",
@@ -1081,8 +1099,8 @@ def built_outputs(ex: Exercise, trial: Build, record, arg_names) -> list:
     for key in ("build_error", "state_error"):
         if key in record:
             err = record[key] if _isinstance(record[key], dict) else {}
-            if err.get("kind") == "not_implemented":
-                _fail(ex.name, ["not implemented yet. Replace `raise NotImplementedError()` with your code."])
+            if unwritten_lines(err):
+                _fail(ex.name, unwritten_lines(err))
             where = [str(err["where"])[:_MAX_TEXT]] if err.get("where") else []
             if key == "build_error":
                 _fail(ex.name, [f"creating `{call}` raised {str(err.get('type'))[:100]}: {str(err.get('line'))[:_MAX_TEXT]}",

@@ -286,8 +286,8 @@ class TrainStepKind:
         at = err.get("at_step") if isinstance(err.get("at_step"), int) else 0
         found = [str(err["where"])[:2000]] if err.get("where") else []
         call = f"{ex.name}(model, optimizer, {', '.join(self.arg_names)})"
-        if kind == "not_implemented":
-            _fail(ex.name, ["not implemented yet. Replace `raise NotImplementedError()` with your code."])
+        if grading.unwritten_lines(err):
+            _fail(ex.name, grading.unwritten_lines(err))
         if kind == "signature":
             _fail(ex.name, [f"calling it raised TypeError: {line}", f"Keep the signature given in the exercise: {call}."])
         lines = [f"step {at + 1} of {where} raised {etype}: {line}", *found]
