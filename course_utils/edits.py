@@ -548,18 +548,25 @@ def search(matches, reference, name: str, runner, seconds: float | None = None) 
             fp = prints[id(args)] = fingerprint(args)
         key = (id(candidate), fp)
         if key not in _OUTPUTS:
+            if time.perf_counter() - start > seconds:
+                raise _TimeUp
             _OUTPUTS[key] = runner(candidate.run, args)
         return _OUTPUTS[key]
 
     with jax.disable_jit():
         for candidate in candidates(reference, name):
-            if time.perf_counter() - start > seconds:
-                break
             tried += 1
-            if matches(lambda args, c=candidate: output(c, args)):
-                found.append(candidate.description)
+            try:
+                if matches(lambda args, c=candidate: output(c, args)):
+                    found.append(candidate.description)
+            except _TimeUp:  # the time is up: this candidate is left undecided, and the search ends
+                break
     TIMES.append((name, time.perf_counter() - start, tried, len(candidates(reference, name))))
     return found
+
+
+class _TimeUp(Exception):
+    pass
 
 
 TIMES: list = []
