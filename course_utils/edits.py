@@ -155,10 +155,6 @@ def _build(function: _Function, edited: dict, cache: dict):
     return built
 
 
-def _depends(function: _Function, target: _Function) -> bool:
-    return function is target or any(isinstance(c, _Function) and _depends(c, target) for c in function.callees.values())
-
-
 # ---------------------------------------------------------------- the edits
 
 def _unparse(node) -> str:
@@ -277,7 +273,7 @@ def _edits_of(node, parent) -> list:
         if op is ast.Pow:
             out.append((1, copy.deepcopy(left)))
             if isinstance(right, ast.Constant) and right.value == 2:
-                out.append((1, ast.Call(ast.Attribute(ast.Name("jnp", ast.Load()), "sqrt", ast.Load()), [copy.deepcopy(left)], [])))
+                out.append((1, _jnp("sqrt", copy.deepcopy(left))))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         out.append((2, copy.deepcopy(node.operand)))
     if isinstance(node, (ast.Name, ast.Subscript, ast.BinOp, ast.Call)) and isinstance(getattr(node, "ctx", ast.Load()), ast.Load) \
@@ -302,7 +298,8 @@ def _is_callee(node, parent) -> bool:
 
 
 def _sites(tree):
-    """(position, node, parent) of every expression of ``tree`` an edit may change, in source order."""
+    """(position, node, parent) of every expression of ``tree`` an edit may change, numbered in ``ast.walk``'s
+    order (the same in a copy of the tree)."""
     found = []
     for parent in ast.walk(tree):
         for child in ast.iter_child_nodes(parent):
@@ -316,7 +313,7 @@ def _in_error_message(node) -> bool:
 
 
 class _Replace(ast.NodeTransformer):
-    """Replace the ``position``-th site (as :func:`_sites` numbers them) with ``new``."""
+    """Replace the node ``target`` (one site of :func:`_sites`) with ``new``."""
 
     def __init__(self, target, new):
         self.target, self.new = target, new
@@ -548,18 +545,25 @@ def search(matches, reference, name: str, runner, seconds: float | None = None) 
             fp = prints[id(args)] = fingerprint(args)
         key = (id(candidate), fp)
         if key not in _OUTPUTS:
+            if time.perf_counter() - start > seconds:
+                raise _TimeUp
             _OUTPUTS[key] = runner(candidate.run, args)
         return _OUTPUTS[key]
 
     with jax.disable_jit():
         for candidate in candidates(reference, name):
-            if time.perf_counter() - start > seconds:
-                break
             tried += 1
-            if matches(lambda args, c=candidate: output(c, args)):
-                found.append(candidate.description)
+            try:
+                if matches(lambda args, c=candidate: output(c, args)):
+                    found.append(candidate.description)
+            except _TimeUp:  # the time is up: this candidate is left undecided, and the search ends
+                break
     TIMES.append((name, time.perf_counter() - start, tried, len(candidates(reference, name))))
     return found
+
+
+class _TimeUp(Exception):
+    pass
 
 
 TIMES: list = []

@@ -31,6 +31,11 @@ def cosine_betas(T, s=0.008, max_beta=0.999):
     alpha_bar = f / f[0]
     return jnp.minimum(1 - alpha_bar[1:] / alpha_bar[:-1], max_beta)
 """,
+"my_betas": """
+def my_betas(T):
+    u = jnp.arange(1, T + 1, dtype=jnp.float32) / T
+    return jnp.clip(18.0 / T * u**2, 1e-5, 0.5)
+""",
 "alpha_bars": """
 def alpha_bars(betas):
     return jnp.cumprod(1 - betas)
@@ -316,6 +321,10 @@ ANSWERS = [
     ("cosine_betas", "1 - alpha_bar[1:] / alpha_bar[:-1]", "1 - alpha_bar[1:]", r"alpha_bar\[:-1\]|ratio|divid|/"),
     ("cosine_betas", "jnp.arange(T + 1, dtype=jnp.float32)", "jnp.arange(T, dtype=jnp.float32)", r"shape|T \+ 1|arange|first axis|entries"),
     ("cosine_betas", "jnp.arange(T + 1, dtype=jnp.float32)", "jnp.arange(1, T + 2, dtype=jnp.float32)", r"shift|t \+ 1|index|off.by.one|arange|start"),
+    ("my_betas", "18.0 / T * u**2", "18.0 / T * u**3 * 1.5", OK),
+    ("my_betas", "u**2", "(1 - u) ** 2", r"increas|decreas"),
+    ("my_betas", "18.0 / T", "0.18 / T", r"alpha_bar|small|noise"),
+    ("my_betas", "1e-5, 0.5)", "1e-5, 1.5)", r"\(0, 1\)|below 1|less than 1|range|< 1|at most"),
     ("alpha_bars", "jnp.cumprod(1 - betas)", "jnp.exp(jnp.cumsum(jnp.log1p(-betas)))", OK),
     ("alpha_bars", "jnp.cumprod(1 - betas)", "jnp.cumprod(jnp.sqrt(1 - betas))", r"sqrt"),
     ("alpha_bars", "jnp.cumprod(1 - betas)", "jnp.cumsum(jnp.log(1 - betas))", r"exp|log"),

@@ -81,14 +81,13 @@ answers("linear_betas", ok=[
     lambda T, a, b: a + (b - a) * jnp.arange(T) / jnp.maximum(T - 1, 1),
     lambda T, a, b: jnp.linspace(0.0, 1.0, T) * (b - a) + a,
     lambda T, a, b: jnp.where(T == 1, a, a + jnp.arange(T) * ((b - a) / max(T - 1, 1))),
+    lambda T, a, b: jnp.stack([a + t / max(T - 1, 1) * (b - a) for t in range(T)]),  # right but slow (issue 27)
 ], wrong=[
     (lambda T, a, b: jnp.linspace(a, b, T + 1)[1:], SLIP + "off by one: T values from beta_start to beta_end"),
     (lambda T, a, b: jnp.linspace(a, b, T + 1)[:-1], SLIP + "off by one: the last value must be beta_end itself"),
     (lambda T, a, b: a + jnp.arange(T) / (T - 1) * (b - a), "NaN or infinite (a division by zero"),
     (lambda T, a, b: jnp.linspace(b, a, T), SLIP + "the betas increase from beta_start"),
     (lambda T, a, b: a + jnp.arange(T) / T * (b - a), SLIP + "divide by T - 1"),
-    (lambda T, a, b: jnp.stack([a + t / max(T - 1, 1) * (b - a) for t in range(T)]),
-     "a Python loop over the steps unrolls"),
 ])
 
 
