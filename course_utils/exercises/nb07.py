@@ -126,13 +126,15 @@ register(Exercise(
 
 
 def _heun_with(second_at="t_prev", average=True, wrap=False):
+    """Heun's step with one slip; ``wrap``: "all" (alpha_bars[t_prev - 1] everywhere, no Euler step at t_prev = 0) or
+    "second" (h right, but the second slope taken at t_prev = 0 with alpha_bars[-1], no Euler step)."""
     def step_fn(eps_fn, x_t, t, t_prev, schedule):
-        ab_t, ab_prev = _alpha_bars(schedule, t, t_prev, wrap=wrap)
+        ab_t, ab_prev = _alpha_bars(schedule, t, t_prev, wrap=wrap == "all")
         h = jnp.log(ab_prev / ab_t)
         slope = _slope(eps_fn, x_t, t, ab_t)
         x_euler = x_t + h * slope
         if wrap:
-            t2, ab2 = t_prev, ab_prev
+            t2, ab2 = t_prev, jnp.asarray(schedule.alpha_bars)[t_prev - 1]
         elif second_at == "t":
             t2, ab2 = t, ab_t
         else:
@@ -159,8 +161,11 @@ register(Exercise(
                                         "(its noise prediction and alpha_bar_prev), not at time t."),
         Hint(_heun_with(average=False), "move with the average of the two slopes, (f(x_t, t) + f(x_euler, t_prev)) / 2, not with "
                                         "the second slope alone."),
-        Hint(_heun_with(wrap=True), "the step to t_prev = 0 is the Euler step: at alpha_bar_0 = 1 there is no noise to predict "
-                                    "(and alpha_bars[t_prev - 1] wraps around to alpha_bar_T). Use jnp.where(t_prev > 0, ...)."),
+        Hint(_heun_with(wrap="all"), "the step to t_prev = 0 is the Euler step: at alpha_bar_0 = 1 there is no noise to predict "
+                                     "(and alpha_bars[t_prev - 1] wraps around to alpha_bar_T). Use jnp.where(t_prev > 0, ...)."),
+        Hint(_heun_with(wrap="second"), "at t_prev = 0 return the Euler step: the second slope would need a noise prediction at "
+                                        "alpha_bar_0 = 1, and yours takes it at alpha_bars[t_prev - 1] = alpha_bar_T. "
+                                        "Use jnp.where(t_prev > 0, heun, euler)."),
     ],
 ))
 
