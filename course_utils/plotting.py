@@ -223,9 +223,10 @@ def plot_image_grid(images, titles=None, title=None, vmin=-1.5, vmax=1.5, size=1
     return fig
 
 
-def animate_points(xs, colour=None, limit=2.5, frames=50, interval=80):
+def animate_points(xs, colour=None, limit=2.5, frames=50, interval=80, title_of=None):
     """An animation of points moving through the reverse process; ``xs``: (T + 1, N, 2) from x_T to x_0.
 
+    ``title_of(i)`` gives the title of the frame that shows ``xs[i]`` (default: "reverse process, t = T - i").
     Returns a matplotlib ``FuncAnimation``; in a notebook show it with
     ``IPython.display.HTML(anim.to_jshtml())``.
     """
@@ -238,10 +239,13 @@ def animate_points(xs, colour=None, limit=2.5, frames=50, interval=80):
     _plane(ax, limit)
     title = ax.set_title("")
     T = xs.shape[0] - 1
+    if title_of is None:
+        def title_of(i):
+            return f"reverse process, $t = {T - i}$"
 
     def draw(i):
         dots.set_offsets(xs[steps[i]])
-        title.set_text(f"reverse process, $t = {T - steps[i]}$")
+        title.set_text(title_of(steps[i]))
         return dots, title
 
     anim = animation.FuncAnimation(fig, draw, frames=len(steps), interval=interval, blit=False)

@@ -10,3 +10,4 @@ from . import nb01, nb02, nb04  # noqa: F401
 from . import nb03  # noqa: F401,E402  (notebook 03)
 from . import nb05  # noqa: F401,E402  (notebook 05)
 from . import nb06  # noqa: F401,E402  (notebook 06)
+from . import nb07  # noqa: F401,E402  (notebook 07)

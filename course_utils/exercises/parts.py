@@ -126,3 +126,13 @@ def apply_block(block, x, emb):
 
 def apply_attention(block, x):
     return block(x)
+
+
+def trial_score_a(x):
+    """A stand-in score for the checks of ``langevin_correct``: elementwise, nonlinear, any shape."""
+    return -x + 0.5 * jnp.sin(3.0 * x)
+
+
+def trial_score_b(x):
+    """Another stand-in score (a quartic potential's), so that a slip does not hide behind one function's shape."""
+    return -(x - 0.5) ** 3 - x

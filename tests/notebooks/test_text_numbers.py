@@ -91,6 +91,12 @@ ALLOWED = {
         "0.1": "the data's standard deviation per pixel",
         "100 %": "model answer: the in-class fraction at w = 0 that section 7's table prints (1.0000 of 5000 in full mode)",
     },
+    "07_scores_and_flows": {
+        "0.35": "the mixture's weight of class 0 and a coordinate of its mean, constants of the data",
+        "0.65": "the mixture's weight of class 1 and a coordinate of its mean, constants of the data",
+        "0.75": "a class mean of the data",
+        "0.45": "a class mean of the data",
+    },
     "06_mnist": {
         "0.02": "Ho et al.'s linear schedule end (a paper value)",
         "0.008": "the cosine schedule's offset s (a paper value)",

@@ -1115,6 +1115,206 @@ answers("guided_ddim_sample", ok=[
 ], n_cases=3)
 
 
+# ------------------------------------------------------------------ notebook 07
+
+answers("score_from_eps", ok=[
+    lambda e, a: -e * jax.lax.rsqrt(1 - a),
+    lambda e, a: -(e / (1 - a) ** 0.5),
+    lambda e, a: jnp.negative(e) / jnp.sqrt(1.0 - jnp.asarray(a)),
+], wrong=[
+    (lambda e, a: e / jnp.sqrt(1 - a), SLIP + "the score points against the noise"),
+    (lambda e, a: -e / (1 - a), SLIP + "divide by the standard deviation of the noise"),
+    (lambda e, a: -e / jnp.sqrt(a), SLIP + "the noise in x_t has standard deviation sqrt(1 - alpha_bar_t)"),
+    (lambda e, a: -e * jnp.sqrt(1 - a), SLIP + "divide, do not multiply"),
+    (lambda e, a: -2 * e / jnp.sqrt(1 - a), "times a constant factor 2"),
+])
+
+
+def _padded(schedule):
+    """[alpha_bar_0 = 1, alpha_bar_1, ..., alpha_bar_T]: index t is step t."""
+    return jnp.concatenate([jnp.ones(1), jnp.asarray(schedule.alpha_bars)])
+
+
+def _pf_padded(eps_fn, x_t, t, t_prev, schedule):
+    ab = _padded(schedule)
+    score = -eps_fn(x_t, jnp.full((x_t.shape[0],), t)) / jnp.sqrt(1 - ab[t])
+    return x_t + 0.5 * (jnp.log(ab[t_prev]) - jnp.log(ab[t])) * (x_t + score)
+
+
+def _pf_expanded(eps_fn, x_t, t, t_prev, schedule):
+    ab_t = schedule.alpha_bars[t - 1]
+    ab_prev = jnp.where(t_prev == 0, 1.0, schedule.alpha_bars[t_prev - 1])
+    h = -jnp.log(ab_t / ab_prev)
+    eps = eps_fn(x_t, t * jnp.ones(x_t.shape[0], jnp.int32))
+    return x_t + 0.5 * h * x_t - 0.5 * h * eps * jax.lax.rsqrt(1 - ab_t)
+
+
+def _pf_slip(sign=-1.0, half=0.5, power=0.5, clock="log", direction=1.0, python_if=False):
+    def step(eps_fn, x_t, t, t_prev, schedule):
+        ab = _padded(schedule)
+        if python_if and t_prev == 0:
+            return x_t
+        eps = eps_fn(x_t, jnp.full((x_t.shape[0],), t))
+        h = jnp.log(ab[t_prev] / ab[t]) if clock == "log" else ab[t_prev] - ab[t]
+        return x_t + direction * h * half * (x_t + sign * eps / (1 - ab[t]) ** power)
+    return step
+
+
+answers("probability_flow_step", ok=[_pf_padded, _pf_expanded, _pf_slip()], wrong=[
+    (_pf_slip(sign=1.0), SLIP + "the score is -eps / sqrt(1 - alpha_bar_t)"),
+    (_pf_slip(half=1.0), SLIP + "the factor 1/2 is missing"),
+    (_pf_slip(power=1.0), SLIP + "the score divides the noise by sqrt(1 - alpha_bar_t)"),
+    (_pf_slip(clock="alpha_bar"), SLIP + "the time of this ODE is log alpha_bar"),
+    (_pf_slip(direction=-1.0), SLIP + "the step goes towards the data"),
+    (_pf_slip(python_if=True), "The cause: a Python `if`"),
+], n_cases=4)
+
+
+def _heun_padded(eps_fn, x_t, t, t_prev, schedule):
+    ab = _padded(schedule)
+    h = jnp.log(ab[t_prev] / ab[t])
+    f1 = 0.5 * (x_t - eps_fn(x_t, jnp.full((x_t.shape[0],), t)) / jnp.sqrt(1 - ab[t]))
+    x_e = x_t + h * f1
+    t2 = jnp.maximum(t_prev, 1)
+    f2 = 0.5 * (x_e - eps_fn(x_e, jnp.full((x_t.shape[0],), t2)) / jnp.sqrt(1 - ab[t2]))
+    return jnp.where(t_prev > 0, 0.5 * (x_e + x_t + h * f2), x_e)
+
+
+def _heun_with_euler(eps_fn, x_t, t, t_prev, schedule):
+    """Heun from two Euler steps: the average of the predictor and an Euler step with the slope at its end."""
+    x_e = _pf_padded(eps_fn, x_t, t, t_prev, schedule)
+    ab = _padded(schedule)
+    h = jnp.log(ab[t_prev] / ab[t])
+    t2 = jnp.maximum(t_prev, 1)
+    slope2 = 0.5 * (x_e + scores_ref_score(eps_fn(x_e, jnp.full((x_t.shape[0],), t2)), ab[t2]))
+    return jnp.where(t_prev == 0, x_e, 0.5 * (x_e + x_t + h * slope2))
+
+
+def scores_ref_score(eps, ab):
+    return -eps / jnp.sqrt(1 - ab)
+
+
+def _heun_slip(second_at="t_prev", average=True, wrap=False, python_if=False):
+    def step(eps_fn, x_t, t, t_prev, schedule):
+        if python_if and t_prev == 0:
+            return _pf_padded(eps_fn, x_t, t, t_prev, schedule)
+        ab_all = jnp.asarray(schedule.alpha_bars)
+        ab = _padded(schedule)
+        h = jnp.log(ab[t_prev] / ab[t])
+        f1 = 0.5 * (x_t - eps_fn(x_t, jnp.full((x_t.shape[0],), t)) / jnp.sqrt(1 - ab[t]))
+        x_e = x_t + h * f1
+        t2 = {"t_prev": jnp.maximum(t_prev, 1), "t": t}[second_at]
+        ab2 = ab_all[t_prev - 1] if wrap else ab[t2]
+        t2 = t_prev if wrap else t2
+        f2 = 0.5 * (x_e - eps_fn(x_e, jnp.full((x_t.shape[0],), t2)) / jnp.sqrt(1 - ab2))
+        x_h = x_t + (0.5 * h * (f1 + f2) if average else h * f2)
+        return x_h if wrap else jnp.where(t_prev > 0, x_h, x_e)
+    return step
+
+
+answers("heun_step", ok=[_heun_padded, _heun_with_euler, _heun_slip()], wrong=[
+    (_pf_padded, SLIP + "that is the Euler step"),
+    (_heun_slip(second_at="t"), SLIP + "evaluate the second slope at the end of the step"),
+    (_heun_slip(average=False), SLIP + "move with the average of the two slopes"),
+    (_heun_slip(wrap=True), SLIP + "at t_prev = 0 return the Euler step"),
+    (_heun_slip(python_if=True), "The cause: a Python `if`"),
+], n_cases=4)
+
+
+def _langevin_if(score_fn, x, step_size, z):
+    if step_size > 0:
+        return x + step_size * score_fn(x) + jnp.sqrt(2 * step_size) * z
+    return x
+
+
+answers("langevin_correct", ok=[
+    lambda score_fn, x, d, z: x + d * score_fn(x) + jnp.sqrt(2.0) * jnp.sqrt(d) * z,
+    lambda score_fn, x, d, z: x + d * score_fn(x) + (2 * d) ** 0.5 * z,
+    lambda score_fn, x, d, z: jnp.add(x, d * score_fn(x)) + jnp.sqrt(d + d) * z,
+], wrong=[
+    (lambda score_fn, x, d, z: x + d * score_fn(x) + jnp.sqrt(d) * z, SLIP + "the factor 2 inside the square root is missing"),
+    (lambda score_fn, x, d, z: x + d * score_fn(x) + 2 * d * z, SLIP + "the square root is missing"),
+    (lambda score_fn, x, d, z: x - d * score_fn(x) + jnp.sqrt(2 * d) * z, SLIP + "move up the score"),
+    (lambda score_fn, x, d, z: x + d * score_fn(x), SLIP + "the noise term sqrt(2 * step_size) * z is missing"),
+    (_langevin_if, "The cause: a Python `if`"),
+])
+
+
+def _fm_loss(path="straight", target="x1 - x0", reduce=jnp.mean, model_t=lambda t: t):
+    def loss(model, x0, x1, t):
+        s = jnp.expand_dims(t, -1)
+        x_s = (1 - s) * x0 + s * x1 if path == "straight" else s * x0 + (1 - s) * x1
+        goal = {"x1 - x0": x1 - x0, "x0 - x1": x0 - x1, "x1": x1}[target]
+        return reduce((model(x_s, model_t(t)) - goal) ** 2)
+    return loss
+
+
+answers("flow_matching_loss", ok=[
+    _fm_loss(),
+    lambda model, x0, x1, t: jnp.mean(jnp.square(model(x0 + t[:, None] * (x1 - x0), t) - x1 + x0)),
+    lambda model, x0, x1, t: jnp.sum((model(x0 + t.reshape(-1, 1) * (x1 - x0), t) - (x1 - x0)) ** 2) / x0.size,
+], wrong=[
+    (_fm_loss(target="x0 - x1"), SLIP + "the velocity points from the noise to the data"),
+    (_fm_loss(path="swapped"), SLIP + "the path starts at the noise"),
+    (_fm_loss(reduce=jnp.sum), SLIP + "average the squared errors"),
+    (_fm_loss(model_t=lambda t: 1 - t), SLIP + "call the model with the time t of x_t"),
+    (_fm_loss(target="x1"), "expected"),
+])
+
+
+def _flow_scan(velocity_fn, x, n_steps):
+    def body(carry, k):
+        y = carry + velocity_fn(carry, jnp.full((carry.shape[0],), k / n_steps)) / n_steps
+        return y, y
+    return jnp.concatenate([x[None], jax.lax.scan(body, x, jnp.arange(n_steps))[1]])
+
+
+def _flow_fori(velocity_fn, x, n_steps):
+    def body(k, xs):
+        y = xs[k] + (1.0 / n_steps) * velocity_fn(xs[k], jnp.ones(x.shape[0]) * k / n_steps)
+        return xs.at[k + 1].set(y)
+    return jax.lax.fori_loop(0, n_steps, body, jnp.zeros((n_steps + 1,) + x.shape, x.dtype).at[0].set(x))
+
+
+def _flow_times(velocity_fn, x, n_steps):
+    times = jnp.linspace(0.0, 1.0, n_steps + 1)[:-1]
+
+    def body(y, s):
+        y = y + (1.0 / n_steps) * velocity_fn(y, jnp.broadcast_to(s, (y.shape[0],)))
+        return y, y
+    last, xs = jax.lax.scan(body, x, times)
+    return jnp.concatenate([x[None], xs], axis=0)
+
+
+def _flow_python_loop(velocity_fn, x, n_steps):
+    xs = [x]
+    for k in range(n_steps):
+        xs.append(xs[-1] + velocity_fn(xs[-1], jnp.full((x.shape[0],), k / n_steps)) / n_steps)
+    return jnp.stack(xs)
+
+
+def _flow_slip(time="start", scale=True, keep="all"):
+    def run(velocity_fn, x, n_steps):
+        s0 = {"start": 0.0, "end": 1.0, "reversed": 0.0}[time]
+        def body(y, k):
+            s = 1.0 - k / n_steps if time == "reversed" else (k + s0) / n_steps
+            y = y + (1.0 / n_steps if scale else 1.0) * velocity_fn(y, jnp.full((y.shape[0],), s))
+            return y, y
+        last, xs = jax.lax.scan(body, x, jnp.arange(n_steps))
+        return {"all": jnp.concatenate([x[None], xs]), "last": last, "no noise": xs}[keep]
+    return run
+
+
+answers("euler_flow_sample", ok=[_flow_scan, _flow_fori, _flow_times], wrong=[
+    (_flow_slip(time="end"), SLIP + "step k starts at time s_k = k / n_steps"),
+    (_flow_slip(time="reversed"), SLIP + "flow matching's time runs forwards"),
+    (_flow_slip(scale=False), SLIP + "each Euler step moves by the step size times the velocity"),
+    (_flow_slip(keep="last"), SLIP + "return the whole trajectory"),
+    (_flow_slip(keep="no noise"), SLIP + "the trajectory starts with the noise itself"),
+    (_flow_python_loop, "loop over the steps with jax.lax.scan"),
+], n_cases=3)
+
+
 # ------------------------------------------------------------------ the tests
 
 OK = [(n, i) for n in sorted(ANSWERS) for i in range(len(ANSWERS[n]["ok"]))]

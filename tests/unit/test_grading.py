@@ -58,7 +58,8 @@ def test_the_reference_itself_earns_no_points():
 
 
 @pytest.mark.parametrize("name", ["ddpm_loss", "ddpm_step", "sample", "ddim_step", "drop_labels", "guided_eps",
-                                  "guided_ddim_sample", "guided_sample"])
+                                  "guided_ddim_sample", "guided_sample", "probability_flow_step", "heun_step",
+                                  "langevin_correct", "flow_matching_loss", "euler_flow_sample"])
 def test_references_that_take_modules_or_keys_earn_no_points_either(name):
     """References that are not jitted themselves (they take a model or a key) are marked too."""
     reference = grading.exercise(name).reference
