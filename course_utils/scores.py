@@ -310,12 +310,6 @@ def sample_with(method, eps_fn, x_T, n_steps, schedule: Schedule, key, langevin=
                    jnp.float32(langevin), euler=euler, heun=heun, corrector=corrector, score=score)
 
 
-def visited_steps(T, n_steps):
-    """The steps :func:`sample_with` visits, round(T (n - k) / n) for k = 0..n: shape (n_steps + 1,), int32."""
-    k = jnp.arange(n_steps + 1)
-    return jnp.round(T * (n_steps - k) / n_steps).astype(jnp.int32)
-
-
 @functools.partial(jax.jit, static_argnames=("graphdef", "fn", "euler", "heun", "corrector", "score"))
 def _sample(method, graphdef, state, fn, x_T, n_steps, schedule, key, langevin, *, euler, heun, corrector, score):
     eps_fn = _merge(graphdef, state, fn)
