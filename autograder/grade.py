@@ -72,7 +72,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import course, roles
+from . import course, roles, shards
 from .execute import GRADER_ERROR, KERNEL_DIED, MALFORMED, NOT_RUN, OUTPUT_LIMIT, CompileOnly, last_cell_to_run
 from .provenance import FLAG
 from .trees import clear_tree, copy_tree, remove_tree, walk_tree
@@ -1001,7 +1001,8 @@ def _resumable(previous: dict, digests: dict, workdir: Path, assignment: str) ->
 
 def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limits = course.Limits(),
           workers: int | None = None, compile_cache: bool = True, log=print,
-          allow_unsandboxed: bool = False, restart: bool = False) -> list[StudentResult]:
+          allow_unsandboxed: bool = False, restart: bool = False, shard: tuple[int, int] | None = None
+          ) -> list[StudentResult]:
     """Autograde every submission of ``assignment``; return one result per student (sorted by id).
 
     The kernels run in the bubblewrap sandbox (``autograder/sandbox.py``); where it is unavailable grading
@@ -1046,6 +1047,10 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
     release_nb = nbformat.read(workdir / "release" / assignment / f"{assignment}.ipynb", as_version=4)
 
     subs = intake(submissions, assignment, workdir / "intake", warn=lambda message: log(f"warning: {message}"))
+    if shard is not None:  # this machine's share of the class (autograder/shards.py)
+        everyone = len(subs)
+        subs = [sub for sub in subs if shards.in_shard(sub.student, shard)]
+        log(f"shard {shard[0]}/{shard[1]}: {len(subs)} of the {everyone} submissions")
     for sub in subs:
         if not sub.problem:
             prepare_notebook(sub, release_nb, workdir / "submitted" / sub.student / assignment / f"{assignment}.ipynb")
@@ -1126,14 +1131,17 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
             r.reasons.append(NOT_ISOLATED)
             r.status = FLAGGED if r.status == GRADED else r.status
     results.sort(key=lambda r: r.student)
-    save_results(results, workdir, assignment)
+    save_results(results, workdir, assignment, limits=limits, shard=shard)
     return results
 
 
-def save_results(results: list[StudentResult], workdir: Path, assignment: str) -> Path:
+def save_results(results: list[StudentResult], workdir: Path, assignment: str, limits: course.Limits | None = None,
+                 shard: tuple[int, int] | None = None) -> Path:
+    """The results file of a grading run: the students' results, the limits they were graded with and the shard
+    they are (``autograder/shards.py``)."""
     path = results_path(workdir, assignment)
-    write_atomically(path, json.dumps({"assignment": assignment, "students": [asdict(r) for r in results]},
-                                      indent=1).encode())
+    write_atomically(path, json.dumps({"assignment": assignment, **shards.results_extra(shard, limits),
+                                       "students": [asdict(r) for r in results]}, indent=1).encode())
     return path
 
 
