@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-all-cells", action="store_true",
                    help="also run the cells after the last graded cell (the figures and experiments: slower, same scores)")
     p.add_argument("--no-compile-cache", action="store_true",
-                   help="do not warm a JAX compilation cache with the released notebook (slower, same scores)")
+                   help="do not warm a JAX compilation cache by grading the solution first (slower, same scores)")
     p.add_argument("--restart", action="store_true",
                    help="grade everyone again (by default a rerun in the same WORKDIR keeps the results of the students "
                         "an earlier run completely graded, if their notebook, the assignment, the limits and the code "
