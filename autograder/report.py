@@ -17,10 +17,12 @@ from .pages import render, trusted
 
 
 def _svg(fig) -> str:
+    import matplotlib
     import matplotlib.pyplot as plt
 
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    with matplotlib.rc_context({"svg.hashsalt": "class-report"}):  # the same page for the same grades: ids from content
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):].replace("<svg", "<svg class='plot'", 1)
