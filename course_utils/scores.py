@@ -3,7 +3,8 @@ r"""Scores, the probability-flow ODE, Langevin correction and flow matching (not
 A noise predictor is a scaled score (Tweedie's formula), so a diffusion model
 also defines an ordinary differential equation whose solution carries
 :math:`q(x_T) \approx \mathcal N(0, I)` to the data distribution, the
-*probability-flow ODE* (Song et al. 2021). Its time here is
+*probability-flow ODE* (Song, Sohl-Dickstein, Kingma, Kumar, Ermon and Poole 2021, "Score-based generative
+modeling through stochastic differential equations"). Its time here is
 :math:`\lambda = \log\bar\alpha`, which is the VP SDE's
 :math:`-\int_0^t\beta(s)\,ds`:
 
@@ -88,8 +89,8 @@ def probability_flow_step(eps_fn, x_t, t, t_prev, schedule: Schedule):
         \qquad h = \log\bar\alpha_{t'} - \log\bar\alpha_t = \log\frac{\bar\alpha_{t'}}{\bar\alpha_t} > 0,
 
     with :math:`\bar\alpha_0 = 1`. For consecutive steps
-    :math:`h = -\log(1-\beta_t) \approx \beta_t`, which gives Song et al.'s (2021)
-    discretisation :math:`x_{t-1} \approx x_t + \frac12\beta_t\,(x_t + \nabla\log q)`.
+    :math:`h = -\log(1-\beta_t) \approx \beta_t`, which gives the score-SDE paper's (Song, Sohl-Dickstein,
+    Kingma et al. 2021) discretisation :math:`x_{t-1} \approx x_t + \frac12\beta_t\,(x_t + \nabla\log q)`.
     ``x_t``: (N, ...); ``t`` in 1..T and ``t_prev`` in 0..t-1 integers (traced inside a scan).
     """
     ab_t, ab_prev = schedule.alpha_bars[t - 1], alpha_bar_at(schedule, t_prev)
@@ -120,7 +121,7 @@ def heun_step(eps_fn, x_t, t, t_prev, schedule: Schedule):
 
 @marked
 def langevin_correct(score_fn, x, step_size, z):
-    r"""One step of Langevin dynamics, the corrector of predictor-corrector sampling (Song et al. 2021).
+    r"""One step of Langevin dynamics, the corrector of predictor-corrector sampling (Song, Sohl-Dickstein, Kingma et al. 2021).
 
     .. math::
         x \leftarrow x + \delta\,\nabla_x\log q(x) + \sqrt{2\delta}\,z, \qquad z \sim \mathcal N(0, I)
@@ -239,6 +240,30 @@ def euler_flow_sample(velocity_fn, x, n_steps):
 
     _, xs = jax.lax.scan(body, x, jnp.arange(n_steps))
     return jnp.concatenate([x[None], xs])
+
+
+def mixture_flow_velocity(x, s, mixture: Mixture = TWO_PIXEL):
+    r"""The exact flow-matching velocity :math:`\mathbb E[x_1 - x_0 \mid x_s]` of the straight path from standard normal
+    noise :math:`x_0` to the mixture's data :math:`x_1`: the field a perfect flow-matching network learns.
+
+    On the path :math:`x_s = (1 - s)\,x_0 + s\,x_1` component :math:`k` gives
+    :math:`x_s \sim \mathcal N(s\mu_k, c_s I)`, :math:`c_s = (1-s)^2 + s^2\sigma^2`, and
+
+    .. math::
+        \mathbb E[x_1 \mid x_s, k] = \mu_k + \frac{s\,\sigma^2}{c_s}\,(x_s - s\mu_k), \qquad
+        \mathbb E[x_1 - x_0 \mid x_s] = \frac{\mathbb E[x_1 \mid x_s] - x_s}{1 - s},
+
+    the components weighted by their posterior probabilities given :math:`x_s`. ``x``: (N, d); ``s``: a number or
+    (N,), in [0, 1) (at s = 0 it is :math:`\mathbb E[x_1] - x`). Returns (N, d).
+    """
+    means = jnp.asarray(mixture.means, x.dtype)
+    s = jnp.broadcast_to(jnp.asarray(s, x.dtype), x.shape[:1])[:, None]                  # (N, 1)
+    c = (1 - s) ** 2 + s ** 2 * mixture.std ** 2                                           # (N, 1)
+    diff = x[:, None, :] - s[:, :, None] * means[None]                                     # (N, K, d)
+    logits = jnp.log(jnp.asarray(mixture.weights, x.dtype))[None] - 0.5 * jnp.sum(diff ** 2, -1) / c
+    posterior = jax.nn.softmax(logits, axis=1)                                             # (N, K)
+    x1 = jnp.sum(posterior[..., None] * (means[None] + (s * mixture.std ** 2 / c)[:, :, None] * diff), axis=1)
+    return (x1 - x) / (1 - s)
 
 
 class ContinuousTime(nnx.Module):
@@ -527,7 +552,8 @@ def consistent_with(values, target, label="value"):
 
     The mean differs from ``target`` by more than twice its standard error (:math:`2 s/\sqrt n`, about a 95 %
     interval) or not. Returns {"agrees": bool, "difference", "se", "text"}, the text a one-line verdict,
-    "PASS" when they agree within the spread and "FAIL" when the difference is larger.
+    "PASS" (consistent with the target: the runs cannot tell them apart, which with few runs is a weak statement)
+    when they agree within the spread and "FAIL" when the difference is larger.
     """
     import numpy as np
     x = np.asarray(values, np.float64).reshape(-1)
@@ -536,7 +562,9 @@ def consistent_with(values, target, label="value"):
     se = float(x.std(ddof=1) / np.sqrt(x.size))
     difference = float(x.mean() - target)
     agrees = bool(abs(difference) <= 2 * se)
-    verdict = ("PASS: within twice the standard error" if agrees else "FAIL: more than twice the standard error")
+    verdict = (f"PASS: consistent with {target:g}, within twice the standard error" if agrees
+               else f"FAIL: not consistent with {target:g}, more than twice the standard error")
+    weak = f"; with n = {x.size} a weak test" if x.size < 10 else ""
     text = (f"{label} {x.mean():.4f} +- {x.std(ddof=1):.4f} (n = {x.size}) against {target:g}: "
-            f"difference {difference:+.4f}, {verdict} ({se:.4f})")
+            f"difference {difference:+.4f}, standard error {se:.4f}: {verdict}{weak}")
     return {"agrees": agrees, "difference": difference, "se": se, "text": text}
