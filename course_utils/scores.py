@@ -547,11 +547,39 @@ def _eps_errors(graphdef, state, fn, mixture, x0, noise, steps, alpha_bars):
     return jax.lax.map(at, (steps, noise))
 
 
-def consistent_with(values, target, label="value"):
+def velocity_errors(model, x1, noise, times, mixture: Mixture = TWO_PIXEL):
+    r"""The mean squared error of a velocity field against the exact flow-matching velocity of the mixture, at each time.
+
+    .. math::
+        e_s = \operatorname{mean}\,\lVert v_\theta(x_s, s) - \mathbb E[x_1 - x_0 \mid x_s]\rVert^2, \qquad
+        x_s = (1 - s)\,x_0 + s\,x_1,
+
+    averaged over coordinates, the exact velocity from :func:`mixture_flow_velocity`. ``model(x, s)``: a flax module
+    or a function; ``x1`` (N, d) data; ``noise`` (K, N, d), one draw per time; ``times`` (K,) in [0, 1). Returns (K,),
+    numpy.
+    """
+    return jax.device_get(_velocity_errors(*_split(model), mixture, x1, noise, jnp.asarray(times, jnp.float32)))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "fn", "mixture"))
+def _velocity_errors(graphdef, state, fn, mixture, x1, noise, times):
+    model = _merge(graphdef, state, fn)
+
+    def at(s_and_noise):
+        s, e = s_and_noise
+        x_s = (1 - s) * e + s * x1
+        return jnp.mean((model(x_s, jnp.full((x1.shape[0],), s)) - mixture_flow_velocity(x_s, s, mixture)) ** 2)
+
+    return jax.lax.map(at, (times, noise))
+
+
+def consistent_with(values, target, label="value", n_samples=None):
     r"""Whether several measurements of one quantity agree with a known ``target`` within their spread.
 
     The mean differs from ``target`` by more than twice its standard error (:math:`2 s/\sqrt n`, about a 95 %
-    interval) or not. Returns {"agrees": bool, "difference", "se", "text"}, the text a one-line verdict,
+    interval) or not. With ``n_samples`` (each value a fraction of that many points) the variance of one value is
+    taken as at least the binomial :math:`p(1-p)/N` of the target, so that three runs that happen to agree closely do
+    not claim a precision their sample sizes cannot give. Returns {"agrees": bool, "difference", "se", "text"}, the text a one-line verdict,
     "PASS" (consistent with the target: the runs cannot tell them apart, which with few runs is a weak statement)
     when they agree within the spread and "FAIL" when the difference is larger.
     """
@@ -559,7 +587,10 @@ def consistent_with(values, target, label="value"):
     x = np.asarray(values, np.float64).reshape(-1)
     if x.size < 2:
         raise ValueError(f"consistent_with: need at least two values for a spread, got {x.size}")
-    se = float(x.std(ddof=1) / np.sqrt(x.size))
+    variance = x.var(ddof=1)
+    if n_samples is not None:   # each value is a fraction of n_samples points: at least the binomial variance
+        variance = max(variance, target * (1 - target) / n_samples)
+    se = float(np.sqrt(variance / x.size))
     difference = float(x.mean() - target)
     agrees = bool(abs(difference) <= 2 * se)
     verdict = (f"PASS: consistent with {target:g}, within twice the standard error" if agrees

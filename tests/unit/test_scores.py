@@ -223,6 +223,17 @@ def test_euler_steps_on_the_exact_flow_velocity_reach_the_data():
     np.testing.assert_allclose(np.asarray(x1 - means[nearest]).std(0), 0.1, rtol=0.1)
 
 
+def test_velocity_errors_against_numpy():
+    x1 = guidance.sample_mixture(jax.random.key(6), 50)[0]
+    noise = jax.random.normal(jax.random.key(7), (3, 50, 2))
+    times = jnp.array([0.0, 0.4, 0.8])
+    got = scores.velocity_errors(lambda x, s: jnp.zeros_like(x), x1, noise, times)
+    for k, s in enumerate(np.asarray(times)):
+        x_s = (1 - s) * noise[k] + s * x1
+        np.testing.assert_allclose(got[k], np.mean(np.asarray(scores.mixture_flow_velocity(x_s, s)) ** 2), rtol=1e-5)
+    assert np.all(scores.velocity_errors(lambda x, s: scores.mixture_flow_velocity(x, s), x1, noise, times) < 1e-10)
+
+
 # ---------------------------------------------------------------- log-likelihood through the ODE
 
 
@@ -482,3 +493,8 @@ def test_consistent_with_says_pass_within_the_spread_and_fail_outside():
     np.testing.assert_allclose(far["se"], 0.01 / np.sqrt(3))
     with pytest.raises(ValueError):
         scores.consistent_with([0.3], 0.35)
+    close = [0.3585, 0.3560, 0.3610]       # three runs that agree by chance: their sd understates a fraction's error
+    assert not scores.consistent_with(close, 0.35)["agrees"]
+    binomial = scores.consistent_with(close, 0.35, n_samples=2000)
+    assert binomial["agrees"]
+    np.testing.assert_allclose(binomial["se"], np.sqrt(0.35 * 0.65 / 2000 / 3))
