@@ -3,7 +3,8 @@ r"""Scores, the probability-flow ODE, Langevin correction and flow matching (not
 A noise predictor is a scaled score (Tweedie's formula), so a diffusion model
 also defines an ordinary differential equation whose solution carries
 :math:`q(x_T) \approx \mathcal N(0, I)` to the data distribution, the
-*probability-flow ODE* (Song et al. 2021). Its time here is
+*probability-flow ODE* (Song, Sohl-Dickstein, Kingma, Kumar, Ermon and Poole 2021, "Score-based generative
+modeling through stochastic differential equations"). Its time here is
 :math:`\lambda = \log\bar\alpha`, which is the VP SDE's
 :math:`-\int_0^t\beta(s)\,ds`:
 
@@ -88,8 +89,8 @@ def probability_flow_step(eps_fn, x_t, t, t_prev, schedule: Schedule):
         \qquad h = \log\bar\alpha_{t'} - \log\bar\alpha_t = \log\frac{\bar\alpha_{t'}}{\bar\alpha_t} > 0,
 
     with :math:`\bar\alpha_0 = 1`. For consecutive steps
-    :math:`h = -\log(1-\beta_t) \approx \beta_t`, which gives Song et al.'s (2021)
-    discretisation :math:`x_{t-1} \approx x_t + \frac12\beta_t\,(x_t + \nabla\log q)`.
+    :math:`h = -\log(1-\beta_t) \approx \beta_t`, which gives the score-SDE paper's (Song, Sohl-Dickstein,
+    Kingma et al. 2021) discretisation :math:`x_{t-1} \approx x_t + \frac12\beta_t\,(x_t + \nabla\log q)`.
     ``x_t``: (N, ...); ``t`` in 1..T and ``t_prev`` in 0..t-1 integers (traced inside a scan).
     """
     ab_t, ab_prev = schedule.alpha_bars[t - 1], alpha_bar_at(schedule, t_prev)
@@ -120,7 +121,7 @@ def heun_step(eps_fn, x_t, t, t_prev, schedule: Schedule):
 
 @marked
 def langevin_correct(score_fn, x, step_size, z):
-    r"""One step of Langevin dynamics, the corrector of predictor-corrector sampling (Song et al. 2021).
+    r"""One step of Langevin dynamics, the corrector of predictor-corrector sampling (Song, Sohl-Dickstein, Kingma et al. 2021).
 
     .. math::
         x \leftarrow x + \delta\,\nabla_x\log q(x) + \sqrt{2\delta}\,z, \qquad z \sim \mathcal N(0, I)
@@ -239,6 +240,30 @@ def euler_flow_sample(velocity_fn, x, n_steps):
 
     _, xs = jax.lax.scan(body, x, jnp.arange(n_steps))
     return jnp.concatenate([x[None], xs])
+
+
+def mixture_flow_velocity(x, s, mixture: Mixture = TWO_PIXEL):
+    r"""The exact flow-matching velocity :math:`\mathbb E[x_1 - x_0 \mid x_s]` of the straight path from standard normal
+    noise :math:`x_0` to the mixture's data :math:`x_1`: the field a perfect flow-matching network learns.
+
+    On the path :math:`x_s = (1 - s)\,x_0 + s\,x_1` component :math:`k` gives
+    :math:`x_s \sim \mathcal N(s\mu_k, c_s I)`, :math:`c_s = (1-s)^2 + s^2\sigma^2`, and
+
+    .. math::
+        \mathbb E[x_1 \mid x_s, k] = \mu_k + \frac{s\,\sigma^2}{c_s}\,(x_s - s\mu_k), \qquad
+        \mathbb E[x_1 - x_0 \mid x_s] = \frac{\mathbb E[x_1 \mid x_s] - x_s}{1 - s},
+
+    the components weighted by their posterior probabilities given :math:`x_s`. ``x``: (N, d); ``s``: a number or
+    (N,), in [0, 1) (at s = 0 it is :math:`\mathbb E[x_1] - x`). Returns (N, d).
+    """
+    means = jnp.asarray(mixture.means, x.dtype)
+    s = jnp.broadcast_to(jnp.asarray(s, x.dtype), x.shape[:1])[:, None]                  # (N, 1)
+    c = (1 - s) ** 2 + s ** 2 * mixture.std ** 2                                           # (N, 1)
+    diff = x[:, None, :] - s[:, :, None] * means[None]                                     # (N, K, d)
+    logits = jnp.log(jnp.asarray(mixture.weights, x.dtype))[None] - 0.5 * jnp.sum(diff ** 2, -1) / c
+    posterior = jax.nn.softmax(logits, axis=1)                                             # (N, K)
+    x1 = jnp.sum(posterior[..., None] * (means[None] + (s * mixture.std ** 2 / c)[:, :, None] * diff), axis=1)
+    return (x1 - x) / (1 - s)
 
 
 class ContinuousTime(nnx.Module):
@@ -522,21 +547,55 @@ def _eps_errors(graphdef, state, fn, mixture, x0, noise, steps, alpha_bars):
     return jax.lax.map(at, (steps, noise))
 
 
-def consistent_with(values, target, label="value"):
+def velocity_errors(model, x1, noise, times, mixture: Mixture = TWO_PIXEL):
+    r"""The mean squared error of a velocity field against the exact flow-matching velocity of the mixture, at each time.
+
+    .. math::
+        e_s = \operatorname{mean}\,\lVert v_\theta(x_s, s) - \mathbb E[x_1 - x_0 \mid x_s]\rVert^2, \qquad
+        x_s = (1 - s)\,x_0 + s\,x_1,
+
+    averaged over coordinates, the exact velocity from :func:`mixture_flow_velocity`. ``model(x, s)``: a flax module
+    or a function; ``x1`` (N, d) data; ``noise`` (K, N, d), one draw per time; ``times`` (K,) in [0, 1). Returns (K,),
+    numpy.
+    """
+    return jax.device_get(_velocity_errors(*_split(model), mixture, x1, noise, jnp.asarray(times, jnp.float32)))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "fn", "mixture"))
+def _velocity_errors(graphdef, state, fn, mixture, x1, noise, times):
+    model = _merge(graphdef, state, fn)
+
+    def at(s_and_noise):
+        s, e = s_and_noise
+        x_s = (1 - s) * e + s * x1
+        return jnp.mean((model(x_s, jnp.full((x1.shape[0],), s)) - mixture_flow_velocity(x_s, s, mixture)) ** 2)
+
+    return jax.lax.map(at, (times, noise))
+
+
+def consistent_with(values, target, label="value", n_samples=None):
     r"""Whether several measurements of one quantity agree with a known ``target`` within their spread.
 
     The mean differs from ``target`` by more than twice its standard error (:math:`2 s/\sqrt n`, about a 95 %
-    interval) or not. Returns {"agrees": bool, "difference", "se", "text"}, the text a one-line verdict,
-    "PASS" when they agree within the spread and "FAIL" when the difference is larger.
+    interval) or not. With ``n_samples`` (each value a fraction of that many points) the variance of one value is
+    taken as at least the binomial :math:`p(1-p)/N` of the target, so that three runs that happen to agree closely do
+    not claim a precision their sample sizes cannot give. Returns {"agrees": bool, "difference", "se", "text"}, the text a one-line verdict,
+    "PASS" (consistent with the target: the runs cannot tell them apart, which with few runs is a weak statement)
+    when they agree within the spread and "FAIL" when the difference is larger.
     """
     import numpy as np
     x = np.asarray(values, np.float64).reshape(-1)
     if x.size < 2:
         raise ValueError(f"consistent_with: need at least two values for a spread, got {x.size}")
-    se = float(x.std(ddof=1) / np.sqrt(x.size))
+    variance = x.var(ddof=1)
+    if n_samples is not None:   # each value is a fraction of n_samples points: at least the binomial variance
+        variance = max(variance, target * (1 - target) / n_samples)
+    se = float(np.sqrt(variance / x.size))
     difference = float(x.mean() - target)
     agrees = bool(abs(difference) <= 2 * se)
-    verdict = ("PASS: within twice the standard error" if agrees else "FAIL: more than twice the standard error")
+    verdict = (f"PASS: consistent with {target:g}, within twice the standard error" if agrees
+               else f"FAIL: not consistent with {target:g}, more than twice the standard error")
+    weak = f"; with n = {x.size} a weak test" if x.size < 10 else ""
     text = (f"{label} {x.mean():.4f} +- {x.std(ddof=1):.4f} (n = {x.size}) against {target:g}: "
-            f"difference {difference:+.4f}, {verdict} ({se:.4f})")
+            f"difference {difference:+.4f}, standard error {se:.4f}: {verdict}{weak}")
     return {"agrees": agrees, "difference": difference, "se": se, "text": text}

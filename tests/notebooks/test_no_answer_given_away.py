@@ -16,8 +16,9 @@ Two checks, both static (no execution):
   gives the mathematics the student turns into code.
 
 Both checks catch a give-away that repeats the model answer's or the solution's wording; a paraphrase escapes them,
-so each model answer states its conclusion in the words a give-away would use. `GIVE_AWAYS` holds the sentences the
-second review of issue 26 found, which the test must flag when they are put back.
+so each model answer states its conclusion in the words a give-away would use. The fixtures `give_aways_*.json` hold
+the sentences that reviews found (issue 26's second review, the fresh review of notebook 07), which the test must
+flag when they are put back.
 """
 
 import ast
@@ -139,19 +140,22 @@ def test_no_exercise_docstring_spells_out_the_solution(name):
                        f"arguments, shapes, what is returned):\n  " + "\n  ".join(found))
 
 
-# The give-aways that the second review of issue 26 found, as they stood: put back, each must be flagged.
-FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "give_aways_issue26.json").read_text())
+# The give-aways that reviews found, as they stood (give_aways_issue26.json: the second review of issue 26;
+# give_aways_review07.json: the fresh review of notebook 07): put back, each must be flagged.
+_FIXTURE_FILES = sorted((Path(__file__).parent / "fixtures").glob("give_aways_*.json"))
+FIXTURES = {kind: [case for f in _FIXTURE_FILES for case in json.loads(f.read_text())[kind]]
+            for kind in ("prose", "docstrings")}
 
 
 @pytest.mark.parametrize("case", FIXTURES["prose"], ids=[c["finding"].split(":")[0] + " " + c["answer"] for c in FIXTURES["prose"]])
-def test_the_check_flags_the_give_aways_of_issue_26(case):
+def test_the_check_flags_the_give_aways_that_reviews_found(case):
     answers = [a for a in model_answers(read(solution_path(case["notebook"]))) if a[0] == case["answer"]]
     assert answers, f"no written-answer cell {case['answer']} in {case['notebook']}"
     assert answers_given_away(answers, [(0, case["text"])]), f"not flagged when put back: {case['finding']}"
 
 
 @pytest.mark.parametrize("case", FIXTURES["docstrings"], ids=[c["finding"].split(":")[0] + " " + c["cell"] for c in FIXTURES["docstrings"]])
-def test_the_check_flags_the_docstrings_of_issue_26(case):
+def test_the_check_flags_the_docstrings_that_reviews_found(case):
     solution = read(solution_path(case["notebook"]))
     (cell,) = [c for c in solution.cells if nbgrader_meta(c).get("grade_id") == case["cell"]]
     assert expressions_in_docstrings(case["stub"], cell.source), f"not flagged when put back: {case['finding']}"

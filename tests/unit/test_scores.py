@@ -194,6 +194,46 @@ def test_euler_flow_sample_is_an_euler_sum():
     np.testing.assert_allclose(np.asarray(path), np.stack(xs), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("s", [0.05, 0.3, 0.6, 0.9])
+def test_the_exact_flow_velocity_is_the_exact_noise_predictor_on_a_rescaled_clock(s):
+    """x_s = s x1 + (1 - s) x0 is r times a VP point with sqrt(alpha_bar) = s / r, r = sqrt(s^2 + (1 - s)^2): then
+    E[x0 | x_s] is the mixture's exact eps at that alpha_bar, and E[x1 - x0 | x_s] = (x_s - E[x0 | x_s]) / s."""
+    x = jax.random.normal(jax.random.key(3), (64, 2)) * 1.5
+    r = np.hypot(s, 1 - s)
+    eps = guidance.mixture_eps(x / r, (s / r) ** 2)
+    np.testing.assert_allclose(np.asarray(scores.mixture_flow_velocity(x, s)), np.asarray((x - eps) / s),
+                               rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(np.asarray(scores.mixture_flow_velocity(x, jnp.full((64,), s))),
+                               np.asarray(scores.mixture_flow_velocity(x, s)))
+
+
+def test_the_exact_flow_velocity_at_the_noise_end_points_to_the_data_mean():
+    x = jax.random.normal(jax.random.key(4), (8, 2))
+    mean = np.asarray(guidance.TWO_PIXEL.weights) @ np.asarray(guidance.TWO_PIXEL.means)
+    np.testing.assert_allclose(np.asarray(scores.mixture_flow_velocity(x, 0.0)), mean - np.asarray(x), rtol=1e-5, atol=1e-6)
+
+
+def test_euler_steps_on_the_exact_flow_velocity_reach_the_data():
+    x = jax.random.normal(jax.random.key(5), (4000, 2))
+    x1 = scores.euler_flow_sample(lambda y, s: scores.mixture_flow_velocity(y, s), x, 200)[-1]
+    fractions = guidance.mode_fractions(x1)
+    assert abs(fractions[0] - 0.35) < 0.03
+    means = np.asarray(guidance.TWO_PIXEL.means)
+    nearest = np.argmin(((np.asarray(x1)[:, None] - means[None]) ** 2).sum(-1), axis=1)
+    np.testing.assert_allclose(np.asarray(x1 - means[nearest]).std(0), 0.1, rtol=0.1)
+
+
+def test_velocity_errors_against_numpy():
+    x1 = guidance.sample_mixture(jax.random.key(6), 50)[0]
+    noise = jax.random.normal(jax.random.key(7), (3, 50, 2))
+    times = jnp.array([0.0, 0.4, 0.8])
+    got = scores.velocity_errors(lambda x, s: jnp.zeros_like(x), x1, noise, times)
+    for k, s in enumerate(np.asarray(times)):
+        x_s = (1 - s) * noise[k] + s * x1
+        np.testing.assert_allclose(got[k], np.mean(np.asarray(scores.mixture_flow_velocity(x_s, s)) ** 2), rtol=1e-5)
+    assert np.all(scores.velocity_errors(lambda x, s: scores.mixture_flow_velocity(x, s), x1, noise, times) < 1e-10)
+
+
 # ---------------------------------------------------------------- log-likelihood through the ODE
 
 
@@ -446,9 +486,15 @@ def test_eps_errors_against_numpy():
 
 def test_consistent_with_says_pass_within_the_spread_and_fail_outside():
     assert scores.consistent_with([0.34, 0.36, 0.35], 0.35)["agrees"]
-    assert "PASS" in scores.consistent_with([0.34, 0.36, 0.35], 0.35)["text"]
+    text = scores.consistent_with([0.34, 0.36, 0.35], 0.35)["text"]
+    assert "PASS: consistent with 0.35" in text and "standard error 0.0058" in text and "weak test" in text
     far = scores.consistent_with([0.40, 0.41, 0.39], 0.35)
     assert not far["agrees"] and "FAIL" in far["text"]
     np.testing.assert_allclose(far["se"], 0.01 / np.sqrt(3))
     with pytest.raises(ValueError):
         scores.consistent_with([0.3], 0.35)
+    close = [0.3585, 0.3560, 0.3610]       # three runs that agree by chance: their sd understates a fraction's error
+    assert not scores.consistent_with(close, 0.35)["agrees"]
+    binomial = scores.consistent_with(close, 0.35, n_samples=2000)
+    assert binomial["agrees"]
+    np.testing.assert_allclose(binomial["se"], np.sqrt(0.35 * 0.65 / 2000 / 3))
