@@ -370,7 +370,7 @@ class LimitedExecute(Execute):
                 reply["error"] = reply["error"] or f"{out.get('ename')}: {_first_line(out.get('evalue', ''))}"
         if reply["data"] is None:
             return None, reply["error"] or "it sent no result"
-        if reply["bytes"] > grading._MAX_REPLY:
+        if reply["bytes"] > grading.MAX_REPLY:
             return None, "its result was larger than the grader accepts"
         return reply["data"], ""
 
