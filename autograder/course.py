@@ -168,7 +168,8 @@ def write_kernelspec(workdir: Path, limits: Limits = Limits(), jax_cache: Path |
     """The kernel spec of ``workdir``: every kernel starts through ``autograder/sandbox.py`` (bubblewrap).
 
     ``course_build``: the keyless copy of course_utils (``autograder/keyless.py``) that every kernel gets in place
-    of the installed package. ``jax_cache``: a JAX compilation cache of which every kernel gets a private copy. Cells are interrupted
+    of the installed package. ``jax_cache``: the warm JAX compilation cache, which every kernel reads by key (sealed, see
+    ``autograder/sandbox.py``). Cells are interrupted
     by message (``interrupt_mode``): the sandboxed kernel runs in a session of its own, which a signal to
     the launcher's process group does not reach. With ``limits.sandbox`` false (no bubblewrap, and the
     instructor allowed it) only the limits apply, and the network is cut where ``unshare`` may.
@@ -186,8 +187,11 @@ def write_kernelspec(workdir: Path, limits: Limits = Limits(), jax_cache: Path |
     else:
         isolate = not limits.network and network_isolation_available()
         launcher += ["--unsandboxed", *(["--no-network"] if isolate else [])]
+    kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    if jax_cache is not None:  # before any cell: a miss in the kernel's own cache looks in the sealed warm one
+        kernel.append("--IPKernelApp.exec_lines=__import__('course_utils.compile_cache').compile_cache.read_through()")
     spec = {
-        "argv": [*launcher, "--", sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [*launcher, "--", *kernel],
         "display_name": "Python 3 (autograder sandbox)",
         "language": "python",
         "interrupt_mode": "message",

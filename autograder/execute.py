@@ -400,3 +400,29 @@ class LimitedExecute(Execute):
                 and _is_test_cell(self.nb.cells[cell_index])):
             msg = {**msg, "content": {**msg["content"], "name": "stdout"}}
         return super().output(outs, msg, display_id, cell_index)
+
+
+class CompileOnly(LimitedExecute):
+    """Runs a notebook as grading does, test cells included, to compile what a grading kernel compiles (the warm-up
+    of ``grade``); judges nothing: each check's request runs on the notebook's answer in the kernel and its reply is
+    dropped. The grader's side of a check (the references) is compiled by each worker's grading process.
+    ``progress``, when set, is called after each cell (a progress bar)."""
+
+    progress = None
+
+    def on_cell_executed(self, **kwargs):
+        super().on_cell_executed(**kwargs)
+        if self.progress is not None:
+            self.progress()
+
+    def grade_test_cell(self, cell, index):
+        from course_utils import grading
+
+        try:
+            calls = parse_test_cell(cell.source)
+        except UnrunnableTestCell:
+            return cell
+        for name, answer, options in calls:
+            self._ask_kernel(grading.kernel_code(grading.plan(name, **options), answer), index)
+        cell.outputs = []
+        return cell

@@ -19,10 +19,11 @@ Flow of ``grade()``:
    deleted, moved or re-roled cells, edited test cells, duplicated cell ids
    (renumbered; missing ids are normal) and a wrong file name are noted.
 2. The course directory gets the assignment (``generate_assignment``) and a
-   warm JAX compilation cache, made by running the solution notebook once
+   warm JAX compilation cache, made by grading the solution notebook once
    (which also proves that the solution passes in the grading environment).
-   Every kernel starts from a private copy of that cache, so no submission
-   can change what another one runs.
+   Every kernel reads that cache by key only (sealed: it cannot list it) and
+   writes a cache of its own, so no submission can change what another one
+   runs, nor load the solution's compiled programs as a library of answers.
 3. Workers (one per core by default) take students from a queue; each has a
    course directory of its own (``WORKDIR/workers/RUN-K``, with a copy of the
    gradebook) and runs ``nbgrader autograde`` on a few students at a time in
@@ -72,7 +73,7 @@ from pathlib import Path
 import nbformat
 
 from . import course, roles
-from .execute import GRADER_ERROR, KERNEL_DIED, MALFORMED, NOT_RUN, OUTPUT_LIMIT, last_cell_to_run
+from .execute import GRADER_ERROR, KERNEL_DIED, MALFORMED, NOT_RUN, OUTPUT_LIMIT, CompileOnly, last_cell_to_run
 from .provenance import FLAG
 from .trees import clear_tree, copy_tree, remove_tree, walk_tree
 
@@ -665,25 +666,26 @@ def progress(total: int, what: str):
 
 
 def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) -> str:
-    """Run the released notebook once with the sandbox kernel, filling WORKDIR/jax-cache; return "" or what failed.
+    """Grade the solution once with the sandbox kernel, filling WORKDIR/jax-cache, then seal it; return "" or what
+    failed.
 
-    The released notebook, not the solution: the cache is copied to every kernel, and a cache filled by the
-    solution would hold its compiled answers, a library of answers for a kernel that knows how to load them. The
-    release compiles the course's own code that grading runs (data, models, the cells between the exercises); its
-    stubs raise and its test cells are left out (the grader judges those itself), so the answer cells add nothing.
-    Errors are expected (the stubs) and reported only when a cell other than an exercise's fails."""
-    from nbclient import NotebookClient
+    The solution, test cells and hidden tests included, graded as a student's notebook is (``LimitedExecute``): the
+    cache then holds every program a right answer's kernel compiles, the checks' included, so a right answer is
+    compiled once per class. Those are the solution's compiled programs: the cache is sealed (``seal_cache``: its
+    folder cannot be listed) and every grading kernel reads it by key only, the hash of a program it compiles
+    itself, so it finds an answer there only by being compiled to it (``course_utils/compile_cache.py``). Errors
+    only cost speed; they are reported."""
     from traitlets.config import Config
 
+    from .sandbox import seal_cache, unseal_cache
+
     cache = workdir / "jax-cache"
+    unseal_cache(cache)
     problems = remove_tree(cache)
     if problems:
         return f"the previous cache could not be removed ({problems[0]})"
     cache.mkdir()
-    nb = nbformat.read(workdir / "release" / assignment / f"{assignment}.ipynb", as_version=4)
-    nb.cells = nb.cells[:last_cell_to_run(nb, limits.run_all_cells) + 1]  # compile what grading will run
-    nb.cells = [c for c in nb.cells if not (c.cell_type == "code" and _nbgrader_meta(c).get("grade")
-                                            and not _nbgrader_meta(c).get("solution"))]
+    nb = nbformat.read(workdir / "source" / assignment / f"{assignment}.ipynb", as_version=4)
     scratch = Path(tempfile.mkdtemp(prefix="warm-", dir=workdir / "scratch"))
     env = course.environment(workdir) | {"AUTOGRADER_WARM_CACHE": "1"}
     saved = dict(os.environ)
@@ -692,12 +694,14 @@ def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) ->
         config = Config()
         for key, value in course.kernel_transport(workdir).items():
             setattr(config.KernelManager, key, value)
-        bar = progress(len(nb.cells), "warming the compilation cache (cells of the release)")
-        client = NotebookClient(nb, config=config, timeout=limits.timeout, kernel_name=course.KERNEL_NAME,
-                                allow_errors=True, resources={"metadata": {"path": str(scratch)}},
-                                on_cell_executed=lambda **_: bar.update())
+        config.Execute.kernel_name = course.KERNEL_NAME
+        config.Execute.timeout = limits.timeout
+        config.LimitedExecute.run_all_cells = limits.run_all_cells
+        bar = progress(_runs(nb, limits), "warming the compilation cache (grading the solution)")
+        executor = CompileOnly(config=config)
+        executor.progress = bar.update
         try:
-            client.execute()
+            nb, _ = executor.preprocess(nb, {"metadata": {"path": str(scratch / f"{assignment}.ipynb")}})
         finally:
             bar.close()
     except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs speed
@@ -706,13 +710,26 @@ def warm_compile_cache(workdir: Path, assignment: str, limits: course.Limits) ->
         os.environ.clear()
         os.environ.update(saved)
         remove_tree(scratch)
-    failed = [c.metadata.get("nbgrader", {}).get("grade_id", i) for i, c in enumerate(nb.cells)
-              if any(o.output_type == "error" and o.get("ename") not in _STUB_ERRORS for o in c.get("outputs", []))]
-    return f"the released notebook failed in cells {failed}" if failed else ""
+        try:
+            seal_cache(cache)
+        except OSError as exc:
+            remove_tree(cache)  # a cache that cannot be sealed is not given to the kernels
+            return f"the cache could not be sealed ({exc}); grading goes on without it"
+    failed = [f"{_nbgrader_meta(c).get('grade_id', i)} ({_message(c)})" for i, c in enumerate(nb.cells)
+              if (e := _error_outputs(c)) and e[0].get("ename") not in _SKIPPED_WHILE_GRADING]
+    return f"the solution failed in cells {'; '.join(failed)}" if failed else ""
 
 
-# What the release's own cells raise where they need an exercise that is a stub (or its withheld reference).
-_STUB_ERRORS = ("NotImplementedError", "ReferenceWithheld", "CellSkipped", "NameError")
+def _runs(nb, limits: course.Limits) -> int:
+    """How many runs in the kernel grading ``nb`` takes: each code cell up to the last one run, a test cell once per
+    check."""
+    cells = [c for c in nb.cells[:last_cell_to_run(nb, limits.run_all_cells) + 1] if c.cell_type == "code" and c.source.strip()]
+    return sum(max(1, c.source.count("check(")) if _nbgrader_meta(c).get("grade") and not _nbgrader_meta(c).get("solution")
+               else 1 for c in cells)
+
+
+# What a cell of the course raises where it needs a reference that is withheld while grading: every kernel skips it.
+_SKIPPED_WHILE_GRADING = ("ReferenceWithheld", "CellSkipped")
 
 
 def run_autograde(workdir: Path, assignment: str, students: list[str], workers: int, limits: course.Limits,
@@ -1081,7 +1098,7 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
     if students:
         started = time.monotonic()
         if compile_cache:
-            log("warming the compilation cache with the released notebook...")
+            log("warming the compilation cache: grading the solution once...")
             problem = warm_compile_cache(workdir, assignment, limits)
             if problem:
                 log(f"warning: warming the compilation cache: {problem}")

@@ -68,17 +68,26 @@ PID, network, IPC, UTS, and a user namespace of its own):
 - environment: only an allowed list of variables (``PATH``, locale, ``JAX_*``,
   ``XLA_*``, ``COURSE_*``, thread counts, ...) reaches the kernel, with
   ``HOME``, ``TMPDIR`` and Jupyter's folders inside the sandbox.
-- compilation cache: with ``--jax-cache DIR`` (a cache warmed by running the
-  solution notebook), the kernel gets a private copy of DIR as its JAX
-  compilation cache (DIR is mounted read-only and copied into HOME by
-  ``INNER``): the course's own code compiles once per class instead of
-  once per student, and what one kernel writes there no other kernel reads.
-  JAX puts the cache's path into the compile options of every program
-  (``jax_persistent_cache_enable_xla_caches`` names a GPU autotuning cache
-  inside it), and the compile options are part of each entry's key: a copy
-  at another path would miss on every entry. The launcher turns that GPU-only
-  cache off, so the keys do not depend on where the cache lies. The warm-up
-  run (``AUTOGRADER_WARM_CACHE`` set) writes into DIR itself.
+- compilation cache: with ``--jax-cache DIR`` (a cache warmed by grading the
+  solution once, see ``autograder/grade.py``), DIR is mounted read-only at
+  ``CACHE_SOURCE``, sealed by the grader (the folder mode ``0111``, its files
+  ``0444``, all owned by the grader): the kernel may open an entry by its name,
+  the hash of the program it compiles, but cannot list the folder, so the
+  solution's compiled programs there are found only by compiling the same
+  program. The kernel's own cache is an empty folder in HOME;
+  ``course_utils.compile_cache.read_through`` (run by the kernel spec before
+  any cell) makes a miss there look in ``CACHE_SOURCE``. What one kernel
+  writes no other kernel reads. The seal holds only while the kernel cannot
+  gain a capability over the folder: run by root, the folder is root's and the
+  kernel ``nobody``; run by another user, bubblewrap forbids the kernel new
+  user namespaces (``--disable-userns``), and a bubblewrap too old for that
+  gets no warm cache (``warm_cache_allowed``). JAX puts the cache's path into
+  the compile options of every program (``jax_persistent_cache_enable_xla_caches``
+  names a GPU autotuning cache inside it), and the compile options are part of
+  each entry's key: a cache read at another path would miss on every entry.
+  The launcher turns that GPU-only cache off, so the keys do not depend on
+  where the cache lies. The warm-up run (``AUTOGRADER_WARM_CACHE`` set)
+  writes into DIR itself.
 
 ``--unsandboxed`` (what ``grade --allow-unsandboxed`` uses where bubblewrap is
 missing or fails ``sandbox_problem()``) keeps only the limits and, with
@@ -101,9 +110,9 @@ import tempfile
 from pathlib import Path
 
 try:
-    from .trees import copy_tree, remove_tree, walk_tree
+    from .trees import remove_tree, walk_tree
 except ImportError:  # run as a script (the kernel spec's command): its own folder is on sys.path
-    from trees import copy_tree, remove_tree, walk_tree
+    from trees import remove_tree, walk_tree
 
 REPO = Path(__file__).resolve().parent.parent
 UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--"]
@@ -111,9 +120,9 @@ UNSHARE = ["unshare", "--user", "--map-root-user", "--net", "--"]
 RELOCATABLE_CACHE = "none"
 SANDBOX_UID = 65534  # nobody: the kernel's user when the grader is root
 HOME = "/home/student"
-TMPFS_BYTES = 256 * 2**20  # each of the kernel's writable folders: working folder, /tmp, HOME (plus the cache's size)
-CACHE_COPY = f"{HOME}/.cache/jax"  # the kernel's private copy of the compilation cache (in HOME's tmpfs)
-CACHE_SOURCE = "/run/autograder/jax-cache"  # the warm cache, read-only, that the copy is made from
+TMPFS_BYTES = 256 * 2**20  # each of the kernel's writable folders: working folder, /tmp, HOME
+CACHE_OWN = f"{HOME}/.cache/jax"  # the kernel's own compilation cache, empty at the start (in HOME's tmpfs)
+CACHE_SOURCE = "/run/autograder/jax-cache"  # the warm cache, read-only and sealed: read by key, never listed
 WORKDIR_SOURCE = "/run/autograder/workdir"  # the host's working folder, read-only, copied into the kernel's tmpfs
 PROCESSES = 512  # RLIMIT_NPROC: processes and threads (JAX starts a few dozen threads)
 ETC = ["ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives", "fonts", "mime.types"]
@@ -126,12 +135,12 @@ ENV_PREFIXES = ("LC_", "JAX_", "XLA_", "COURSE_", "TF_CPP_", "MALLOC_", "AUTOGRA
 # kernel runs as ``nobody`` in every sandbox, and without a namespace of its own the limit would count all of them
 # together (one kernel holding threads would make the others fail to start theirs). The mounts were made by
 # bubblewrap before, as root, so the namespace needs no access to the host's files. Then: the process limit, the
-# private copy of the compilation cache (from its read-only mount into HOME, a size-limited tmpfs), the working
+# own (empty) compilation cache folder in HOME, a size-limited tmpfs, the working
 # folder (a tmpfs, which starts with a copy of what the host's folder holds), exec. Run by another user, bubblewrap
 # has already made the user namespace (uid -1: no step). Inside the namespace, files of the real root show as owned
 # by the overflow uid (65534 too), but permissions are checked against the real uids: they give the kernel nothing.
 INNER = ("import os, resource, sys\n"
-         "uid, n, folder, cache, copy = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]\n"
+         "uid, n, folder, own = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]\n"
          "if uid >= 0:\n"
          "    import ctypes\n"
          "    os.setgroups([]); os.setgid(uid); os.setuid(uid)\n"
@@ -144,13 +153,13 @@ INNER = ("import os, resource, sys\n"
          "            f.write(text)\n"
          "resource.setrlimit(resource.RLIMIT_NPROC, (n, n))\n"
          "import shutil\n"
-         "if cache:\n"
-         "    shutil.copytree(cache, copy)\n"
+         "if own:\n"
+         "    os.makedirs(own)\n"
          f"for e in os.scandir({WORKDIR_SOURCE!r}):\n"
          "    to = os.path.join(folder, e.name)\n"
          "    shutil.copytree(e.path, to, symlinks=True) if e.is_dir(follow_symlinks=False) else shutil.copy2(e.path, to, follow_symlinks=False)\n"
          "os.chdir(folder)\n"
-         "os.execvp(sys.argv[6], sys.argv[6:])\n")
+         "os.execvp(sys.argv[5], sys.argv[5:])\n")
 
 
 def network_isolation_available() -> bool:
@@ -215,9 +224,40 @@ def _chown_tree(path: Path, uid: int) -> None:
             os.lchown(root / name, uid, uid)
 
 
-def _tree_bytes(path: Path) -> int:
-    """The bytes of the regular files under ``path`` (links not followed)."""
-    return sum(os.lstat(root / name).st_size for root, _dirs, files in walk_tree(path) for name in files)
+@functools.lru_cache(maxsize=None)
+def _bwrap_disables_userns() -> bool:
+    """Whether this bubblewrap can forbid new user namespaces inside the sandbox (``--disable-userns``, 0.8.0)."""
+    try:
+        out = subprocess.run([shutil.which("bwrap") or "bwrap", "--help"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "--disable-userns" in out.stdout + out.stderr
+
+
+def warm_cache_allowed() -> bool:
+    """Whether a sandboxed kernel may be given the sealed warm cache: run by root (the kernel is ``nobody`` and the
+    cache root's), or by a bubblewrap that forbids the kernel the user namespace in which it could unseal it."""
+    return os.getuid() == 0 or _bwrap_disables_userns()
+
+
+def seal_cache(folder: Path) -> None:
+    """Make the warm cache readable by key only: its files ``0444``, the folder ``0111`` (no listing), all the
+    grader's (run by root, the warm-up's kernel, ``nobody``, wrote them)."""
+    me = os.getuid(), os.getgid()
+    for root, _dirs, files in walk_tree(folder):
+        for name in files:
+            os.lchown(root / name, *me)
+            os.chmod(root / name, 0o444)
+    os.lchown(folder, *me)
+    os.chmod(folder, 0o111)
+
+
+def unseal_cache(folder: Path) -> None:
+    """Open a sealed cache to its owner again (to remove it)."""
+    try:
+        os.chmod(folder, 0o700)
+    except FileNotFoundError:
+        pass
 
 
 def fresh_socket_folder(sockets: Path, root: bool) -> None:
@@ -275,8 +315,8 @@ def bwrap_command(command: list[str], workdir: Path, *, network: bool = False, w
     its environment, and the file descriptors it must inherit.
 
     ``workdir`` is where the kernel works, a fresh tmpfs at that path (the host's folder is not shared);
-    ``writable``: host folders it may write (the warm-up's compilation cache); ``cache``: a compilation cache
-    of which it gets a private copy in its HOME."""
+    ``writable``: host folders it may write (the warm-up's compilation cache); ``cache``: the sealed warm
+    compilation cache (``seal_cache``), mounted read-only at ``CACHE_SOURCE``."""
     root = os.getuid() == 0
     args = ["bwrap", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     if root:  # bwrap makes the mounts as root; INNER becomes nobody in a user namespace of its own (setuid/setgid
@@ -285,12 +325,14 @@ def bwrap_command(command: list[str], workdir: Path, *, network: bool = False, w
                  "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         args += ["--unshare-all"]
+        if cache is not None:  # no user namespace of its own, where the kernel could read past the cache's seal
+            args += ["--unshare-user", "--disable-userns"]
     if network:
         args += ["--share-net"]
     # First, as binds below may lie under /tmp: a private tmpfs /tmp and HOME (1777: made by root for nobody)
     args += ["--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp",
-             "--perms", "1777" if root else "0700", "--size", str(TMPFS_BYTES + (_tree_bytes(cache) if cache else 0)),
+             "--perms", "1777" if root else "0700", "--size", str(TMPFS_BYTES),
              "--tmpfs", HOME,
              "--perms", "1777" if root else "0700", "--size", str(TMPFS_BYTES), "--tmpfs", str(workdir)]
     args += ["--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
@@ -351,9 +393,9 @@ def bwrap_command(command: list[str], workdir: Path, *, network: bool = False, w
     if "JPY_PARENT_PID" in os.environ:  # the kernel's parent in its PID namespace: bwrap's init (ipykernel polls none)
         env["JPY_PARENT_PID"] = "1"
     if cache is not None:
-        env["JAX_COMPILATION_CACHE_DIR"] = CACHE_COPY
+        env.update(JAX_COMPILATION_CACHE_DIR=CACHE_OWN, AUTOGRADER_CACHE_SOURCE=CACHE_SOURCE)
     inner = [sys.executable, "-c", INNER, str(SANDBOX_UID if root else -1), str(processes), str(workdir),
-             CACHE_SOURCE if cache is not None else "", CACHE_COPY]
+             CACHE_OWN if cache is not None else ""]
     return [*args, "--", *inner, *command], env, fds
 
 
@@ -369,7 +411,7 @@ def main(argv=None) -> None:
     parser.add_argument("--no-network", action="store_true",
                         help="with --unsandboxed: run the kernel in a network namespace of its own (unshare)")
     parser.add_argument("--jax-cache", type=Path, default=None,
-                        help="a warm JAX compilation cache: the kernel gets a private copy of it")
+                        help="the warm JAX compilation cache, sealed: the kernel reads its entries by key")
     parser.add_argument("--course-utils", type=Path, default=None,
                         help="a copy of course_utils to mount in place of the installed one (the keyless build of "
                              "autograder/keyless.py: the assignment's references withheld)")
@@ -395,16 +437,15 @@ def main(argv=None) -> None:
         if os.environ.get("AUTOGRADER_WARM_CACHE"):  # the warm-up run of the solution fills the cache itself
             os.environ["JAX_COMPILATION_CACHE_DIR"] = str(args.jax_cache.resolve())
             writable.append(args.jax_cache.resolve())
-        elif args.jax_cache.is_dir():
+        elif args.jax_cache.is_dir() and (args.unsandboxed or warm_cache_allowed()):
             cache = args.jax_cache.resolve()
     course_copy = args.course_utils.resolve() if args.course_utils is not None else None
     if course_copy is not None and not (course_copy / "__init__.py").is_file():
         parser.error(f"--course-utils {course_copy} is not a course_utils package")
     if args.unsandboxed:  # no mount namespace: the kernel imports the installed package, answer key included
-        if cache is not None:  # no tmpfs without the sandbox: a copy on disk, next to the cache, left to the grader
+        if cache is not None:  # no tmpfs without the sandbox: its own cache on disk, next to the warm one, left to the grader
             private = Path(tempfile.mkdtemp(prefix="kernel-", dir=cache.parent / "scratch"))
-            copy_tree(cache, private / "jax-cache")
-            os.environ["JAX_COMPILATION_CACHE_DIR"] = str(private / "jax-cache")
+            os.environ.update(JAX_COMPILATION_CACHE_DIR=str(private / "jax-cache"), AUTOGRADER_CACHE_SOURCE=str(cache))
         if args.no_network:
             command = [*UNSHARE, *command]
         os.execvp(command[0], command)

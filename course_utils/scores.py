@@ -286,7 +286,7 @@ def _merge(graphdef, state, fn):
 
 
 def sample_with(method, eps_fn, x_T, n_steps, schedule: Schedule, key, langevin=0.1, *, euler, heun, corrector, score):
-    r"""Samples from ``x_T`` (N, d) in ``n_steps`` evenly spaced steps T -> 0 with one of :data:`METHODS`, in one scan.
+    r"""Samples from ``x_T`` (N, d) in ``n_steps`` evenly spaced steps T -> 0 with one of :data:`METHODS`.
 
     "DDPM" is the strided DDPM step (DDIM with :math:`\eta = 1`), "DDIM" the deterministic DDIM step
     (:func:`course_utils.sampling.ddim_step`), "PF Euler" and "PF Heun" the steps of the probability-flow ODE
@@ -295,34 +295,57 @@ def sample_with(method, eps_fn, x_T, n_steps, schedule: Schedule, key, langevin=
     :math:`q_{t'}` with :math:`\delta = ` ``langevin`` :math:`(1 - \bar\alpha_{t'})` and the score
     ``score(eps, alpha_bar)`` (:func:`score_from_eps`). The steps are arguments, without defaults: while grading the
     course's own are not available (``autograder/keyless.py``), and these samplers run yours.
-    ``eps_fn(x, t)``: a function (static: a new one compiles anew) or a flax model. Returns :math:`x_0`, (N, d).
+    ``eps_fn(x, t)``: a function (static: a new one compiles anew) or a flax model.
+
+    The visited steps are :math:`t_k = \mathrm{round}(T (n - k) / n)`, k = 0..n; step k draws its noise
+    ``z`` (used by "DDPM" and the corrector) from ``jax.random.fold_in(key, k)``. The method and ``n_steps`` are
+    traced (a ``lax.switch`` inside a ``fori_loop``), so one compilation serves every method and step count of a
+    model structure. Returns :math:`x_0`, (N, d).
     """
     if method not in METHODS:
         raise ValueError(f"sample_with: argument `method` must be one of {METHODS}, got {method!r}")
-    return _sample(method, *_split(eps_fn), x_T, n_steps, schedule, key, langevin, euler=euler, heun=heun,
-                   corrector=corrector, score=score)
+    if not 1 <= int(n_steps) <= schedule.T:
+        raise ValueError(f"sample_with: argument `n_steps` must lie in 1..T = {schedule.T}, got {n_steps}")
+    return _sample(jnp.int32(METHODS.index(method)), *_split(eps_fn), x_T, jnp.int32(n_steps), schedule, key,
+                   jnp.float32(langevin), euler=euler, heun=heun, corrector=corrector, score=score)
 
 
-@functools.partial(jax.jit, static_argnames=("method", "graphdef", "fn", "n_steps", "euler", "heun", "corrector", "score"))
+@functools.partial(jax.jit, static_argnames=("graphdef", "fn", "euler", "heun", "corrector", "score"))
 def _sample(method, graphdef, state, fn, x_T, n_steps, schedule, key, langevin, *, euler, heun, corrector, score):
     eps_fn = _merge(graphdef, state, fn)
-    steps = jnp.round(jnp.linspace(schedule.T, 0, n_steps + 1)).astype(jnp.int32)
-    zs = jax.random.normal(key, (n_steps,) + x_T.shape, x_T.dtype)
+    T = schedule.alpha_bars.shape[0]
 
-    def body(x, step_and_z):
-        (t, t_prev), z = step_and_z
-        if method in ("DDPM", "DDIM"):
-            return ddim_step(eps_fn, x, t, t_prev, schedule.alpha_bars, 1.0 if method == "DDPM" else 0.0, z), None
-        x = (heun if method == "PF Heun" else euler)(eps_fn, x, t, t_prev, schedule)
-        if method == "PF Euler + Langevin":
-            safe = jnp.maximum(t_prev, 1)
-            ab = schedule.alpha_bars[safe - 1]
-            score_fn = lambda y: score(eps_fn(y, jnp.full((y.shape[0],), safe)), ab)  # noqa: E731
-            x = jnp.where(t_prev > 0, corrector(score_fn, x, langevin * (1 - ab), z), x)
-        return x, None
+    def step_at(k):
+        return jnp.round(T * (n_steps - k) / n_steps).astype(jnp.int32)
 
-    x0, _ = jax.lax.scan(body, x_T, (jnp.stack([steps[:-1], steps[1:]], axis=1), zs))
-    return x0
+    def ddpm(x, t, t_prev, z):
+        return ddim_step(eps_fn, x, t, t_prev, schedule.alpha_bars, 1.0, z)
+
+    def ddim(x, t, t_prev, z):
+        return ddim_step(eps_fn, x, t, t_prev, schedule.alpha_bars, 0.0, z)
+
+    def pf_euler(x, t, t_prev, z):
+        return euler(eps_fn, x, t, t_prev, schedule)
+
+    def pf_heun(x, t, t_prev, z):
+        return heun(eps_fn, x, t, t_prev, schedule)
+
+    def pf_euler_langevin(x, t, t_prev, z):
+        x = euler(eps_fn, x, t, t_prev, schedule)
+        safe = jnp.maximum(t_prev, 1)
+        ab = schedule.alpha_bars[safe - 1]
+        score_fn = lambda y: score(eps_fn(y, jnp.full((y.shape[0],), safe)), ab)  # noqa: E731
+        return jnp.where(t_prev > 0, corrector(score_fn, x, langevin * (1 - ab), z), x)
+
+    branches = {"DDPM": ddpm, "DDIM": ddim, "PF Euler": pf_euler, "PF Heun": pf_heun,
+                "PF Euler + Langevin": pf_euler_langevin}
+
+    def body(k, x):
+        z = jax.random.normal(jax.random.fold_in(key, k), x.shape, x.dtype)
+        out = jax.lax.switch(method, [branches[m] for m in METHODS], x, step_at(k), step_at(k + 1), z)
+        return out.astype(x.dtype)
+
+    return jax.lax.fori_loop(0, n_steps, body, x_T)
 
 
 def flow_sample(velocity_fn, x, n_steps, *, sampler):
@@ -333,3 +356,187 @@ def flow_sample(velocity_fn, x, n_steps, *, sampler):
 @functools.partial(jax.jit, static_argnames=("graphdef", "fn", "n_steps", "sampler"))
 def _flow_sample(graphdef, state, fn, x, n_steps, *, sampler):
     return sampler(_merge(graphdef, state, fn), x, n_steps)
+
+
+# ---------------------------------------------------------------- what the network predicts: eps, x0 or v (notebook 07)
+#
+# With x_t = sqrt(ab) x0 + sqrt(1 - ab) eps, any one of eps, x0 and the velocity v = sqrt(ab) eps - sqrt(1 - ab) x0
+# (Salimans and Ho 2022) determines the other two given x_t, so a network that predicts any of them is a noise
+# predictor, and so a score model. One function per conversion; each works elementwise and broadcasts.
+
+PREDICTIONS = ("eps", "x0", "v")
+"""The targets a network can be trained to predict: the noise, the clean data, the velocity."""
+
+
+def velocity_target(x0, eps, alpha_bar_t):
+    r"""The velocity :math:`v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0` (Salimans and Ho 2022).
+
+    It is :math:`dx_t/d\phi` on the circle :math:`x_t = \cos\phi\,x_0 + \sin\phi\,\epsilon`,
+    :math:`\cos\phi = \sqrt{\bar\alpha_t}`. Arguments broadcast; the result has their broadcast shape."""
+    return jnp.sqrt(alpha_bar_t) * eps - jnp.sqrt(1 - alpha_bar_t) * x0
+
+
+def x0_from_eps(eps, x_t, alpha_bar_t):
+    r""":math:`\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\epsilon) / \sqrt{\bar\alpha_t}`: the clean data a noise
+    prediction implies (Tweedie's estimate of :math:`\mathbb E[x_0 \mid x_t]` when :math:`\hat\epsilon` is exact)."""
+    return (x_t - jnp.sqrt(1 - alpha_bar_t) * eps) / jnp.sqrt(alpha_bar_t)
+
+
+def eps_from_x0(x0, x_t, alpha_bar_t):
+    r""":math:`\hat\epsilon = (x_t - \sqrt{\bar\alpha_t}\,\hat x_0) / \sqrt{1-\bar\alpha_t}`: the noise a prediction
+    of the clean data implies. An error in :math:`\hat x_0` is multiplied by :math:`\sqrt{\bar\alpha_t/(1-\bar\alpha_t)}`,
+    large at low noise."""
+    return (x_t - jnp.sqrt(alpha_bar_t) * x0) / jnp.sqrt(1 - alpha_bar_t)
+
+
+def v_from_eps(eps, x_t, alpha_bar_t):
+    r""":math:`\hat v = (\hat\epsilon - \sqrt{1-\bar\alpha_t}\,x_t) / \sqrt{\bar\alpha_t}`: the velocity a noise
+    prediction implies (:func:`velocity_target` with :math:`\hat x_0` of :func:`x0_from_eps`)."""
+    return (eps - jnp.sqrt(1 - alpha_bar_t) * x_t) / jnp.sqrt(alpha_bar_t)
+
+
+def eps_from_v(v, x_t, alpha_bar_t):
+    r""":math:`\hat\epsilon = \sqrt{1-\bar\alpha_t}\,x_t + \sqrt{\bar\alpha_t}\,\hat v`: the noise a velocity
+    prediction implies. An error in :math:`\hat v` is multiplied by :math:`\sqrt{\bar\alpha_t} \le 1`."""
+    return jnp.sqrt(1 - alpha_bar_t) * x_t + jnp.sqrt(alpha_bar_t) * v
+
+
+def score_from_x0(x0, x_t, alpha_bar_t):
+    r"""The score from a prediction of the clean data (Tweedie's formula in its :math:`x_0` form):
+
+    .. math::
+        \nabla_{x_t}\log q(x_t) = -\frac{x_t - \sqrt{\bar\alpha_t}\,\mathbb E[x_0 \mid x_t]}{1-\bar\alpha_t} ."""
+    return -(x_t - jnp.sqrt(alpha_bar_t) * x0) / (1 - alpha_bar_t)
+
+
+def score_from_v(v, x_t, alpha_bar_t):
+    r"""The score from a velocity prediction:
+    :math:`\nabla\log q(x_t) = -x_t - \sqrt{\bar\alpha_t/(1-\bar\alpha_t)}\;\mathbb E[v \mid x_t]`."""
+    return -x_t - jnp.sqrt(alpha_bar_t / (1 - alpha_bar_t)) * v
+
+
+def signal_to_noise(alpha_bar_t):
+    r"""The signal-to-noise ratio :math:`\mathrm{SNR}_t = \bar\alpha_t / (1-\bar\alpha_t)` of :math:`x_t`."""
+    return alpha_bar_t / (1 - alpha_bar_t)
+
+
+def min_snr_weight(alpha_bar_t, gamma, prediction="eps"):
+    r"""The min-SNR-:math:`\gamma` loss weight (Hang et al. 2023) for a network that predicts ``prediction``.
+
+    Min-SNR weighting trains every target on the same objective,
+    :math:`\min(\mathrm{SNR}_t, \gamma)\,\lVert x_0 - \hat x_0\rVert^2`; in each target's own squared error that is
+
+    .. math::
+        w_\epsilon = \frac{\min(\mathrm{SNR}_t, \gamma)}{\mathrm{SNR}_t}, \qquad
+        w_{x_0} = \min(\mathrm{SNR}_t, \gamma), \qquad
+        w_v = \frac{\min(\mathrm{SNR}_t, \gamma)}{\mathrm{SNR}_t + 1},
+
+    because :math:`\lVert\epsilon - \hat\epsilon\rVert^2 = \mathrm{SNR}_t\lVert x_0 - \hat x_0\rVert^2` and
+    :math:`\lVert v - \hat v\rVert^2 = (1 + \mathrm{SNR}_t)\lVert x_0 - \hat x_0\rVert^2`. ``prediction``: one of
+    :data:`PREDICTIONS` or its index (traced or not). ``alpha_bar_t`` in (0, 1); ``gamma`` > 0 (Hang et al.: 5).
+    """
+    snr = signal_to_noise(alpha_bar_t)
+    clipped = jnp.minimum(snr, gamma)
+    weights = jnp.stack(jnp.broadcast_arrays(clipped / snr, clipped, clipped / (snr + 1)))
+    index = PREDICTIONS.index(prediction) if isinstance(prediction, str) else prediction
+    return weights[index]
+
+
+class Predictor(nnx.Module):
+    r"""A network ``net(x, t)`` trained to predict ``prediction`` (:data:`PREDICTIONS`), called as a noise predictor.
+
+    ``Predictor(net, alpha_bars, "v")(x, t)`` returns the noise that the network's velocity implies
+    (:func:`eps_from_v`), so every sampler of the course, and :func:`score_from_eps`, use it unchanged;
+    :meth:`raw` returns the network's own output. ``min_snr_gamma``: train with the min-SNR weight
+    (:func:`min_snr_weight`), or None for the plain squared error of the target. The target and the weighting are
+    ``nnx.Variable`` s (not Python constants), so that predictors of every kind share one graph and train together
+    under ``jax.vmap`` (:func:`course_utils.training.train_many` with :func:`prediction_loss`).
+    """
+
+    def __init__(self, net, alpha_bars, prediction="eps", min_snr_gamma=None):
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"Predictor: argument `prediction` must be one of {PREDICTIONS}, got {prediction!r}")
+        if min_snr_gamma is not None and not min_snr_gamma > 0:
+            raise ValueError(f"Predictor: argument `min_snr_gamma` must be None or positive, got {min_snr_gamma!r}")
+        self.net = net
+        self.alpha_bars = nnx.Variable(jnp.asarray(alpha_bars, jnp.float32))
+        self.prediction = nnx.Variable(jnp.int32(PREDICTIONS.index(prediction)))
+        self.weighted = nnx.Variable(jnp.bool_(min_snr_gamma is not None))
+        self.gamma = nnx.Variable(jnp.float32(1.0 if min_snr_gamma is None else min_snr_gamma))
+
+    def raw(self, x, t):
+        """The network's own output: its prediction of the noise, of x0 or of v."""
+        return self.net(x, t)
+
+    def __call__(self, x, t):
+        ab = self.alpha_bars[...][t - 1].reshape((-1,) + (1,) * (x.ndim - 1))
+        out = self.raw(x, t)
+        return jax.lax.switch(self.prediction[...], [lambda o: o, lambda o: eps_from_x0(o, x, ab),
+                                                     lambda o: eps_from_v(o, x, ab)], out)
+
+
+def prediction_loss(model: Predictor, x0, t, noise, alpha_bars):
+    r"""The training loss of a :class:`Predictor`, with the signature of :func:`course_utils.training.ddpm_loss`.
+
+    .. math::
+        L = \operatorname{mean}\, w_t\,\lVert \mathrm{net}(x_t, t) - y\rVert^2, \qquad
+        y \in \{\epsilon,\ x_0,\ v\}, \qquad x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,
+
+    with :math:`w_t = 1`, or :func:`min_snr_weight` when the predictor is min-SNR weighted. For
+    ``Predictor(net, ab, "eps")`` it is :func:`course_utils.training.ddpm_loss` of ``net``.
+    """
+    ab = alpha_bars[t - 1].reshape((-1,) + (1,) * (x0.ndim - 1))
+    x_t = jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise
+    kind = model.prediction[...]
+    target = jax.lax.switch(kind, [lambda: noise, lambda: x0, lambda: velocity_target(x0, noise, ab)])
+    weight = jnp.where(model.weighted[...], min_snr_weight(ab, model.gamma[...], kind), 1.0)
+    return jnp.mean(weight * (model.raw(x_t, t) - target) ** 2)
+
+
+def eps_errors(model, schedule: Schedule, x0, noise, steps, mixture: Mixture = TWO_PIXEL):
+    r"""The mean squared error of a noise predictor against the exact one of the mixture, at each of ``steps``.
+
+    .. math::
+        e_t = \operatorname{mean}\,\lVert \epsilon_\theta(x_t, t) - \epsilon^*(x_t, t)\rVert^2
+            = (1-\bar\alpha_t)\,\operatorname{mean}\,\lVert s_\theta - \nabla\log q_t\rVert^2,
+        \qquad x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,
+
+    averaged over coordinates, with :math:`\epsilon^*` = :func:`course_utils.guidance.mixture_eps`. ``model(x, t)``: a
+    flax module or a function; ``x0`` (N, d) data; ``noise`` (K, N, d), one draw per step; ``steps`` (K,) in 1..T.
+    Returns (K,), numpy.
+    """
+    return jax.device_get(_eps_errors(*_split(model), mixture, x0, noise, jnp.asarray(steps), schedule.alpha_bars))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "fn", "mixture"))
+def _eps_errors(graphdef, state, fn, mixture, x0, noise, steps, alpha_bars):
+    from .guidance import mixture_eps
+    model = _merge(graphdef, state, fn)
+
+    def at(t_and_noise):
+        t, e = t_and_noise
+        ab = alpha_bars[t - 1]
+        x_t = jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * e
+        return jnp.mean((model(x_t, jnp.full((x0.shape[0],), t)) - mixture_eps(x_t, ab, mixture)) ** 2)
+
+    return jax.lax.map(at, (steps, noise))
+
+
+def consistent_with(values, target, label="value"):
+    r"""Whether several measurements of one quantity agree with a known ``target`` within their spread.
+
+    The mean differs from ``target`` by more than twice its standard error (:math:`2 s/\sqrt n`, about a 95 %
+    interval) or not. Returns {"agrees": bool, "difference", "se", "text"}, the text a one-line verdict,
+    "PASS" when they agree within the spread and "FAIL" when the difference is larger.
+    """
+    import numpy as np
+    x = np.asarray(values, np.float64).reshape(-1)
+    if x.size < 2:
+        raise ValueError(f"consistent_with: need at least two values for a spread, got {x.size}")
+    se = float(x.std(ddof=1) / np.sqrt(x.size))
+    difference = float(x.mean() - target)
+    agrees = bool(abs(difference) <= 2 * se)
+    verdict = ("PASS: within twice the standard error" if agrees else "FAIL: more than twice the standard error")
+    text = (f"{label} {x.mean():.4f} +- {x.std(ddof=1):.4f} (n = {x.size}) against {target:g}: "
+            f"difference {difference:+.4f}, {verdict} ({se:.4f})")
+    return {"agrees": agrees, "difference": difference, "se": se, "text": text}

@@ -236,37 +236,53 @@ def test_the_keyless_copy_withholds_every_reference_and_keeps_the_trials_parts(t
     assert ("course_utils.schedules", "make_schedule") in keyless.withheld_names(["alpha_bars"])
 
 
-def test_the_compilation_cache_is_warmed_by_the_release_not_the_solution(tmp_path, monkeypatch):
-    """The cache every kernel gets a copy of is filled by the released notebook, with its test cells left out: no
-    solution code runs in the warm-up, so the cache holds no compiled answer."""
-    import nbclient
+def test_the_compilation_cache_is_warmed_by_grading_the_solution_then_sealed(tmp_path, monkeypatch):
+    """The warm-up grades the solution, hidden tests included (what a right answer's kernel compiles), judging
+    nothing; then the cache is sealed: every kernel reads it by key only (``test_the_sealed_warm_cache_is_hit_by_key_
+    and_cannot_be_listed`` in test_autograde.py shows that from inside the sandbox)."""
+    import nbformat
 
+    from autograder import execute
     from autograder import grade as grading_run
 
     assignment = "02_loss_comparison"
     executed = []
 
-    class Client:
-        def __init__(self, nb, **kwargs):
-            executed.append(nb)
+    def preprocess(self, nb, resources=None, km=None):
+        executed.append(nb)
+        return nb, resources
 
-        def execute(self):
-            return None
-
-    monkeypatch.setattr(nbclient, "NotebookClient", Client)
+    monkeypatch.setattr(execute.CompileOnly, "preprocess", preprocess)
     workdir = course.prepare_workdir(tmp_path / "work", assignment, course.Limits(), tmp_path / "work" / "jax-cache")
     (workdir / "scratch").mkdir()
-    (workdir / "release" / assignment).mkdir(parents=True)
-    release = read(course.NOTEBOOKS / assignment / f"{assignment}.ipynb")
-    import nbformat
-    nbformat.write(release, workdir / "release" / assignment / f"{assignment}.ipynb")
+    (workdir / "source" / assignment).mkdir(parents=True, exist_ok=True)
+    solution = read(solution_path(assignment))
+    nbformat.write(solution, workdir / "source" / assignment / f"{assignment}.ipynb")
     assert grading_run.warm_compile_cache(workdir, assignment, course.Limits()) == ""
     (nb,) = executed
     text = "\n".join(c.source for c in nb.cells)
-    solution = read(solution_path(assignment))
-    answers = [c.source for c in solution.cells if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code"]
-    assert answers and not any(a.strip() in text for a in answers)
-    assert "check(" not in text and "BEGIN SOLUTION" not in text
+    assert "BEGIN SOLUTION" in text and "BEGIN HIDDEN TESTS" in text and "check(" in text
+    assert (workdir / "jax-cache").stat().st_mode & 0o777 == 0o111
+
+
+def test_the_warm_up_judges_nothing_and_keeps_no_reply(monkeypatch):
+    """``CompileOnly`` runs each check's request in the kernel and drops the reply: no verdict, no reference run."""
+    from autograder.execute import CompileOnly
+    from course_utils import grading
+
+    asked = []
+    monkeypatch.setattr(grading, "verdict", lambda *a, **k: pytest.fail("the warm-up must not judge"))
+    runner = CompileOnly()
+    monkeypatch.setattr(runner, "_ask_kernel", lambda code, index: asked.append(code) or ('{"x": 1}', ""), raising=False)
+    cell = nbformat_cell('check("posterior_mean", posterior_mean)\ncheck("posterior_variance", posterior_variance)')
+    out = runner.grade_test_cell(cell, 0)
+    assert len(asked) == 2 and "posterior_mean" in asked[0] and out.outputs == []
+
+
+def nbformat_cell(source):
+    import nbformat
+
+    return nbformat.v4.new_code_cell(source)
 
 
 # ---------------------------------------------------------------- forged answers, graded for real (notebook 02)

@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import zipfile
@@ -300,37 +301,87 @@ def test_cells_after_the_last_graded_cell_run_only_when_asked(graded, tmp_path):
     assert full[0].cell_scores == _one(graded, "correct").cell_scores
 
 
-def test_a_private_copy_of_the_warm_compile_cache_is_hit(tmp_path):
-    """The sandbox gives each kernel a copy of the warm cache at another path; every program must still be found.
+# Run in the sandbox by the tests below: compile one program, then report where JAX's own cache is, whether it reads
+# through to the warm one, the cache hits, its own entries, and what listing the warm folder gives (also from a user
+# namespace made inside the sandbox, where a process holds every capability over what that namespace maps).
+CACHE_PROBE = """import os, subprocess, jax, jax.numpy as jnp
+from course_utils.compile_cache import read_through
+hooked = read_through()
+own, source = os.environ['JAX_COMPILATION_CACHE_DIR'], os.environ.get('AUTOGRADER_CACHE_SOURCE', '')
+hits = []
+jax.monitoring.register_event_listener(lambda event, **kw: hits.append(event) if 'cache_hits' in event else None)
+jax.jit(lambda x: jnp.sin(x) * 2.0 + 1.0)(jnp.arange(5.0)).block_until_ready()
+def listed(command):
+    try:
+        return str(subprocess.run(command, capture_output=True, text=True).returncode == 0)
+    except OSError:
+        return 'False'
+try:
+    direct = str(bool(os.listdir(source))) if source else '-'
+except PermissionError:
+    direct = 'False'
+nested = listed(['unshare', '--user', '--map-root-user', 'ls', source]) if source else '-'
+print(own, hooked, len(hits), len(os.listdir(own)), direct, nested)
+"""
 
-    JAX's default (a GPU autotuning cache inside the cache folder) writes the folder's path into every key, so a
-    copy elsewhere missed on every entry and the warm-up bought nothing; the launcher turns that default off.
-    """
-    program = ("import os, jax, jax.numpy as jnp\n"
-               "folder = os.environ['JAX_COMPILATION_CACHE_DIR']\n"
-               "before = len(os.listdir(folder))\n"
-               "jax.jit(lambda x: jnp.sin(x) * 2.0 + 1.0)(jnp.arange(5.0)).block_until_ready()\n"
-               "print(folder, before, len(os.listdir(folder)))\n")
+
+def _probe_cache(cache, tmp_path, **env) -> list:
+    (tmp_path / "work").mkdir(exist_ok=True)  # the kernel's working folder (the sandbox refuses the repository)
+    launcher = [sys.executable, str(course.REPO / "autograder" / "sandbox.py"), "--memory-mb", "4096",
+                "--jax-cache", str(cache), "--", sys.executable, "-c", CACHE_PROBE]
+    out = subprocess.run(launcher, capture_output=True, text=True, timeout=120, cwd=tmp_path / "work",
+                         env={k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "AUTOGRADER_"))} | env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_the_sealed_warm_cache_is_hit_by_key_and_cannot_be_listed(tmp_path):
+    """The warm-up writes the shared cache; sealed, every kernel finds its programs there by key (a hit, nothing
+    compiled or written again) but cannot list it, neither directly nor from a user namespace of its own: the
+    solution's compiled programs there are no library of answers.
+
+    The keys must not depend on where a cache lies: JAX's default GPU autotuning cache writes the folder's path into
+    every key, and the launcher turns it off (the kernel's own cache is at another path than the warm one)."""
+    from autograder.sandbox import seal_cache
+
     cache = tmp_path / "jax-cache"
     cache.mkdir()
-    (tmp_path / "scratch").mkdir()
-    (tmp_path / "work").mkdir()  # the kernel's working folder (the sandbox refuses the repository)
+    own, hooked, hits, entries, _, _ = _probe_cache(cache, tmp_path, AUTOGRADER_WARM_CACHE="1")
+    assert own == str(cache) and hooked == "False" and int(entries) > 0, "the warm-up should write the shared cache"
+    seal_cache(cache)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o111
+    own, hooked, hits, entries, direct, nested = _probe_cache(cache, tmp_path)
+    assert own != str(cache) and hooked == "True"
+    assert int(hits) > 0 and int(entries) == 0, "the program should have been read from the warm cache, not compiled"
+    assert direct == "False" and nested == "False", "a kernel must not list the warm cache"
 
-    def run(**env):
-        launcher = [sys.executable, str(course.REPO / "autograder" / "sandbox.py"), "--memory-mb", "4096",
-                    "--jax-cache", str(cache), "--", sys.executable, "-c", program]
-        out = subprocess.run(launcher, capture_output=True, text=True, timeout=120, cwd=tmp_path / "work",
-                             env={k: v for k, v in os.environ.items() if not k.startswith("JAX_")} | env)
-        assert out.returncode == 0, out.stderr
-        folder, before, after = out.stdout.split()
-        return folder, int(before), int(after)
 
-    folder, before, after = run(AUTOGRADER_WARM_CACHE="1")
-    assert folder == str(cache) and before == 0 and after > 0, "the warm-up run should write into the shared cache"
-    folder, before, after = run()
-    assert folder != str(cache), "a grading kernel should get a private copy of the cache"
-    assert before > 0 and after == before, (
-        f"the copy at {folder} missed: the program was compiled again and written as a new entry")
+def test_without_the_warm_cache_a_kernel_compiles_into_its_own(tmp_path):
+    """The control of the test above: an empty sealed cache gives no hit, and the program lands in the kernel's own
+    cache (so the hit above came from the warm entries)."""
+    from autograder.sandbox import seal_cache
+
+    cache = tmp_path / "jax-cache"
+    cache.mkdir()
+    seal_cache(cache)
+    own, hooked, hits, entries, direct, nested = _probe_cache(cache, tmp_path)
+    assert hooked == "True" and int(hits) == 0 and int(entries) > 0
+
+
+def test_a_kernel_without_root_gets_the_warm_cache_only_where_it_cannot_unseal_it(monkeypatch, tmp_path):
+    """Run by another user than root the kernel has the grader's uid, the cache's owner: bubblewrap must forbid it a
+    user namespace of its own (``--disable-userns``), and a bubblewrap that cannot gets no warm cache."""
+    from autograder import sandbox
+
+    (tmp_path / "w").mkdir()
+    monkeypatch.setattr(sandbox.os, "getuid", lambda: 1000)
+    argv, env, _fds = sandbox.bwrap_command(["python"], tmp_path / "w", cache=tmp_path)
+    assert "--disable-userns" in argv and "--unshare-user" in argv
+    assert env["AUTOGRADER_CACHE_SOURCE"] == sandbox.CACHE_SOURCE
+    argv, env, _fds = sandbox.bwrap_command(["python"], tmp_path / "w")
+    assert "--disable-userns" not in argv and "AUTOGRADER_CACHE_SOURCE" not in env
+    monkeypatch.setattr(sandbox, "_bwrap_disables_userns", lambda: False)
+    assert not sandbox.warm_cache_allowed()
 
 
 def test_last_graded_cell_of_a_notebook_with_and_without_tests():

@@ -926,6 +926,27 @@ def unhurried_search(monkeypatch):
     monkeypatch.setattr(edits, "SEARCH_SECONDS", 600.0)
 
 
+def test_a_search_starts_no_run_that_would_end_past_its_time(monkeypatch):
+    """Runs are not interrupted, so the search keeps its budget by not starting one that the longest run so far
+    says would end past it (each run here takes 0.15 s; the budget is 0.5 s)."""
+    import time
+
+    from course_utils import edits
+
+    fake = [edits.Candidate(f"edit {i}", 0, None) for i in range(20)]
+    monkeypatch.setattr(edits, "candidates", lambda reference, name: fake)
+
+    def runner(run, args):
+        time.sleep(0.15)
+        return np.zeros(2)
+
+    start = time.perf_counter()
+    found = edits.search(lambda run: run((np.arange(3.0),)) is None, None, "slow", runner, seconds=0.5)
+    elapsed = time.perf_counter() - start
+    assert found == [] and 0.3 <= elapsed <= 0.5 + 0.05, elapsed
+    assert edits.TIMES[-1][2] <= 4  # three runs, and the candidate it did not start
+
+
 @pytest.mark.parametrize("name,fn,found", [
     ("ddpm_step", lambda model, x, t, z, betas, ab, sigmas: (x - betas[t] / jnp.sqrt(1 - ab[t]) * model(
         x, jnp.full((x.shape[0],), t))) / jnp.sqrt(1 - betas[t]) + sigmas[t - 1] * z,
