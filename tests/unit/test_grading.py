@@ -931,7 +931,7 @@ def test_a_search_starts_no_run_that_would_end_past_its_time(monkeypatch):
     says would end past it (each run here takes 0.15 s; the budget is 0.5 s)."""
     import time
 
-    from course_utils import edits
+    from course_utils.grading import edits
 
     fake = [edits.Candidate(f"edit {i}", 0, None) for i in range(20)]
     monkeypatch.setattr(edits, "candidates", lambda reference, name: fake)
