@@ -13,15 +13,8 @@ import math
 import jax
 import numpy as np
 
-jit = jax.jit
-make_jaxpr = jax.make_jaxpr
-matmul_precision = jax.default_matmul_precision
-asarray = np.asarray
-to_float = builtins.float
-isfinite = math.isfinite
-abs = builtins.abs
-zip = builtins.zip
-enumerate = builtins.enumerate
-len = builtins.len
-isinstance = builtins.isinstance
-issubclass = builtins.issubclass
+jit, make_jaxpr, matmul_precision = jax.jit, jax.make_jaxpr, jax.default_matmul_precision
+asarray, isfinite = np.asarray, math.isfinite
+# builtins can be replaced too
+to_float, abs, zip, enumerate, len = builtins.float, builtins.abs, builtins.zip, builtins.enumerate, builtins.len
+isinstance, issubclass = builtins.isinstance, builtins.issubclass
