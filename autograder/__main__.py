@@ -92,12 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-all-cells", action="store_true",
                    help="also run the cells after the last graded cell (the figures and experiments: slower, same scores)")
     p.add_argument("--no-compile-cache", action="store_true",
-                   help="do not warm a JAX compilation cache with the released notebook (slower, same scores)")
+                   help="do not warm a JAX compilation cache by grading the solution first (slower, same scores)")
     p.add_argument("--restart", action="store_true",
                    help="grade everyone again (by default a rerun in the same WORKDIR keeps the results of the students "
                         "an earlier run completely graded, if their notebook, the assignment, the limits and the code "
                         "are unchanged)")
+    p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
+                   help="grade only the K-th of N shards of the class (each student's shard comes from a hash of the "
+                        "id), into a WORKDIR of its own; `merge` then joins the N folders (several machines)")
     p.add_argument("--out", type=Path, default=None, help="the grade table (default: WORKDIR/grades_ASSIGNMENT.csv)")
+
+    p = sub.add_parser("merge", help="merge the course folders of a class graded in shards (grade --shard K/N) into one")
+    p.add_argument("folders", type=Path, nargs="+", help="the N shards' course folders (their --workdir)")
+    p.add_argument("--assignment", default=None,
+                   help="the graded notebook (default: the one the folders hold results of, when there is one)")
 
     for name, what in (("feedback", "write one feedback page per student (WORKDIR/feedback/STUDENT/ASSIGNMENT.html)"),
                        ("export", "write the grade table, hand-graded points included (CSV)"),
@@ -161,6 +169,15 @@ def main(argv=None) -> int:
     from .grade import grade
     from .results import NOT_ISOLATED, load_results, write_table
 
+    if args.command == "merge":
+        from .shards import merge
+
+        assignment = course.check_assignment(args.assignment or _graded_assignment(args.folders))
+        results = merge(assignment, args.folders, args.workdir)
+        out = write_table(results, args.workdir / f"grades_{assignment}.csv")
+        _print_results(results)
+        print(f"grade table: {out}")
+        return 0
     course.check_assignment(args.assignment)
     if args.command == "grade":
         limits = course.Limits(timeout=args.timeout, notebook_timeout=args.notebook_timeout,
@@ -168,7 +185,7 @@ def main(argv=None) -> int:
                                network=args.allow_network, run_all_cells=args.run_all_cells)
         results = grade(args.assignment, args.submissions, args.workdir, limits, workers=args.workers,
                         compile_cache=not args.no_compile_cache, allow_unsandboxed=args.allow_unsandboxed,
-                        restart=args.restart)
+                        restart=args.restart, shard=args.shard)
         out = write_table(results, args.out or args.workdir / f"grades_{args.assignment}.csv")
         _print_results(results)
         print(f"grade table: {out}" + ("" if course.sandboxed(args.workdir) else f" [{NOT_ISOLATED}]"))
@@ -193,6 +210,24 @@ def main(argv=None) -> int:
         out = write_report(results, args.assignment, args.out or args.workdir / f"report_{args.assignment}.html")
         print(f"report: {out}")
     return 0
+
+
+def _shard(text: str) -> tuple[int, int]:
+    from .shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _graded_assignment(folders) -> str:
+    """The one assignment the folders hold grading results of (``merge`` without ``--assignment``)."""
+    names = {p.name[len("results_"):-len(".json")] for f in folders for p in Path(f).glob("results_*.json")}
+    if len(names) != 1:
+        raise SystemExit(f"merge: the folders hold results of {', '.join(sorted(names)) or 'no assignment'}: "
+                         "name one with --assignment")
+    return names.pop()
 
 
 def cli() -> None:

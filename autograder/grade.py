@@ -35,7 +35,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import course
+from . import course, shards
 from .gradebook import gradebook_scores, merge_gradebook, merge_into_gradebook, update_gradebook
 from .intake import MAX_NOTEBOOK_BYTES, Submission, ZipLimits, intake, prepare_notebook, valid_student_id
 from .journal import (load_progress, progress_path, prune, resumable, run_key, save_progress, submission_digests,
@@ -55,7 +55,8 @@ __all__ = ["grade", "ATTENTION", "FLAGGED", "GRADED", "NOT_ISOLATED", "MAX_REASO
 
 def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limits = course.Limits(),
           workers: int | None = None, compile_cache: bool = True, log=print,
-          allow_unsandboxed: bool = False, restart: bool = False) -> list[StudentResult]:
+          allow_unsandboxed: bool = False, restart: bool = False, shard: tuple[int, int] | None = None
+          ) -> list[StudentResult]:
     """Autograde every submission of ``assignment``; return one result per student (sorted by id).
 
     The kernels run in the bubblewrap sandbox (``autograder/sandbox.py``); where it is unavailable grading
@@ -81,6 +82,10 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
 
     # 1. intake
     subs = intake(submissions, assignment, workdir / "intake", warn=lambda message: log(f"warning: {message}"))
+    if shard is not None:  # this machine's share of the class (autograder/shards.py)
+        everyone = len(subs)
+        subs = [sub for sub in subs if shards.in_shard(sub.student, shard)]
+        log(f"shard {shard[0]}/{shard[1]}: {len(subs)} of the {everyone} submissions")
     for sub in subs:
         if not sub.problem:
             prepare_notebook(sub, release_nb, workdir / "submitted" / sub.student / assignment / f"{assignment}.ipynb")
@@ -123,7 +128,7 @@ def grade(assignment: str, submissions: Path, workdir: Path, limits: course.Limi
 
     # 4. the results
     results = class_results(subs, finished, workdir, assignment, release_nb, merge_failed, logs, limits.sandbox)
-    save_results(results, workdir, assignment)
+    save_results(results, workdir, assignment, limits=limits, shard=shard)
     return results
 
 

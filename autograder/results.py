@@ -186,10 +186,13 @@ def results_path(workdir: Path, assignment: str) -> Path:
     return Path(workdir) / f"results_{assignment}.json"
 
 
-def save_results(results: list[StudentResult], workdir: Path, assignment: str) -> Path:
-    """Write the results file (atomically); return its path."""
+def save_results(results: list[StudentResult], workdir: Path, assignment: str, limits=None,
+                 shard: tuple[int, int] | None = None) -> Path:
+    """Write the results file of a grading run (atomically): the students' results, the limits (a
+    ``course.Limits``) they were graded with and the shard they are (``autograder/shards.py``); return its path."""
     path = results_path(workdir, assignment)
-    write_atomically(path, json.dumps({"assignment": assignment, "students": [asdict(r) for r in results]},
+    extra = {"shard": list(shard) if shard else None, "limits": asdict(limits) if limits is not None else None}
+    write_atomically(path, json.dumps({"assignment": assignment, **extra, "students": [asdict(r) for r in results]},
                                       indent=1).encode())
     return path
 

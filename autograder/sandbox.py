@@ -25,8 +25,8 @@ PID, network, IPC, UTS, and a user namespace of its own):
   holds; nothing written there reaches the host's disk, and nbgrader needs
   nothing from it: the graded notebook is made from the kernel's messages), a
   private ``/tmp`` and an empty ``HOME``, which with ``--jax-cache`` also
-  holds the kernel's private copy of the compilation cache (HOME's size grows
-  by the cache's). Besides these, only its Unix-socket folder (below). No
+  holds the kernel's own compilation cache. Besides these, only its Unix-socket
+  folder (below), and the sealed warm cache, read-only. No
   gradebook, no course directory, no solutions, no other student, no real
   home.
 - the connection with nbgrader: only this kernel's connection file

@@ -150,3 +150,18 @@ def disk_filled(text: str) -> dict:
     import json
 
     return json.loads(text.split("MiB written: ", 1)[1].splitlines()[0])
+
+
+def chromium() -> str:
+    """The headless Chromium on this machine (CI installs it); skips the test where there is none, fails it in CI."""
+    import os
+    import shutil
+
+    import pytest
+
+    for name in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if os.environ.get("CI"):
+        pytest.fail("Chromium is missing in CI: .ci/run installs the chromium-headless-shell package")
+    pytest.skip("no Chromium on this machine (apt-get install chromium-headless-shell)")

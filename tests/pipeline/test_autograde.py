@@ -25,7 +25,7 @@ from autograder import course
 from autograder.feedback import write_feedback
 from autograder.execute import SKIPPED, last_graded_cell
 from autograder.grade import ATTENTION, FLAGGED, GRADED, grade, write_table
-from notebook_tools import nbgrader_meta, read, solution_path, student_path, with_solutions
+from notebook_tools import chromium, nbgrader_meta, read, solution_path, student_path, with_solutions
 
 NAME = "02_loss_comparison"
 pytestmark = pytest.mark.xdist_group("autograde")
@@ -402,6 +402,53 @@ def _nbgrader_by_hand(work, *args):
                           text=True, timeout=600)
 
 
+def test_formgrader_opens_a_written_question_for_manual_grading_in_headless_chromium(graded):
+    """The formgrader of a Jupyter server started in the course folder, as the README says: the manual-grading page
+    of a graded student's notebook loads in a browser (its scripts run) with the written question, the student's
+    answer and the score box of that question."""
+    import socket
+    import time
+    import urllib.request
+
+    from nbgrader.api import Gradebook
+
+    work = graded[1]
+    browser = chromium()
+    with Gradebook(f"sqlite:///{work / 'gradebook.db'}") as gb:
+        submission = gb.find_submission_notebook(NAME, NAME, "correct")
+        notebook_id = submission.id
+        written = [g.name for g in submission.grades if g.cell.cell_type == "markdown"]
+    assert written, "notebook 02 has written questions graded by hand"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in course.environment(work).items() if k not in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR")}
+    server = subprocess.Popen([sys.executable, "-m", "jupyter", "server", "--no-browser", f"--port={port}",
+                               "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=formgrader-test", "--allow-root"],
+                              cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token=formgrader-test", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the Jupyter server did not start")
+        url = f"{base}/formgrader/submissions/{notebook_id}/?token=formgrader-test"
+        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000",
+                              "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert "Student's answer" in dom, dom[:2000]
+    for name in written:
+        assert f'id="{name}"' in dom and f'id="{name}-comment"' in dom, name
+    assert "data-original-title" in dom, "the page's scripts did not run (bootstrap's tooltips are set by script)"
+    assert "Unknown submission" not in dom and "Internal Server Error" not in dom
+
+
 def test_nbgraders_own_tools_work_in_the_course_folder_and_never_lose_a_grade(graded):
     work = graded[1]
     notebook = work / "autograded" / "correct" / NAME / f"{NAME}.ipynb"
@@ -424,3 +471,39 @@ def test_nbgraders_own_tools_work_in_the_course_folder_and_never_lose_a_grade(gr
         assert course.KERNEL_NAME in KernelSpecManager().find_kernel_specs()
     finally:
         os.environ.pop("JUPYTER_PATH") if env_path is None else os.environ.update(JUPYTER_PATH=env_path)
+
+
+@pytest.mark.slow
+def test_a_class_graded_in_three_shards_and_merged_is_the_class_graded_at_once(graded, tmp_path):
+    """Three machines, each grading its shard of the same zip into a folder of its own, then ``merge``: one
+    gradebook, and an export, feedback and report identical to grading the whole class at once (the `graded`
+    fixture). A second merge over the first gives the same; merging an incomplete or mixed set is refused."""
+    from autograder.__main__ import main
+    from autograder.feedback import write_feedback
+    from autograder.grade import gradebook_scores, load_results
+    from autograder.report import write_report
+    from autograder.shards import merge
+
+    at_once, work = graded
+    archive = work.parent / "export.zip"
+    folders = [tmp_path / f"shard-{k}" for k in (1, 2, 3)]
+    for k, folder in enumerate(folders, start=1):
+        results = grade(NAME, archive, folder, course.Limits(timeout=120, memory_mb=2048), workers=1, shard=(k, 3))
+        assert results, f"shard {k} of 3 is empty: use a larger class"
+    shard_students = [{r.student for r in load_results(f, NAME)} for f in folders]
+    assert sum(map(len, shard_students)) == len(at_once) and set().union(*shard_students) == set(at_once)
+    with pytest.raises(SystemExit, match="each shard of one split exactly once"):
+        merge(NAME, folders[:2], tmp_path / "incomplete")
+    merged = tmp_path / "merged"
+    for _ in range(2):  # a second merge replaces the first
+        assert main(["merge", *map(str, folders), "--workdir", str(merged)]) == 0
+    theirs, ours = load_results(work, NAME), load_results(merged, NAME)
+    assert write_table(ours, tmp_path / "merged.csv").read_bytes() == write_table(theirs, tmp_path / "once.csv").read_bytes()
+    assert gradebook_scores(merged, NAME) == gradebook_scores(work, NAME)
+    for mine, once in zip(write_feedback(ours, NAME, tmp_path / "fb-merged"), write_feedback(theirs, NAME, tmp_path / "fb-once")):
+        assert mine.name == once.name and mine.read_bytes() == once.read_bytes(), mine
+    assert (write_report(ours, NAME, tmp_path / "merged.html").read_bytes()
+            == write_report(theirs, NAME, tmp_path / "once.html").read_bytes())
+    for student in at_once:
+        graded_nb = work / "autograded" / student / NAME / f"{NAME}.ipynb"
+        assert graded_nb.is_file() == (merged / "autograded" / student / NAME / f"{NAME}.ipynb").is_file(), student

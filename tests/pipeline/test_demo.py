@@ -11,6 +11,7 @@ import zipfile
 import pytest
 
 from autograder import course
+from notebook_tools import chromium
 
 NAME = "02_loss_comparison"
 pytestmark = pytest.mark.xdist_group("demo")
@@ -77,21 +78,12 @@ def test_student_bundle(tmp_path):
     assert not any(n.startswith("solutions") for n in names)
 
 
-def _chromium():
-    for name in ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    if os.environ.get("CI"):
-        pytest.fail("Chromium is missing in CI: .ci/run installs the chromium-headless-shell package")
-    pytest.skip("no Chromium on this machine (apt-get install chromium-headless-shell)")
-
-
 def test_report_renders_with_its_plots_in_headless_chromium(demo, tmp_path):
     from matplotlib.image import imread
 
     work, _ = demo
     report = work / f"report_{NAME}.html"
-    browser = _chromium()
+    browser = chromium()
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,3000"]
     shot = tmp_path / "report.png"
     subprocess.run([browser, *flags, f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120, check=True)
