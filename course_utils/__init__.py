@@ -6,15 +6,10 @@ The grading checker is imported on its own: ``from course_utils.grading import c
 the modules with a command line (``course_utils.mnist``, ``course_utils.classifier``), which
 run as ``python -m course_utils.mnist train ...``.
 
-The exercises (:mod:`course_utils.exercises`) are imported last: importing them registers every
-exercise with the checker's registry (:mod:`course_utils.grading.registry`). The checker never
-imports them, so the imports go one way (tests/unit/test_imports.py), and any ``import
-course_utils...`` runs this file first, so the registry is full whenever the checker runs.
 """
 
 from . import (analytic, checkpoints, config, data, embeddings, forward, guidance, losses, metrics, models, notebook, plotting,
                sampling, schedules, timing, training, unet)
-from . import exercises  # noqa: E402,F401 - last: registers every exercise (see above)
 
 __version__ = "0.1.0"
 __all__ = ["analytic", "checkpoints", "config", "data", "embeddings", "forward", "guidance", "losses", "metrics", "models",

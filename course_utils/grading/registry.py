@@ -3,10 +3,12 @@
 An :class:`Exercise` holds what the checker needs to test one exercise (its reference, a generator of random
 inputs, its edge cases, its tolerance) and its :class:`Hint` objects (known wrong variants and the slip each
 reveals). The definitions live in :mod:`course_utils.exercises`, one module per notebook, each calling
-:func:`register`. The checker never imports them: ``course_utils/__init__.py`` imports ``course_utils.exercises``
-after the rest of the package, so that the registry is full whenever ``course_utils.grading`` is used (importing
-any module of course_utils runs the package's ``__init__`` first), and the exercises import the checker, never the
-other way round (``tests/unit/test_imports.py``).
+:func:`register`. Nothing imports them at module level: :func:`load`, called by
+:func:`exercise` and :func:`exercise_names` (so by every check), imports ``course_utils.exercises`` the first time the
+registry is read. The exercises import the checker at module level; the checker reaches the exercises only from
+inside that function, after every module is loaded (``tests/unit/test_imports.py`` counts module-level imports).
+In the grading kernel's copy of the package the exercise definitions are absent (``autograder/keyless.py``) and
+nothing reads the registry there.
 """
 
 import dataclasses
@@ -86,8 +88,14 @@ def register(exercise: Exercise) -> Exercise:
     return exercise
 
 
+def load() -> None:
+    """Register every exercise of the course: import :mod:`course_utils.exercises` (once; later calls do nothing)."""
+    from .. import exercises  # noqa: F401 - importing the definitions registers them
+
+
 def exercise(name: str) -> Exercise:
     """The registered exercise ``name``; a KeyError that lists the known names when there is none."""
+    load()
     if name not in _REGISTRY:
         raise KeyError(f"check: unknown exercise {name!r}; known: {sorted(_REGISTRY)}")
     return _REGISTRY[name]
@@ -95,4 +103,5 @@ def exercise(name: str) -> Exercise:
 
 def exercise_names() -> list[str]:
     """The names of every registered exercise, sorted."""
+    load()
     return sorted(_REGISTRY)
