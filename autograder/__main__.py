@@ -166,7 +166,8 @@ def main(argv=None) -> int:
               f"feedback: {out['feedback'][0].parent.parent}/STUDENT/{args.assignment}.html\nreport: {out['report']}")
         return 0
 
-    from .grade import NOT_ISOLATED, grade, load_results, write_table
+    from .grade import grade
+    from .results import NOT_ISOLATED, load_results, write_table
 
     if args.command == "merge":
         from .shards import merge

@@ -72,7 +72,8 @@ def make_class(assignment: str, folder: Path) -> dict:
 def run_demo(assignment: str, workdir: Path, workers: int | None = None, timeout: int = 300, log=print) -> dict:
     """Make the class, grade it, write export, feedback and report; return their paths and the results."""
     from .feedback import write_feedback
-    from .grade import grade, write_table
+    from .grade import grade
+    from .results import write_table
     from .report import write_report
 
     workdir = Path(workdir).resolve()

@@ -28,7 +28,7 @@ It runs in nbgrader's process, outside the student's reach:
   and its role come from the release: ``autograder/roles.py``). For each
   call this process draws the inputs (``grading.plan``), has the kernel run
   the student's ``answer`` on them and send back only the outputs, as plain
-  data (``grading.kernel_code``, ``grading.decode_outcome``: JSON and .npz,
+  data (``course_utils/grading/wire.py``: ``kernel_code``, ``decode_outcome``: JSON and .npz,
   never pickle), and computes the references, the hints and the verdict
   itself (``grading.judge``). The test cell's outputs are then written by
   this process alone: the passing lines, or the checker's message as an
@@ -312,6 +312,7 @@ class LimitedExecute(Execute):
     def grade_test_cell(self, cell, index):
         """Judge the test cell's checks in this process (see the module docstring); the kernel only runs answers."""
         from course_utils import grading
+        from course_utils.grading import wire
 
         try:
             calls = parse_test_cell(cell.source)
@@ -325,7 +326,7 @@ class LimitedExecute(Execute):
             except Exception as exc:  # noqa: BLE001 - a test of an exercise this course does not have
                 cell.outputs = [_error(GRADER_ERROR, f"the grader cannot run this test cell: {type(exc).__name__}: {_first_line(exc)}")]
                 return cell
-            reply, problem = self._ask_kernel(grading.kernel_code(request, answer), index)
+            reply, problem = self._ask_kernel(wire.kernel_code(request, answer), index)
             if reply is None:
                 if problem.startswith("CellTimeoutError"):
                     failure = _error("CellTimeoutError", f"{name}: the test did not finish: {problem}")
@@ -335,8 +336,8 @@ class LimitedExecute(Execute):
                 cell.outputs = [*self._passed(passed), failure]
                 return cell
             try:
-                outcome = grading.decode_outcome(reply)
-            except grading.ReplyError as exc:
+                outcome = wire.decode_outcome(reply)
+            except wire.ReplyError as exc:
                 outcome = {"malformed": str(exc)}
             ok, text = grading.verdict(request, outcome)
             if not ok:
@@ -355,7 +356,7 @@ class LimitedExecute(Execute):
         """Run ``code`` in the kernel; return (the reply it displayed, "") or (None, what went wrong).
 
         While it runs, the kernel's output is not kept (``output``): only the first reply of the checker's type."""
-        from course_utils import grading
+        from course_utils.grading import wire
 
         probe = new_code_cell(code)
         cell = self.nb.cells[index]
@@ -370,7 +371,7 @@ class LimitedExecute(Execute):
                 reply["error"] = reply["error"] or f"{out.get('ename')}: {_first_line(out.get('evalue', ''))}"
         if reply["data"] is None:
             return None, reply["error"] or "it sent no result"
-        if reply["bytes"] > grading._MAX_REPLY:
+        if reply["bytes"] > wire.MAX_REPLY:
             return None, "its result was larger than the grader accepts"
         return reply["data"], ""
 
@@ -380,7 +381,7 @@ class LimitedExecute(Execute):
             if msg["msg_type"] == "error":
                 self._reply["error"] = self._reply["error"] or f"{content.get('ename')}: {_first_line(content.get('evalue', ''))}"
             data = content.get("data", {}) if msg["msg_type"] == "display_data" else {}
-            from course_utils.grading import MIME
+            from course_utils.grading.wire import MIME
 
             if MIME in data and self._reply["data"] is None:
                 text = data[MIME]
@@ -417,12 +418,13 @@ class CompileOnly(LimitedExecute):
 
     def grade_test_cell(self, cell, index):
         from course_utils import grading
+        from course_utils.grading import wire
 
         try:
             calls = parse_test_cell(cell.source)
         except UnrunnableTestCell:
             return cell
         for name, answer, options in calls:
-            self._ask_kernel(grading.kernel_code(grading.plan(name, **options), answer), index)
+            self._ask_kernel(wire.kernel_code(grading.plan(name, **options), answer), index)
         cell.outputs = []
         return cell

@@ -9,7 +9,8 @@ or the checker's own text, which holds no source.
 
 from pathlib import Path
 
-from .grade import StudentResult, valid_student_id
+from .intake import valid_student_id
+from .results import StudentResult
 from .pages import render
 
 

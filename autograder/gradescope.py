@@ -89,7 +89,7 @@ def _hidden_failure(cell) -> bool:
 
 def results_json(result, graded_nb=None, isolated: bool = True, seconds: float | None = None) -> dict:
     """Gradescope's results.json for one student's :class:`~autograder.grade.StudentResult`."""
-    from .grade import FLAGGED, NOT_ISOLATED
+    from .results import FLAGGED, NOT_ISOLATED
 
     tests = []
     cells = {}
@@ -126,7 +126,8 @@ def run(assignment: str, root: Path = ROOT) -> Path:
     """Grade the one notebook in ``root/submission`` and write ``root/results/results.json``."""
     import nbformat
 
-    from .grade import ATTENTION, StudentResult, grade
+    from .grade import grade
+    from .results import ATTENTION, StudentResult
     from .sandbox import sandbox_problem
 
     started = time.monotonic()

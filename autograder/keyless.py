@@ -261,12 +261,12 @@ def build(exercise_names, dest: Path) -> Path:
 
 def assignment_exercises(release_nb) -> list[str]:
     """The exercises that the test cells of a released notebook check."""
+    from . import roles
     from .execute import UnrunnableTestCell, parse_test_cell
 
     names = []
     for cell in release_nb.cells:
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.get("cell_type") == "code" and meta.get("grade") and not meta.get("solution"):
+        if roles.role(cell) == roles.TEST:
             try:
                 names += [name for name, _, _ in parse_test_cell(cell.source)]
             except UnrunnableTestCell:

@@ -20,7 +20,7 @@ not against a running instance: neither platform can be reached from where the c
 import csv
 from pathlib import Path
 
-from .grade import FLAGGED, StudentResult, spreadsheet_safe
+from .results import FLAGGED, StudentResult, spreadsheet_safe
 
 FORMATS = ("csv", "canvas", "moodle")
 

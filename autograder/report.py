@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from .feedback import exercise_of
-from .grade import ATTENTION, FLAGGED, GRADED, StudentResult
+from .results import ATTENTION, FLAGGED, GRADED, StudentResult
 from .pages import render, trusted
 
 

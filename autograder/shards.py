@@ -12,11 +12,13 @@ joins the same shard whenever it comes, and a shard can be graded again on its o
 
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from . import course
-from .trees import copy_tree
+from .gradebook import merge_into_gradebook, update_gradebook
+from .journal import progress_path, run_key, save_progress
+from .results import result_from_dict, results_path, save_results
+from .trees import clear_tree, copy_tree, remove_tree
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -40,8 +42,6 @@ def in_shard(student: str, shard: tuple[int, int] | None) -> bool:
 
 
 def _read_results(folder: Path, assignment: str) -> dict:
-    from .grade import results_path
-
     path = results_path(folder, assignment)
     if not path.is_file():
         raise SystemExit(f"merge: {folder} has no grading results of {assignment} (run `grade ... --shard K/N "
@@ -55,10 +55,6 @@ def merge(assignment: str, folders: list[Path], workdir: Path, log=print) -> lis
     Refused (``SystemExit``, nothing written) unless the folders are every shard of one split exactly once, graded
     with the same limits and the same code and assignment (the resume journal's key), and ``workdir`` is none of
     them. What ``workdir`` held of an earlier merge or grading of this assignment is replaced."""
-    from .grade import (_result_from_dict, merge_into_gradebook, progress_path, run_key, save_progress,
-                        save_results, update_gradebook)
-    from .trees import clear_tree, remove_tree
-
     folders = [Path(f).resolve() for f in folders]
     workdir = Path(workdir).resolve()
     if workdir in folders or any(f in workdir.parents for f in folders):
@@ -113,7 +109,7 @@ def merge(assignment: str, folders: list[Path], workdir: Path, log=print) -> lis
             if target.exists():
                 raise SystemExit(f"merge: two shards have a log named {log_file.name}")
             target.write_bytes(log_file.read_bytes())
-        results += [_result_from_dict(s) for s in data[folder]["students"]]
+        results += [result_from_dict(s) for s in data[folder]["students"]]
         journal = progress_path(folder, assignment)
         finished.update(json.loads(journal.read_text()).get("finished", {}))
         log(f"shard {shards[folder][0]}/{shards[folder][1]}: {len(mine)} submission(s) from {folder}")
@@ -122,8 +118,3 @@ def merge(assignment: str, folders: list[Path], workdir: Path, log=print) -> lis
     save_progress(workdir, assignment, key, {s: e for s, e in finished.items() if s in set(students)})
     log(f"merged {len(results)} submission(s) of {len(folders)} shard(s) into {workdir}")
     return results
-
-
-def results_extra(shard: tuple[int, int] | None, limits) -> dict:
-    """What a results file records besides the students: the shard it holds and the limits it was graded with."""
-    return {"shard": list(shard) if shard else None, "limits": asdict(limits) if limits is not None else None}

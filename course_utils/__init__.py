@@ -5,6 +5,7 @@ grading); each function computes one equation and is named after its result.
 The grading checker is imported on its own: ``from course_utils.grading import check``; so are
 the modules with a command line (``course_utils.mnist``, ``course_utils.classifier``), which
 run as ``python -m course_utils.mnist train ...``.
+
 """
 
 from . import (analytic, checkpoints, config, data, embeddings, forward, guidance, losses, metrics, models, notebook, plotting,

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _validate as v
 from .losses import mean_from_noise, posterior_mean, posterior_variance
-from .schedules import _check_betas, make_schedule
+from .schedules import check_betas, make_schedule
 
 
 # ---------------------------------------------------------------- argument checks
@@ -56,7 +56,7 @@ def _with_time_check(reference):
         except TypeError:
             return reference(*args, **kwargs)  # the reference explains a bad call
         betas = bound.arguments["betas"]
-        _check_betas(where, "betas", betas)
+        check_betas(where, "betas", betas)
         v.check_time_index(where, "t", bound.arguments["t"], jnp.shape(betas)[0])
         return reference(*args, **kwargs)
 
@@ -91,7 +91,7 @@ def forward_marginal_mean_var(alpha_bar_t, m, p):
 
 
 @_with_time_check
-@v.reference(betas=_check_betas, m=_check_real, p=v.check_positive)
+@v.reference(betas=check_betas, m=_check_real, p=v.check_positive)
 def gaussian_reverse_mean_var(x_t, t, betas, m, p):
     r"""Mean and variance of the exact reverse step :math:`q(x_{t-1} \mid x_t)` for data :math:`\mathcal N(m, p^2)`.
 
@@ -121,7 +121,7 @@ def gaussian_reverse_mean_var(x_t, t, betas, m, p):
 
 
 @_with_time_check
-@v.reference(betas=_check_betas, m=_check_real, p=v.check_positive)
+@v.reference(betas=check_betas, m=_check_real, p=v.check_positive)
 def shortcut_reverse_mean_var(x_t, t, betas, m, p):
     r"""The shortcut: the forward posterior with :math:`x_0` replaced by the data mean, plus the spread of :math:`x_0`.
 
@@ -180,7 +180,7 @@ def _check_variance_choice(where, name, value):
 
 
 @_with_time_check
-@v.reference(static_argnames=("variance",), betas=_check_betas, m=_check_real, p=v.check_positive,
+@v.reference(static_argnames=("variance",), betas=check_betas, m=_check_real, p=v.check_positive,
              variance=_check_variance_choice)
 def ddpm_reverse_mean_var(x_t, t, betas, m, p, variance="posterior"):
     r"""The ordinary DDPM reverse step, fed with the exact noise predictor :func:`gaussian_eps`.
@@ -239,7 +239,7 @@ def _check_step_function(where, name, value):
 
 def _check_sampler_arguments(where, arguments):
     x_T, noises, betas = arguments["x_T"], arguments["noises"], arguments["betas"]
-    _check_betas(where, "betas", betas)
+    check_betas(where, "betas", betas)
     v.check_ndim(where, "x_T", x_T, 1)
     T, N = jnp.shape(betas)[0], jnp.shape(x_T)[0]
     if jnp.shape(noises) != (T, N):
@@ -274,7 +274,7 @@ def _with_sampler_checks(reference):
 
 @_with_sampler_checks
 @v.reference(static_argnames=("step", "keep_steps", "n_paths"), step=_check_step_function,
-             betas=_check_betas, m=_check_real, p=v.check_positive)
+             betas=check_betas, m=_check_real, p=v.check_positive)
 def reverse_gaussian(step, x_T, noises, betas, m, p, keep_steps=(), n_paths=0):
     r"""Run ``N`` reverse trajectories :math:`x_T \to x_0` at once, in one :func:`jax.lax.scan` over t = T..1.
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _validate as v
-from .schedules import _check_betas
+from .schedules import check_betas
 
 
 @v.reference(beta=v.check_open_unit)
@@ -35,7 +35,7 @@ def forward_step(x_prev, beta, noise):
     return forward_mean.raw(x_prev, beta) + jnp.sqrt(forward_variance.raw(beta)) * noise
 
 
-@v.reference(static_argnames=("every_step",), betas=_check_betas)
+@v.reference(static_argnames=("every_step",), betas=check_betas)
 def diffuse(x0, betas, noises, every_step=True):
     r"""Run the whole forward process with :func:`jax.lax.scan`.
 

@@ -29,6 +29,7 @@ from ._validate import marked
 from .embeddings import NO_LABEL
 from .forward import q_sample
 from .losses import huber_loss, l1_loss, l2_loss
+from .sampling import ddpm_sample, guided_eps, reverse_sigmas  # guided_eps: with the samplers that use it
 from .schedules import Schedule
 from .training import data_parallel_shardings, run_in_chunks
 
@@ -161,18 +162,6 @@ def drop_labels(key, y, p_uncond):
     return jnp.where(drop, NO_LABEL, y)
 
 
-@marked
-def guided_eps(model, x_t, t, y, w):
-    r"""Classifier-free guidance: :math:`(w + 1)\,\epsilon_\theta(x_t, t, y) - w\,\epsilon_\theta(x_t, t, \varnothing)`.
-
-    ``x_t``: (N, d); ``t``: (N,); ``y``: (N,) labels; ``w``: the guidance
-    weight (0: the plain conditional model). Returns (N, d).
-    """
-    eps_cond = model(x_t, t, y)
-    eps_uncond = model(x_t, t, jnp.full(jnp.shape(y), NO_LABEL, jnp.asarray(y).dtype))
-    return (w + 1) * eps_cond - w * eps_uncond
-
-
 class Guided(nnx.Module):
     r"""A conditional model with its labels and guidance weight fixed: ``Guided(model, y, w)(x, t)`` is the guided noise.
 
@@ -206,8 +195,6 @@ def guided_sample(model, x_T, zs, y, w, betas, alpha_bars, sigmas):
     ``sigmas``: (T,). Returns the trajectory, shape (T + 1, N, d), index ``i`` holding :math:`x_{T - i}`.
     Deterministic given ``zs``.
     """
-    from .sampling import ddpm_sample
-
     return ddpm_sample(lambda x, t: guided_eps(model, x, t, y, w), x_T, zs, betas, alpha_bars, sigmas)
 
 
@@ -226,8 +213,6 @@ def run_guided_sampler(sampler, model, x_T, key, schedule: Schedule, y, w=0.0, s
     whole loop with the model split into graph and state. Returns :math:`x_0` (N, d), or with
     ``trajectory=True`` every state, (T + 1, N, d).
     """
-    from .sampling import reverse_sigmas
-
     x_T = jnp.asarray(x_T, jnp.float32)
     y = jnp.broadcast_to(jnp.asarray(y, jnp.int32), (x_T.shape[0],))
     zs = jax.random.normal(key, (schedule.T,) + x_T.shape)

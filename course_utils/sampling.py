@@ -1,4 +1,4 @@
-r"""Sampling from a trained noise predictor: DDPM (any :math:`\sigma_t`) and DDIM.
+r"""Sampling from a trained noise predictor: DDPM (any :math:`\sigma_t`) and DDIM, with classifier-free guidance.
 
 Every sampler runs its loop over time steps as one jitted ``jax.lax.scan``
 and draws all of its noise in one call beforehand.
@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ._validate import marked
+from .embeddings import NO_LABEL
 from .losses import mean_from_noise
 from .schedules import Schedule
 
@@ -177,7 +178,19 @@ def ddim_sample(model, x_T, schedule: Schedule, n_steps, trajectory=False, eta=0
                       trajectory=trajectory, step=step)
 
 
-# ---------------------------------------------------------------- guided DDIM over images (notebook 06)
+# ---------------------------------------------------------------- classifier-free guidance (notebooks 05 and 06)
+
+
+@marked
+def guided_eps(model, x_t, t, y, w):
+    r"""Classifier-free guidance: :math:`(w + 1)\,\epsilon_\theta(x_t, t, y) - w\,\epsilon_\theta(x_t, t, \varnothing)`.
+
+    ``x_t``: (N, d); ``t``: (N,); ``y``: (N,) labels; ``w``: the guidance
+    weight (0: the plain conditional model). Returns (N, d).
+    """
+    eps_cond = model(x_t, t, y)
+    eps_uncond = model(x_t, t, jnp.full(jnp.shape(y), NO_LABEL, jnp.asarray(y).dtype))
+    return (w + 1) * eps_cond - w * eps_uncond
 
 
 @marked
@@ -191,15 +204,13 @@ def guided_ddim_sample(model, x_T, y, w, timesteps, alpha_bars):
         \hat x_0 = \frac{x_t - \sqrt{1-\bar\alpha_t}\,\tilde\epsilon}{\sqrt{\bar\alpha_t}}, \qquad
         x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}}\,\tilde\epsilon
 
-    with :math:`\bar\alpha_0 = 1`: :func:`course_utils.guidance.guided_eps` (the "no label" :math:`\varnothing`
+    with :math:`\bar\alpha_0 = 1`: :func:`guided_eps` (the "no label" :math:`\varnothing`
     is -1) in :func:`ddim_step`. ``model(x, t, y)``: a conditional noise predictor; ``x_T``: (N, ...);
     ``y``: (N,) labels; ``w``: the guidance weight; ``timesteps``: (K + 1,) integers decreasing from T to 0
     (the steps visited, ``timesteps[0]`` = T, ``timesteps[-1]`` = 0); ``alpha_bars``: (T,), index ``t - 1``.
     Returns the trajectory, shape (K + 1, N, ...): index ``k`` holds :math:`x_{t_k}` at ``t_k = timesteps[k]``
     (``[0]`` is ``x_T``, ``[-1]`` is :math:`x_0`). Deterministic given ``x_T``.
     """
-    from .guidance import guided_eps
-
     timesteps = jnp.asarray(timesteps, jnp.int32)
     if timesteps.ndim != 1 or timesteps.shape[0] < 2:
         raise ValueError(f"guided_ddim_sample: argument `timesteps` must have shape (K + 1,) with K >= 1, "

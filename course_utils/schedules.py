@@ -49,18 +49,19 @@ def constant_betas(T, beta=0.02):
     return jnp.full((T,), beta, dtype=jnp.float32)
 
 
-def _check_betas(where, name, betas):
+def check_betas(where, name, betas):
+    """The input check of a beta schedule argument: one-dimensional, every value in the open interval (0, 1)."""
     v.check_ndim(where, name, betas, 1)
     v.check_open_unit(where, name, betas)
 
 
-@v.reference(betas=_check_betas)
+@v.reference(betas=check_betas)
 def alpha_bars(betas):
     r""":math:`\bar\alpha_t = \prod_{s=1}^{t} (1 - \beta_s)` for :math:`t = 1..T`, shape ``(T,)``."""
     return jnp.cumprod(1 - betas)
 
 
-@v.reference(betas=_check_betas)
+@v.reference(betas=check_betas)
 def signal_to_noise(betas):
     r"""Signal-to-noise ratio of :math:`x_t`: :math:`\bar\alpha_t / (1 - \bar\alpha_t)`, shape ``(T,)``."""
     ab = alpha_bars.raw(betas)
@@ -90,7 +91,7 @@ class Schedule(NamedTuple):
         return Schedule(*(field[jnp.asarray(t) - 1] for field in self))
 
 
-@v.reference(betas=_check_betas)
+@v.reference(betas=check_betas)
 def make_schedule(betas) -> Schedule:
     r"""Build a :class:`Schedule` from ``betas`` (shape ``(T,)``).
 
@@ -121,7 +122,7 @@ class ScheduleSummary(NamedTuple):
     posterior_variances: jax.Array
 
 
-@v.reference(betas=_check_betas)
+@v.reference(betas=check_betas)
 def schedule_summary(betas) -> ScheduleSummary:
     r"""The :class:`ScheduleSummary` of ``betas`` (shape ``(T,)``): :math:`\bar\alpha_t`, the signal-to-noise
     ratio and the posterior variance :math:`\tilde\beta_t`, for :math:`t = 1, \dots, T`."""

@@ -45,9 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .. import grading
-from .._validate import reference_marker
-from ..grading import CheckFailure, Exercise, Hint, Trial
+from ..grading import (JIT_ADVICE, Exercise, Hint, Trial, at_precision, binds, dependency_lines, error_record, fail,
+                       forbidden_references, malformed, matches, unwritten_lines)
+from ..grading.compiled import traced_references
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,27 +132,26 @@ def run_steps(trial: "StepTrial", fn, find_references=False) -> dict:
     reference markers in the compiled step; or the error and the step it happened at. Runs the student's answer
     in the kernel, and the reference and the hints' variants in the grader: the same code on both sides
     (``find_references`` traces the step once more to list the reference markers: for the student's run)."""
-    with grading._precision(grading.PRECISION):
+    with at_precision():
         try:
             model, optimizer = build(trial)
         except Exception as exc:  # noqa: BLE001 - the course's own factories: not the student's fault
-            return {"setup_error": grading._error_record(exc)}
+            return {"setup_error": error_record(exc)}
         graphdef, state = nnx.split((model, optimizer))
         record = {"losses": [], "params": [], "counts": [], "references": []}
         for k, args in enumerate(trial.batches):
             args = tuple(jnp.asarray(a) for a in args)
             try:
                 if k == 0 and find_references:
-                    closed = grading._make_jaxpr(lambda st, a: _one_step(fn, graphdef, st, a))(state, args)
-                    record["references"] = sorted(grading._references_in(closed.jaxpr))
+                    record["references"] = traced_references(lambda st, a: _one_step(fn, graphdef, st, a), state, args)
                 loss, state = _one_step_jitted(fn, graphdef, state, args)
                 model, optimizer = nnx.merge(graphdef, state)
                 record["params"].append(_flat_params(model))
                 record["counts"].append(_count(optimizer))
                 record["losses"].append(_describe_loss(jax.tree.map(np.asarray, loss) if loss is not None else None))
             except Exception as exc:  # noqa: BLE001 - explained by the grader
-                signature_ok = not isinstance(exc, TypeError) or grading._binds(fn, (model, optimizer, *args))
-                record["error"] = grading._error_record(exc, signature_ok)
+                signature_ok = not isinstance(exc, TypeError) or binds(fn, (model, optimizer, *args))
+                record["error"] = error_record(exc, signature_ok)
                 record["error"]["at_step"] = k
                 break
         return record
@@ -187,18 +186,14 @@ def _trials(setups, edge_setups, n_steps, edge_cases, offset):
 # ---------------------------------------------------------------- the grader's side
 
 
-def _fail(name, lines):
-    raise CheckFailure("\n".join([f"{name}: " + lines[0], *lines[1:]])) from None
-
-
 def _valid_record(name, record, n_steps):
     if not isinstance(record, dict):
-        grading._malformed(name)
+        malformed(name)
     if "error" in record or "setup_error" in record:
         return
     for key in ("losses", "params", "counts"):
         if not isinstance(record.get(key), list) or len(record[key]) != n_steps:
-            grading._malformed(name)
+            malformed(name)
 
 
 def _same_run(a, b, rtol, atol) -> bool:
@@ -210,12 +205,12 @@ def _same_run(a, b, rtol, atol) -> bool:
     for la, lb in zip(a["losses"], b["losses"]):
         if not (isinstance(la, dict) and isinstance(lb, dict)) or ("loss" in la) != ("loss" in lb):
             return False
-        if "loss" in la and not grading._matches(la["loss"], lb["loss"], rtol, atol):
+        if "loss" in la and not matches(la["loss"], lb["loss"], rtol, atol):
             return False
         if "loss" not in la and la.get("loss_kind") != lb.get("loss_kind"):
             return False
     return (list(a["counts"]) == list(b["counts"]) and
-            all(grading._matches(pa, pb, rtol, atol) for pa, pb in zip(a["params"], b["params"])))
+            all(matches(pa, pb, rtol, atol) for pa, pb in zip(a["params"], b["params"])))
 
 
 def _parameter_name(trial, index) -> str:
@@ -256,13 +251,12 @@ class TrainStepKind:
         _valid_record(name, record, n_steps)
         where = self._where(trial, number, total)
         if "setup_error" in record:
-            _fail(name, ["the test could not build its model and optimizer. Restart the kernel and run every cell "
-                         "in order; if it persists, tell your instructor."])
-        own = reference_marker(self.reference)
-        forbidden = [m for m in grading._text_list(record.get("references")) if m == own or m.rsplit(".", 1)[-1] == name]
+            fail(name, ["the test could not build its model and optimizer. Restart the kernel and run every cell "
+                        "in order; if it persists, tell your instructor."])
+        forbidden = forbidden_references(record.get("references"), self.reference, name)
         if forbidden:
-            _fail(name, [f"it calls the reference implementation {forbidden[0]} instead of computing the step.",
-                         "Write the step yourself; calling the course's reference earns no points for this exercise."])
+            fail(name, [f"it calls the reference implementation {forbidden[0]} instead of computing the step.",
+                        "Write the step yourself; calling the course's reference earns no points for this exercise."])
         if "error" in record:
             self._explain_error(ex, trial, record["error"], where)
         expected = run_steps(trial, self.reference)
@@ -277,8 +271,8 @@ class TrainStepKind:
         lines += [f"Likely slip: {s}" for s in slips]
         if not slips:
             lines += self._diagnose(trial, expected, record)
-        lines += grading._dependency_lines(ex)
-        _fail(name, lines)
+        lines += dependency_lines(ex)
+        fail(name, lines)
 
     def _explain_error(self, ex, trial, err, where):
         err = err if isinstance(err, dict) else {}
@@ -286,48 +280,48 @@ class TrainStepKind:
         at = err.get("at_step") if isinstance(err.get("at_step"), int) else 0
         found = [str(err["where"])[:2000]] if err.get("where") else []
         call = f"{ex.name}(model, optimizer, {', '.join(self.arg_names)})"
-        if grading.unwritten_lines(err):
-            _fail(ex.name, grading.unwritten_lines(err))
+        if unwritten_lines(err):
+            fail(ex.name, unwritten_lines(err))
         if kind == "signature":
-            _fail(ex.name, [f"calling it raised TypeError: {line}", f"Keep the signature given in the exercise: {call}."])
+            fail(ex.name, [f"calling it raised TypeError: {line}", f"Keep the signature given in the exercise: {call}."])
         lines = [f"step {at + 1} of {where} raised {etype}: {line}", *found]
         if kind == "jit":
-            advice = grading._JIT_ADVICE.get(etype)
+            advice = JIT_ADVICE.get(etype)
             lines.insert(1, "It must work under jax.jit: the test compiles your step, as the training loop does.")
             lines += [f"The cause: {advice}"] if advice else []
         if "update" in line and ("grads" in line or "argument" in line):
             lines.append("With flax 0.11 and newer the call is optimizer.update(model, grads): the model first, then "
                          "the gradient of the loss with respect to its parameters.")
-        lines += grading._dependency_lines(ex)
-        _fail(ex.name, lines)
+        lines += dependency_lines(ex)
+        fail(ex.name, lines)
 
     def _judge_loss_kind(self, ex, loss, k, n_steps, where):
         if not isinstance(loss, dict):
-            grading._malformed(ex.name)
+            malformed(ex.name)
         if "loss" not in loss:
             what = str(loss.get("loss_kind", "something else"))[:100]
             if what == "None":
-                _fail(ex.name, [f"it returned None on {where}: did you forget `return loss`?",
-                                "The model and the optimizer are updated in place; the function returns the loss."])
-            _fail(ex.name, [f"it returned {what} on {where}; return only the loss, a scalar.",
-                            "The model and the optimizer are updated in place (nnx objects); nnx.value_and_grad gives "
-                            "(loss, grads): return the loss, not the pair."])
+                fail(ex.name, [f"it returned None on {where}: did you forget `return loss`?",
+                               "The model and the optimizer are updated in place; the function returns the loss."])
+            fail(ex.name, [f"it returned {what} on {where}; return only the loss, a scalar.",
+                           "The model and the optimizer are updated in place (nnx objects); nnx.value_and_grad gives "
+                           "(loss, grads): return the loss, not the pair."])
         value = loss["loss"]
         if not isinstance(value, np.ndarray):
-            grading._malformed(ex.name)
+            malformed(ex.name)
         if value.shape != ():
-            _fail(ex.name, [f"the loss it returned has shape {value.shape} on {where}: it must be a scalar, shape ().",
-                            "Average the squared errors over the batch and the coordinates (as ddpm_loss does), and return "
-                            "that one number."])
+            fail(ex.name, [f"the loss it returned has shape {value.shape} on {where}: it must be a scalar, shape ().",
+                           "Average the squared errors over the batch and the coordinates (as ddpm_loss does), and return "
+                           "that one number."])
         if not np.issubdtype(value.dtype, np.floating):
-            _fail(ex.name, [f"the loss it returned has dtype {value.dtype}: expected a floating-point scalar."])
+            fail(ex.name, [f"the loss it returned has dtype {value.dtype}: expected a floating-point scalar."])
 
     def _first_difference(self, trial, expected, record):
         initial = np.concatenate([np.asarray(p, np.float32).reshape(-1) for p in trial.params])
         for k in range(len(trial.batches)):
             e_loss, g_loss = float(expected["losses"][k]["loss"]), float(record["losses"][k]["loss"])
             lines = []
-            if not grading._matches(e_loss, g_loss, self.rtol, self.atol):
+            if not matches(e_loss, g_loss, self.rtol, self.atol):
                 lines.append(f"  step {k + 1}: the loss it returned is {g_loss:.6g}, expected {e_loss:.6g}")
             e, g = np.asarray(expected["params"][k], np.float64), np.asarray(record["params"][k], np.float64)
             if g.shape != e.shape:

@@ -7,7 +7,8 @@ import numpy as np
 from flax import nnx
 
 from .. import embeddings, models, schedules, training, sampling
-from ..grading import Build, CheckFailure, Exercise, Hint, built_outputs, jit_call, register
+from ..grading import (Build, CheckFailure, Exercise, Hint, built_outputs, compare, dependency_lines, describe_value, jit_call,
+                       register)
 from . import parts
 from .common import array as _array, kept_trajectory
 from .kinds import StepSetup, train_step_exercise
@@ -386,7 +387,6 @@ def _shape_problems(dim, shapes):
 def _judge_denoiser(ex, trials, results):
     """``MLPDenoiser(dim, rngs=...)``: the architecture of the text (shapes, parameter count), then its outputs with
     known weights against the text's MLP: x concatenated with the sinusoidal embedding, SiLU, no final activation."""
-    from ..grading import _compare, _dependency_lines, describe_value
     for trial, record in zip(trials, results):
         dim = dict(trial.kwargs)["dim"]
         def fail(lines):
@@ -408,11 +408,11 @@ def _judge_denoiser(ex, trials, results):
         weights = {tuple(shape): jnp.asarray(a) for shape, a in trial.fill}
         for number, ((x, t), got) in enumerate(zip(trial.inputs, outputs), start=1):
             expected = np.asarray(jit_call(lambda x, t: _denoiser_forward(weights, x, t), (x, t)))
-            problem = _compare(expected, got, 1e-4, 1e-5)
+            problem = compare(expected, got, 1e-4, 1e-5)
             if problem is None:
                 continue
             swapped = np.asarray(jit_call(lambda x, t: _denoiser_forward(weights, x, t, order="emb_first"), (x, t)))
-            if _compare(swapped, got, 1e-4, 1e-5) is None:
+            if compare(swapped, got, 1e-4, 1e-5) is None:
                 continue  # [embedding, x] is as good as [x, embedding]
             lines = [f"wrong output with dim = {dim} on input {number} (the test gives your layers known weights, "
                      f"by their shapes): x of shape {x.shape}, t = {t.tolist()}.",
@@ -420,7 +420,7 @@ def _judge_denoiser(ex, trials, results):
                      *("  " + p for p in problem)]
             for change, message in _DENOISER_SLIPS:
                 variant = np.asarray(jit_call(lambda x, t: _denoiser_forward(weights, x, t, **change), (x, t)))
-                if _compare(variant, got, 1e-4, 1e-5) is None:
+                if compare(variant, got, 1e-4, 1e-5) is None:
                     lines.append(f"Likely slip: {message}")
                     break
             else:
@@ -429,7 +429,7 @@ def _judge_denoiser(ex, trials, results):
                                  "layer? The predicted noise can be any real number.")
                 lines.append("The exercise fixes the computation: concatenate x with sinusoidal_embedding(t, time_dim), "
                              "apply each hidden layer followed by jax.nn.silu, then the output layer with no activation.")
-            lines += _dependency_lines(ex)
+            lines += dependency_lines(ex)
             fail(lines)
     return "the architecture of the exercise, with the right outputs for known weights (dim = 2 and 3)."
 

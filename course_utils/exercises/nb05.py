@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from .. import embeddings, guidance, models, schedules
-from ..grading import Build, CheckFailure, Exercise, Hint, _compare, built_outputs, describe_value, jit_call, register
+from ..grading import Build, CheckFailure, Exercise, Hint, built_outputs, compare, describe_value, jit_call, register
 from . import parts
 from .common import array as _array, kept_trajectory
 from .kinds import StepSetup, train_step_exercise
@@ -209,14 +209,14 @@ def _judge_unet(ex, trials, results):
     outputs = built_outputs(ex, trial, record, ["x", "t", "y"])
     for number, ((x, t, y), got) in enumerate(zip(trial.inputs, outputs), start=1):
         expected = np.asarray(jit_call(parts.apply_conditional, (reference, x, t, y), (), (0,)))
-        problem = _compare(expected, got, 1e-4, 1e-5)
+        problem = compare(expected, got, 1e-4, 1e-5)
         if problem is None:
             continue
         lines = [f"{ex.name}: wrong output on test input {number}: x of shape {x.shape}, t = {t.tolist()}, y = {y.tolist()}.",
                  f"  expected: {describe_value(expected)}", f"  got:      {describe_value(got)}", *("  " + p for p in problem)]
         for kind, message in _UNET_SLIPS:
             variant = np.asarray(_unet_variant(kind)(reference, jnp.asarray(x), jnp.asarray(t), jnp.asarray(y)))
-            if _compare(variant, got, 1e-4, 1e-5) is None:
+            if compare(variant, got, 1e-4, 1e-5) is None:
                 lines.append(f"Likely slip: {message}")
         raise CheckFailure("\n".join(lines))
     return "maps (N, 2) images, (N,) steps and (N,) labels to (N, 2) noise predictions, exactly as the reference does."

@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from .. import sampling, unet
-from ..grading import Build, CheckFailure, Exercise, Hint, _compare, built_outputs, describe_value, jit_call, register
+from ..grading import Build, CheckFailure, Exercise, Hint, built_outputs, compare, describe_value, jit_call, register
 from . import parts
 from .common import kept_trajectory
 
@@ -40,7 +40,7 @@ def _judge_against(ex, trials, results, variants, arg_names):
         (inputs,) = trial.inputs
         reference = reference_cls(*trial.args, rngs=nnx.Rngs(1))
         expected = np.asarray(jit_call(trial.forward, (reference, *inputs), (), (0,)))
-        problem = _compare(expected, got, 1e-4, 1e-5)
+        problem = compare(expected, got, 1e-4, 1e-5)
         if problem is None:
             continue
         shapes = ", ".join(f"{name} of shape {np.shape(x)}" for name, x in zip(arg_names, inputs))
@@ -52,7 +52,7 @@ def _judge_against(ex, trials, results, variants, arg_names):
                 slip = np.asarray(jit_call(lambda m, *a: variant(m, *a), (reference, *inputs), (), (0,)))
             except Exception:  # noqa: BLE001 - a slip that does not apply to this shape
                 continue
-            if _compare(slip, got, 1e-4, 1e-5) is None:
+            if compare(slip, got, 1e-4, 1e-5) is None:
                 lines.append(f"Likely slip: {message}")
                 break
         raise CheckFailure("\n".join(lines))

@@ -82,7 +82,7 @@ PROBE = textwrap.dedent('''
         except Exception as exc:
             replies.append(grading.encode_outcome({"missing": {"type": type(exc).__name__, "message": str(exc)[:300]}}))
             continue
-        with grading._precision(grading.PRECISION):
+        with grading.at_precision():
             replies.append(grading.encode_outcome(grading.evaluate(request, fn)))
     print(json.dumps(replies))  # on stdout: the sandbox's working folder is a tmpfs of its own
 ''')
@@ -292,13 +292,13 @@ EXERCISES_02 = ["posterior_mean", "posterior_variance", "mean_loss", "mean_from_
                 "noise_loss", "simple_loss"]
 # The kernel reports the reference markers it sees in compiled code; a forger makes it report none.
 QUIET = '''import course_utils.grading as g
-_evaluate = g.evaluate
+_evaluate = g.wire.evaluate  # what serve calls
 def _quiet(request, fn):
     outcome = _evaluate(request, fn)
     if isinstance(outcome, dict) and "calls" in outcome:
         outcome["calls"] = {"references": [], "has_required": True, "inherits_call": False}
     return outcome
-g.evaluate = _quiet
+g.wire.evaluate = _quiet
 '''
 SERVE_FORGER = QUIET + '''import base64, pickle
 import course_utils.losses as L

@@ -44,7 +44,7 @@ def test_the_zip_holds_what_gradescope_runs(autograder_zip):
         mode = z.getinfo("run_autograder").external_attr >> 16
         run = z.read("run_autograder").decode()
     assert {"setup.sh", "run_autograder", "pyproject.toml", f"solutions/{NAME}/{NAME}.ipynb",
-            f"notebooks/{NAME}/{NAME}.ipynb", "autograder/gradescope.py", "course_utils/grading.py"} <= names
+            f"notebooks/{NAME}/{NAME}.ipynb", "autograder/gradescope.py", "course_utils/grading/__init__.py"} <= names
     assert mode & stat.S_IXUSR and f"autograder.gradescope run {NAME}" in run
     assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", ".git", "grading/"))]
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import course, grade as grade_module
+from autograder import course, grade as grade_module, intake as intake_module
 from autograder.feedback import feedback_html, write_feedback
-from autograder.grade import (ATTENTION, FLAGGED, GRADED, CellResult, StudentResult, Submission, ZipLimits,
-                              gradebook_scores, intake, prepare_notebook, spreadsheet_safe, valid_student_id,
-                              write_table)
+from autograder.gradebook import gradebook_scores
+from autograder.intake import Submission, ZipLimits, intake, prepare_notebook, valid_student_id
+from autograder.results import ATTENTION, FLAGGED, GRADED, CellResult, StudentResult, spreadsheet_safe, write_table
 from autograder.report import report_html
 from notebook_tools import read, student_path
 
@@ -323,7 +323,7 @@ def test_notebooks_that_are_not_notebooks_need_attention(tmp_path, release_nb, c
 
 
 def test_an_oversized_notebook_in_a_folder(tmp_path, release_nb, monkeypatch):
-    monkeypatch.setattr(grade_module, "MAX_NOTEBOOK_BYTES", 1000)
+    monkeypatch.setattr(intake_module, "MAX_NOTEBOOK_BYTES", 1000)
     sub = _prepared(tmp_path, release_nb, "x" * 2000)
     assert "more than 1000 bytes" in sub.problem
 

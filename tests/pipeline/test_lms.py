@@ -38,10 +38,10 @@ def test_moodle_columns_and_statuses(tmp_path):
 
 
 def test_export_format_from_the_command_line(tmp_path, monkeypatch):
-    import autograder.grade as grade
+    import autograder.results as results_module
 
     save_results(_class(), tmp_path, "02_loss_comparison")
-    monkeypatch.setattr(grade, "load_results", lambda workdir, assignment, refresh_scores=True: _class())
+    monkeypatch.setattr(results_module, "load_results", lambda workdir, assignment, refresh_scores=True: _class())
     assert main(["export", "02_loss_comparison", "--workdir", str(tmp_path), "--format", "moodle"]) == 0
     rows = _read(tmp_path / "grades_02_loss_comparison_moodle.csv")
     assert rows[0][0] == "Username" and len(rows) == 5

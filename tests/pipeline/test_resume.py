@@ -14,7 +14,6 @@ grade`` on two submissions of notebook 02 killed with all its processes as soon 
 finished student, then the same command again.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,8 +28,7 @@ import nbformat
 import pytest
 
 from autograder import course, grade as grade_module
-from autograder.grade import (ATTENTION, GRADED, gradebook_scores, load_results, merge_into_gradebook,
-                              progress_path, update_gradebook)
+from autograder.grade import ATTENTION, GRADED, gradebook_scores, load_results, progress_path
 from notebook_tools import nbgrader_meta, processes_mentioning, read, solution_path, student_path, with_solutions
 
 NAME = "02_loss_comparison"
@@ -312,72 +310,3 @@ def test_the_command_has_restart(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["grade", "--help"])
     assert exit_.value.code == 0 and "--restart" in capsys.readouterr().out
-
-
-# ---------------------------------------------------------------- the gradebook is replaced, never edited in place
-
-def _gradebook(path: Path, students: dict) -> None:
-    from nbgrader.api import Gradebook
-
-    with Gradebook(f"sqlite:///{path}") as gb:
-        if not gb.assignments:
-            gb.add_assignment("A")
-            gb.add_notebook("A", "A")
-            gb.add_grade_cell("test_x", "A", "A", max_score=2, cell_type="code")
-            gb.add_solution_cell("x", "A", "A")
-        for student, score in students.items():
-            gb.update_or_create_student(student)
-            gb.add_submission("A", student)
-            gb.find_grade("test_x", "A", "A", student).auto_score = score
-        gb.db.commit()
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_a_kill_during_a_merge_leaves_the_previous_gradebook_intact(tmp_path):
-    work = tmp_path / "work"
-    work.mkdir()
-    _gradebook(work / "gradebook.db", {"old": 1.0})
-    shutil.copy(work / "gradebook.db", tmp_path / "worker.db")
-    _gradebook(tmp_path / "worker.db", {"new1": 2.0, "new2": 0.0})
-    before = _digest(work / "gradebook.db")
-    # the grading process is killed after the first student of the chunk was copied into the gradebook
-    program = textwrap.dedent(f"""
-        import os, signal, sys
-        sys.path.insert(0, {str(course.REPO)!r})
-        from pathlib import Path
-        from autograder import grade
-        real, copied = grade._copy_submission, []
-        def copy_then_die(*args):
-            real(*args)
-            copied.append(args[-1])
-            if len(copied) == 1:
-                os.kill(os.getpid(), signal.SIGKILL)
-        grade._copy_submission = copy_then_die
-        grade.merge_into_gradebook(Path({str(tmp_path / 'worker.db')!r}), Path({str(work)!r}), "A", ["new1", "new2"])
-    """)
-    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
-    assert out.returncode == -signal.SIGKILL, out.stderr
-    assert [p.name for p in work.glob(".gradebook.db.*.tmp")], "the merge should have been working on a copy"
-    assert _digest(work / "gradebook.db") == before, "the gradebook was changed in place"
-    assert gradebook_scores(work, "A")[0] == {"old": {"test_x": (1.0, 2.0)}}
-    # the next merge starts again from the intact gradebook
-    assert merge_into_gradebook(tmp_path / "worker.db", work, "A", ["new1", "new2"]) == {}
-    assert gradebook_scores(work, "A")[0] == {"old": {"test_x": (1.0, 2.0)}, "new1": {"test_x": (2.0, 2.0)},
-                                             "new2": {"test_x": (0.0, 2.0)}}
-
-
-def test_a_failed_update_leaves_the_gradebook_and_no_temporary_file(tmp_path):
-    _gradebook(tmp_path / "gradebook.db", {"old": 1.0})
-    before = _digest(tmp_path / "gradebook.db")
-
-    def fail(db):
-        _gradebook(db, {"half": 2.0})
-        raise OSError("disk full")
-
-    with pytest.raises(OSError, match="disk full"):
-        update_gradebook(tmp_path, fail)
-    assert _digest(tmp_path / "gradebook.db") == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gradebook.db"]

@@ -124,7 +124,7 @@ def measure(answers=None, out=sys.stdout):
 def test_fresh_answers(monkeypatch):
     """The whole set, with the search given all the time it needs (so that the result does not depend on the
     machine's speed; the README's numbers were measured with its 2 s limit)."""
-    from course_utils import edits
+    from course_utils.grading import edits
 
     monkeypatch.setattr(edits, "SEARCH_SECONDS", 600.0)
     counts, rows = measure()
@@ -154,7 +154,7 @@ if __name__ == "__main__":
     if out_json:
         import json
         try:
-            from course_utils import edits
+            from course_utils.grading import edits
         except ImportError:  # the checker before issue 27
             edits = None
         with open(out_json, "w") as f:

@@ -705,7 +705,7 @@ def test_a_deeply_nested_reply_is_refused_not_a_recursion_error():
 
 
 def test_a_reply_of_too_many_arrays_is_refused():
-    arrays = {f"a{i}": np.zeros(0) for i in range(grading._MAX_ARRAYS + 1)}
+    arrays = {f"a{i}": np.zeros(0) for i in range(grading.MAX_ARRAYS + 1)}
     with pytest.raises(grading.ReplyError, match="more than 10000 arrays"):
         grading.decode_outcome(_reply({"none": 1}, _npz(**arrays)))
 
@@ -840,7 +840,7 @@ def test_a_failure_shows_the_value_that_exceeds_its_own_allowance():
     (which can be within its own, larger allowance)."""
     expected = np.array([100.0, 1.0], np.float32)
     got = np.array([100.009, 1.0005], np.float32)  # errors 9e-3 (allowed 1e-2) and 5e-4 (allowed 1.01e-4)
-    lines = grading._compare(expected, got, 1e-4, 1e-6)
+    lines = grading.compare(expected, got, 1e-4, 1e-6)
     assert lines and "1 of 2 values are wrong" in lines[-1]
     assert "at index (1,)" in lines[-1] and "expected 1, got 1.0005" in lines[-1] and "allowed there: 0.000101" in lines[-1]
 
@@ -857,7 +857,7 @@ def test_the_tolerance_widens_by_the_reference_own_float32_error():
     assert max(sampler) > 1.05 and max(sampler) < 20, sampler
     assert set(widenings("forward_mean", 5, 0)) == {1.0}
     assert set(widenings("drop_labels", 5, 0)) == {1.0}
-    assert grading._widen_of(np.float32([1.0, 2.0]), np.float64([1.0, 2.0004]), 1e-4, 1e-6) == pytest.approx(1 + 4 * 0.0004 / (1e-6 + 2.0004e-4))
+    assert grading.widen_of(np.float32([1.0, 2.0]), np.float64([1.0, 2.0004]), 1e-4, 1e-6) == pytest.approx(1 + 4 * 0.0004 / (1e-6 + 2.0004e-4))
 
 
 # ------------------------------------------------------------------ hints that explain the output (issue 27)
@@ -921,7 +921,7 @@ def test_a_hint_of_a_slip_that_only_shows_as_nan_still_names_it():
 @pytest.fixture
 def unhurried_search(monkeypatch):
     """The search without its time limit (a cold process compiles each edit's operations first)."""
-    from course_utils import edits
+    from course_utils.grading import edits
 
     monkeypatch.setattr(edits, "SEARCH_SECONDS", 600.0)
 
@@ -931,7 +931,7 @@ def test_a_search_starts_no_run_that_would_end_past_its_time(monkeypatch):
     says would end past it (each run here takes 0.15 s; the budget is 0.5 s)."""
     import time
 
-    from course_utils import edits
+    from course_utils.grading import edits
 
     fake = [edits.Candidate(f"edit {i}", 0, None) for i in range(20)]
     monkeypatch.setattr(edits, "candidates", lambda reference, name: fake)
@@ -972,7 +972,7 @@ def test_a_hand_written_hint_wins_a_tie_with_a_found_edit():
 
 
 def test_the_candidates_of_an_exercise_are_built_once():
-    from course_utils import edits
+    from course_utils.grading import edits
 
     ex = grading.exercise("q_sample")
     first = edits.candidates(ex.reference, "q_sample")

@@ -42,7 +42,7 @@ def recorded():
                                                           rng.normal(size=(4, 2)).astype(np.float32)),
                                    hints=[Hint(variant, "sign")]))
     yield ex, seen
-    grading._REGISTRY.pop(ex.name)
+    grading.registry._REGISTRY.pop(ex.name)
 
 
 def test_reference_student_and_hints_run_at_the_same_precision(recorded):
@@ -109,7 +109,7 @@ def test_class_exercises_run_at_the_same_precision():
     try:
         check("_class_probe", _Recorder)
     finally:
-        grading._REGISTRY.pop("_class_probe")
+        grading.registry._REGISTRY.pop("_class_probe")
     assert _Recorder.seen and set(_Recorder.seen) == {grading.PRECISION}
 
 
@@ -200,7 +200,7 @@ def test_jupyter_shows_only_the_message(tmp_path):
         assert error.ename == "CheckFailure"
         text = "\n".join(error.traceback)
         assert text.startswith(expected), text
-        assert "grading.py" not in text and "During handling" not in text and "Traceback" not in text, text
+        assert "course_utils/grading" not in text and "During handling" not in text and "Traceback" not in text, text
     assert "line 2" in "\n".join(nb.cells[2].outputs[-1].traceback)
 
 

@@ -7,8 +7,8 @@ of an exercise's reference, and of the course functions it calls (``ddpm_step`` 
 their source: each candidate is the reference with one edit, and its description is generated from the edit and
 the reference's own names (```alpha_bars[t]`` where the reference has ``alpha_bars[t - 1]```).
 
-The checker (:func:`course_utils.grading.judge`) runs them on the inputs the student's function ran on and names
-the edit when exactly one candidate's outputs (or several that agree on every input) match the student's: see
+The checker (:func:`course_utils.grading.judge`, through :mod:`.diagnosis`) runs them on the inputs the student's
+function ran on and names the edit when exactly one candidate's outputs (or several that agree on every input) match the student's: see
 :func:`search`. This runs in the grader's process only, where the references are; the candidates of an exercise
 are built once and cached. Candidates run op by op (``jax.disable_jit``): compiling each would cost more than
 running it on a few small inputs.
@@ -61,7 +61,7 @@ class _Wrapped:
 
 def _plain(obj):
     """The undecorated Python function behind a reference, a marked function or a jitted one (or None)."""
-    from ._validate import unmarked
+    from .._validate import unmarked
 
     try:
         return unmarked(obj)
