@@ -30,7 +30,7 @@ from . import checkpoints, classifier, config, data, unet
 from .guidance import guided_eps, train_conditional
 from .sampling import ddpm_step, guided_ddim_sample, reverse_sigmas
 from .schedules import cosine_betas, linear_betas, make_schedule
-from .training import data_parallel_shardings
+from .training import data_parallel_shardings, ema_params, with_ema
 
 T = 200
 """The number of diffusion steps of notebook 06."""
@@ -92,11 +92,24 @@ def train_unet(model, images, labels, schedule, *, steps, key, batch_size=64, le
     a CPU (convolutions inside a compiled loop run several times slower there,
     see :func:`sample_digits`), 100 on a GPU or TPU (where one step per call
     leaves the device waiting for Python).
+
+    ``optimizer``: an optax transformation (default :func:`optimizer_for`), or an ``nnx.Optimizer`` of
+    ``model``, for example one built on :func:`course_utils.training.with_ema` to keep an average of the
+    weights (:func:`ema_model` reads it afterwards).
     """
     optimizer = optimizer if optimizer is not None else optimizer_for(steps, learning_rate)
     return train_conditional(model, images, labels, schedule.alpha_bars, steps=steps, key=key, p_uncond=p_uncond,
                              batch_size=batch_size, optimizer=optimizer, progress=progress,
                              chunk=config.steps_per_call())
+
+
+def ema_model(model, optimizer, **blocks):
+    """A new U-Net of ``model``'s configuration holding the weights averaged over training by ``optimizer`` (an
+    ``nnx.Optimizer`` built on :func:`course_utils.training.with_ema`); ``model`` itself is left as it is."""
+    averaged = new_model(model.config, **blocks)
+    nnx.update(averaged, nnx.state(model, nnx.Not(nnx.Param)))
+    nnx.update(averaged, ema_params(optimizer))
+    return averaged
 
 
 def _spread(*arrays):
@@ -320,6 +333,14 @@ def load_pretrained(name="cpu", **blocks):
     return model, metadata
 
 
+def _raw_path(out):
+    """Where the script writes the last weights when ``out`` receives the averaged ones: ``NAME_raw.msgpack``."""
+    import pathlib
+
+    out = pathlib.Path(out)
+    return out.with_name(out.stem + "_raw" + out.suffix)
+
+
 def _train_command(args, argv):
     if args.cpu_devices > 1:
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
@@ -328,38 +349,56 @@ def _train_command(args, argv):
     schedule = make_schedule(make_betas(args.schedule))
     model = new_model(args.config, args.seed)
     devices = jax.local_devices()
+    use_ema = args.ema_decay > 0
+    tx = optimizer_for(args.steps, args.learning_rate)
+    optimizer = nnx.Optimizer(model, with_ema(tx, args.ema_decay) if use_ema else tx, wrt=nnx.Param)
     print(f"training the {args.config} U-Net on {len(labels):,} digits ({source}) for {args.steps} steps of batch "
-          f"{args.batch_size} on {len(devices)} {devices[0].platform} device(s)")
+          f"{args.batch_size} on {len(devices)} {devices[0].platform} device(s)"
+          + (f", keeping an average of the weights (decay {args.ema_decay})" if use_ema else ""))
     start = time.perf_counter()
     losses = train_unet(model, images, labels, schedule, steps=args.steps, key=jax.random.key(args.seed),
-                        batch_size=args.batch_size, learning_rate=args.learning_rate, progress=True)
+                        batch_size=args.batch_size, learning_rate=args.learning_rate, optimizer=optimizer,
+                        progress=True)
     seconds = time.perf_counter() - start
     print(f"trained in {seconds:.0f} s; saving before the evaluation")
-    checkpoints.save_model(model, args.out, {"config": args.config, "unevaluated": True}, stored_as=args.stored_as)
-    checkpoints.load_model(model, args.out)     # evaluate the weights as stored (rounded, with --stored-as float16)
-    quality = evaluate(model, schedule, jax.random.key(args.seed + 1), per_digit=args.eval_per_digit, w=args.w,
-                       dataset=args.dataset)
-    metadata = {
-        "config": args.config,
-        **checkpoints.provenance("course_utils.mnist", argv, model),
-        "dataset": args.dataset,
-        "train_data": source,
-        "stored_as": args.stored_as,
-        "schedule": args.schedule,
-        "T": T,
-        "training": {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-                     "seed": args.seed, "seconds": round(seconds, 1),
-                     "final_loss": float(np.mean(losses[-100:]))},
-        "evaluation": {"sampler": "ddim", "n_steps": 20, "w": args.w, "per_digit": args.eval_per_digit,
-                       "seed": args.seed + 1, "accuracy": quality["accuracy"],
-                       "per_digit_accuracy": [float(a) for a in quality["per_digit_accuracy"]],
-                       "spread": [float(s) for s in quality["spread"]]},
-    }
-    path = checkpoints.save_model(model, args.out, metadata, stored_as=args.stored_as)
-    print(f"trained in {seconds:.0f} s; final loss {metadata['training']['final_loss']:.4f}; "
-          f"guided accuracy {quality['accuracy']:.3f} (w = {args.w}, DDIM 20 steps); per digit: "
-          + " ".join(f"{d}:{a:.2f}" for d, a in enumerate(quality["per_digit_accuracy"])))
-    print(checkpoints.describe_saved(path))
+    # (weights kind, model, file): the averaged weights go to --out, the last ones beside them (NAME_raw.msgpack)
+    kinds = [("ema", ema_model(model, optimizer), args.out), ("raw", model, _raw_path(args.out))] if use_ema \
+        else [("raw", model, args.out)]
+    for kind, net, path in kinds:
+        checkpoints.save_model(net, path, {"config": args.config, "weights": kind, "unevaluated": True},
+                               stored_as=args.stored_as)
+    evaluations = {}
+    for kind, net, path in kinds:
+        checkpoints.load_model(net, path)     # evaluate the weights as stored (rounded, with --stored-as float16)
+        quality = evaluate(net, schedule, jax.random.key(args.seed + 1), per_digit=args.eval_per_digit, w=args.w,
+                           dataset=args.dataset)
+        evaluations[kind] = {"sampler": "ddim", "n_steps": 20, "w": args.w, "per_digit": args.eval_per_digit,
+                             "seed": args.seed + 1, "accuracy": quality["accuracy"],
+                             "per_digit_accuracy": [float(a) for a in quality["per_digit_accuracy"]],
+                             "spread": [float(s) for s in quality["spread"]]}
+        print(f"{kind} weights: guided accuracy {quality['accuracy']:.3f} (w = {args.w}, DDIM 20 steps); per digit: "
+              + " ".join(f"{d}:{a:.2f}" for d, a in enumerate(quality["per_digit_accuracy"])))
+    for kind, net, path in kinds:
+        metadata = {
+            "config": args.config,
+            **checkpoints.provenance("course_utils.mnist", argv, net),
+            "dataset": args.dataset,
+            "train_data": source,
+            "stored_as": args.stored_as,
+            "schedule": args.schedule,
+            "T": T,
+            "weights": kind,
+            "ema_decay": args.ema_decay if use_ema else None,
+            "training": {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                         "seed": args.seed, "seconds": round(seconds, 1),
+                         "final_loss": float(np.mean(losses[-100:]))},
+            "evaluation": evaluations[kind],
+            "evaluation_of": {other: {"file": str(p), "accuracy": evaluations[other]["accuracy"]}
+                              for other, _, p in kinds},
+        }
+        saved = checkpoints.save_model(net, path, metadata, stored_as=args.stored_as)
+        print(f"{kind} weights: " + checkpoints.describe_saved(saved))
+    print(f"trained in {seconds:.0f} s; final loss {float(np.mean(losses[-100:])):.4f}")
 
 
 def main(argv=None):
@@ -377,6 +416,9 @@ def main(argv=None):
                        help="float16 halves the file; the evaluation measures the weights as stored")
     train.add_argument("--w", type=float, default=2.0, help="guidance weight of the evaluation")
     train.add_argument("--eval-per-digit", type=int, default=50)
+    train.add_argument("--ema-decay", type=float, default=0.999,
+                       help="keep an exponential moving average of the weights with this decay (0: none); the "
+                            "averaged weights go to --out, the last ones to NAME_raw.msgpack beside it, both evaluated")
     train.add_argument("--cpu-devices", type=int, default=1,
                        help="on a CPU, split it into this many devices for data parallelism (one per core)")
     args = parser.parse_args(argv)
