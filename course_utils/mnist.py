@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from . import checkpoints, classifier, config, data, unet
+from . import checkpoints, classifier, config, data, metrics, unet
 from .guidance import guided_eps, train_conditional
 from .sampling import ddpm_step, guided_ddim_sample, reverse_sigmas
 from .schedules import cosine_betas, linear_betas, make_schedule
@@ -295,6 +295,75 @@ def mean_and_spread(values):
     if values.size == 0:
         return float("nan"), float("nan")
     return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else float("nan")
+
+
+def _balanced_halves(labels, rng):
+    """Two disjoint sets of indices with half of each class's images each (class-balanced halves)."""
+    a, b = [], []
+    for digit in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == digit))
+        a.append(idx[:len(idx) // 2])
+        b.append(idx[len(idx) // 2:2 * (len(idx) // 2)])
+    return np.concatenate(a), np.concatenate(b)
+
+
+def _like(labels_wanted, pool_labels, rng):
+    """Indices into ``pool_labels`` with as many of each label as ``labels_wanted`` has, drawn without replacement."""
+    chosen = []
+    for digit, count in zip(*np.unique(labels_wanted, return_counts=True)):
+        pool = np.flatnonzero(pool_labels == digit)
+        if count > len(pool):
+            raise ValueError(f"feature_quality: {count} samples of digit {digit} in a group, but only {len(pool)} real "
+                             f"held-out ones in a half to compare with; use more groups")
+        chosen.append(rng.choice(pool, count, replace=False))
+    return np.concatenate(chosen)
+
+
+def feature_quality(samples, labels, key_index, real_images, real_labels, *, groups=5, k=3, seed=0, dataset="mnist"):
+    """Fréchet distance and precision/recall of generated ``samples`` in the shipped classifier's feature space
+    (:func:`course_utils.classifier.features`), with their spread over sampling keys and their floor.
+
+    The real held-out digits ``real_images``/``real_labels`` are split into two class-balanced halves, A and B. The
+    runs of ``key_index`` (as :func:`evaluate` returns it) are gathered into ``groups`` groups of consecutive runs
+    (fewer when there are fewer runs). Each group is measured against half A: its Fréchet distance
+    (:func:`course_utils.metrics.frechet_distance_of`) and precision/recall (:func:`course_utils.metrics.precision_recall`,
+    ``k`` neighbours). The floor is the same measure of real digits of half B, as many of each digit as the group
+    has, against the same half A: what a generator that draws real digits scores at these set sizes (Fréchet
+    distances of finite samples are biased upwards, so only a floor at the same sizes reads them). All samples
+    together are measured the same way (``all_fd`` and ``all_floor_fd``).
+
+    Returns a dict of arrays (groups,): ``fd``, ``precision``, ``recall``, ``floor_fd``, ``floor_precision``,
+    ``floor_recall``; and ``group_size``, ``reference_size``, ``all_fd``, ``all_floor_fd``, ``all_size``.
+    """
+    labels, key_index = np.asarray(labels), np.asarray(key_index)
+    real_labels = np.asarray(real_labels)
+    rng = np.random.default_rng(seed)
+    half_a, half_b = _balanced_halves(real_labels, rng)
+    ruler = classifier.load_classifier(dataset)
+    f_samples = classifier.features(samples, ruler)
+    f_real = classifier.features(real_images, ruler)
+    f_a = f_real[half_a]
+    runs = np.unique(key_index)
+    groups = max(1, min(groups, len(runs)))
+    group_of_run = {run: i * groups // len(runs) for i, run in enumerate(runs)}
+    group = np.array([group_of_run[r] for r in key_index])
+    out = {name: [] for name in ("fd", "precision", "recall", "floor_fd", "floor_precision", "floor_recall")}
+    sizes = []
+    for g in range(groups):
+        mine = group == g
+        floor_idx = half_b[_like(labels[mine], real_labels[half_b], rng)]
+        sizes.append(int(mine.sum()))
+        for prefix, feats in (("", f_samples[mine]), ("floor_", f_real[floor_idx])):
+            out[prefix + "fd"].append(metrics.frechet_distance_of(feats, f_a))
+            precision, recall = metrics.precision_recall(f_a, feats, k)
+            out[prefix + "precision"].append(precision)
+            out[prefix + "recall"].append(recall)
+    all_floor = half_b[_like(labels, real_labels[half_b], rng)]
+    result = {name: np.array(values) for name, values in out.items()}
+    result.update(group_size=int(np.median(sizes)), reference_size=len(half_a), all_size=len(labels),
+                  all_fd=metrics.frechet_distance_of(f_samples, f_a),
+                  all_floor_fd=metrics.frechet_distance_of(f_real[all_floor], f_a))
+    return result
 
 
 def nearest_neighbours(images, reference, batch=500):
