@@ -27,7 +27,9 @@ import optax
 from flax import nnx
 
 from . import checkpoints, classifier, config, data, metrics, unet
-from .guidance import guided_eps, train_conditional
+from ._validate import marked
+from .forward import q_sample
+from .guidance import drop_labels, guided_eps, train_conditional
 from .sampling import ddpm_step, guided_ddim_sample, reverse_sigmas
 from .schedules import cosine_betas, linear_betas, make_schedule
 from .training import data_parallel_shardings, ema_params, with_ema
@@ -84,8 +86,37 @@ def optimizer_for(steps, learning_rate=2e-3, warmup=100):
     return optax.adam(schedule)
 
 
+@marked
+def image_train_step(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+    r"""One optimisation step of the guided model on images; updates ``model`` and ``optimizer`` in place and returns
+    the loss computed before the update (a scalar).
+
+    ``x0``: images (N, H, W, C); ``y``: their labels (N,); ``t``: time steps (N,) in 1..T; ``noise``: shaped like
+    ``x0``; ``alpha_bars``: (T,); ``key``: a raw key (``uint32[2]``, as ``jax.random.key_data`` gives) for
+    :func:`course_utils.guidance.drop_labels` with the probability ``p_uncond``. With :math:`	ilde y` the labels
+    after dropping and :math:`arlpha_t` broadcast over the image axes:
+
+    .. math::
+        x_t = \sqrt{arlpha_t}\,x_0 + \sqrt{1 - arlpha_t}\,\epsilon, \qquad
+        L = \operatorname{mean}ig(\epsilon - \epsilon_	heta(x_t, t, 	ilde y)ig)^2
+
+    (the mean over the batch and every pixel), then its gradient with ``nnx.value_and_grad`` and
+    ``optimizer.update(model, grads)``. Notebook 06's exercise; :func:`train_unet` takes it as ``step``.
+    """
+    labels = drop_labels(key, y, p_uncond)
+
+    def loss_fn(model):
+        alpha_bar_t = alpha_bars[t - 1].reshape((-1,) + (1,) * (x0.ndim - 1))
+        x_t = q_sample.raw(x0, alpha_bar_t, noise)
+        return jnp.mean((noise - model(x_t, t, labels)) ** 2)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+
 def train_unet(model, images, labels, schedule, *, steps, key, batch_size=64, learning_rate=2e-3, optimizer=None,
-               p_uncond=0.1, progress=None):
+               p_uncond=0.1, progress=None, step=None):
     """Train ``model`` in place with label dropout (see :func:`course_utils.guidance.train_conditional`).
 
     Steps per compiled call: :func:`course_utils.config.steps_per_call`, one on
@@ -95,12 +126,14 @@ def train_unet(model, images, labels, schedule, *, steps, key, batch_size=64, le
 
     ``optimizer``: an optax transformation (default :func:`optimizer_for`), or an ``nnx.Optimizer`` of
     ``model``, for example one built on :func:`course_utils.training.with_ema` to keep an average of the
-    weights (:func:`ema_model` reads it afterwards).
+    weights (:func:`ema_model` reads it afterwards). ``step``: a function of the signature of notebook 06's
+    exercise ``image_train_step(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond)`` that takes each
+    step (None: the course's own loop body, the same computation).
     """
     optimizer = optimizer if optimizer is not None else optimizer_for(steps, learning_rate)
     return train_conditional(model, images, labels, schedule.alpha_bars, steps=steps, key=key, p_uncond=p_uncond,
                              batch_size=batch_size, optimizer=optimizer, progress=progress,
-                             chunk=config.steps_per_call())
+                             chunk=config.steps_per_call(), step=step)
 
 
 def ema_model(model, optimizer, **blocks):
