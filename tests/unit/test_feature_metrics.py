@@ -149,3 +149,40 @@ def test_with_ema_averages_the_parameters_after_every_update():
         training.ema_params(plain_opt)
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         training.with_ema(optax.sgd(0.1), 1.0)
+
+
+def test_feature_quality_measures_groups_of_runs_against_a_floor_of_real_digits():
+    from course_utils import data, mnist
+
+    test_images, test_labels = data.load_mnist("test")
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(10), 20)                      # 4 runs of 50 (5 per digit)
+    key_index = np.repeat(np.arange(4), 50)
+    noise = np.clip(rng.normal(size=(200, 28, 28, 1)), -1, 1).astype(np.float32)
+    result = mnist.feature_quality(noise, labels, key_index, test_images, test_labels, groups=2)
+    assert result["group_size"] == 100 and result["reference_size"] == 500 and result["all_size"] == 200
+    for key in ("fd", "precision", "recall", "floor_fd", "floor_precision", "floor_recall"):
+        assert result[key].shape == (2,)
+    # noise is nothing like a digit: far above the floor, no sample inside the real manifold
+    assert result["fd"].min() > 10 * result["floor_fd"].max()
+    assert result["precision"].max() == 0.0 and result["floor_precision"].min() > 0.5
+    # more groups than runs: one group per run
+    assert mnist.feature_quality(noise, labels, key_index, test_images, test_labels, groups=9)["fd"].shape == (4,)
+
+
+def test_train_conditional_many_is_train_conditional_for_each_model():
+    from course_utils import guidance, models, schedules
+
+    x, y = guidance.sample_mixture(jax.random.key(0), 500)
+    sched = schedules.make_schedule(schedules.cosine_betas(10, max_beta=0.5))
+    tx = optax.adam(1e-3)
+    stack = [models.TwoPixelUNet(10, rngs=nnx.Rngs(s)) for s in (1, 2)]
+    losses = guidance.train_conditional_many(stack, x, y, sched.alpha_bars, steps=20, key=jax.random.key(5),
+                                             optimizer=tx, batch_size=32, p_uncond=0.2, loss="l1", progress=False)
+    assert losses.shape == (2, 20)
+    for i, seed in enumerate((1, 2)):
+        alone = models.TwoPixelUNet(10, rngs=nnx.Rngs(seed))
+        expected = guidance.train_conditional(alone, x, y, sched.alpha_bars, steps=20,
+                                              key=jax.random.split(jax.random.key(5), 2)[i], optimizer=tx,
+                                              batch_size=32, p_uncond=0.2, loss="l1", progress=False)
+        np.testing.assert_allclose(losses[i], expected, rtol=1e-4, atol=1e-5)
