@@ -65,11 +65,15 @@ class MnistClassifier(nnx.Module):
         self.hidden = Linear(7 * 7 * c2, hidden, rngs=rngs)
         self.out = Linear(hidden, N_CLASSES, rngs=rngs)
 
-    def __call__(self, x):
-        """Logits (N, 10) of images x (N, 28, 28, 1)."""
+    def features(self, x):
+        """The penultimate layer (N, hidden): the ReLU of the first dense layer, what the last layer reads."""
         x = nnx.max_pool(nnx.relu(self.conv1(x)), (2, 2), strides=(2, 2))
         x = nnx.max_pool(nnx.relu(self.conv2(x)), (2, 2), strides=(2, 2))
-        return self.out(nnx.relu(self.hidden(x.reshape(x.shape[0], -1))))
+        return nnx.relu(self.hidden(x.reshape(x.shape[0], -1)))
+
+    def __call__(self, x):
+        """Logits (N, 10) of images x (N, 28, 28, 1)."""
+        return self.out(self.features(x))
 
 
 class Accuracy(NamedTuple):
@@ -116,6 +120,37 @@ def _check_classifier(where, classifier):
 @nnx.jit
 def _batch_predictions(classifier, images):
     return jnp.argmax(classifier(images), axis=-1).astype(jnp.int32)
+
+
+@nnx.jit
+def _batch_features(classifier, images):
+    return classifier.features(images)
+
+
+@nnx.jit
+def _batch_probabilities(classifier, images):
+    return jax.nn.softmax(classifier(images), axis=-1)
+
+
+def _in_batches(where, fn, images, classifier):
+    images = _check_images(where, images)
+    classifier = _check_classifier(where, classifier)
+    n = len(images)
+    padded = np.concatenate([images, np.zeros(((-n) % _EVAL_BATCH,) + IMAGE_SHAPE, np.float32)])
+    batches = [fn(classifier, padded[i:i + _EVAL_BATCH]) for i in range(0, len(padded), _EVAL_BATCH)]
+    return np.asarray(jnp.concatenate(batches))[:n]
+
+
+def features(images, classifier=None):
+    """The classifier's penultimate-layer features (float32, (N, hidden); 64 for the shipped one) of images
+    (N, 28, 28, 1) in [-1, 1]: the space in which :mod:`course_utils.metrics` measures Fréchet distance and
+    precision/recall of generated digits. The shipped classifier by default."""
+    return _in_batches("features", _batch_features, images, classifier)
+
+
+def probabilities(images, classifier=None):
+    """The classifier's softmax probabilities (float32, (N, 10)) of images (N, 28, 28, 1) in [-1, 1]."""
+    return _in_batches("probabilities", _batch_probabilities, images, classifier)
 
 
 def predict(images, classifier=None):

@@ -111,6 +111,101 @@ def compare(label_a, values_a, label_b, values_b) -> dict:
     return {"differ": differ, "difference": difference, "se": se, "text": text}
 
 
+# ---------------------------------------------------------------- distances in a feature space (images)
+
+def feature_statistics(features):
+    r"""The mean and covariance of feature vectors ``features`` (n, d), n >= 2: ``(mu (d,), Sigma (d, d))``, float64.
+
+    .. math::
+        \mu = \frac1n \sum_i f_i, \qquad \Sigma = \frac1{n-1} \sum_i (f_i - \mu)(f_i - \mu)^\top
+    """
+    f = np.asarray(features, np.float64)
+    if f.ndim != 2 or f.shape[0] < 2:
+        raise ValueError(f"feature_statistics: argument `features` must have shape (n, d) with n >= 2, got {f.shape}")
+    return f.mean(0), np.atleast_2d(np.cov(f, rowvar=False))
+
+
+def _psd_sqrt(matrix):
+    """The symmetric square root of a symmetric positive semi-definite matrix (negative rounding clipped)."""
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def frechet_distance(mu_a, sigma_a, mu_b, sigma_b):
+    r"""The Fréchet (2-Wasserstein) distance, squared, between the Gaussians N(mu_a, sigma_a) and N(mu_b, sigma_b).
+
+    .. math::
+        d^2 = \lVert \mu_a - \mu_b \rVert^2 + \operatorname{tr}\big(\Sigma_a + \Sigma_b
+              - 2\,(\Sigma_a^{1/2} \Sigma_b \Sigma_a^{1/2})^{1/2}\big)
+
+    (Dowson and Landau 1982; Heusel et al. 2017 call it FID when the features are Inception's.) The trace of the
+    matrix square root equals that of :math:`(\Sigma_a \Sigma_b)^{1/2}`; written with the symmetric
+    :math:`\Sigma_a^{1/2} \Sigma_b \Sigma_a^{1/2}` it needs only symmetric eigendecompositions. Means (d,),
+    covariances (d, d); returns a float >= 0 (up to rounding).
+    """
+    mu_a, mu_b = np.atleast_1d(np.asarray(mu_a, np.float64)), np.atleast_1d(np.asarray(mu_b, np.float64))
+    sigma_a, sigma_b = np.atleast_2d(np.asarray(sigma_a, np.float64)), np.atleast_2d(np.asarray(sigma_b, np.float64))
+    d = mu_a.shape[0]
+    if mu_b.shape != (d,) or sigma_a.shape != (d, d) or sigma_b.shape != (d, d):
+        raise ValueError(f"frechet_distance: means (d,) and covariances (d, d) of one d, got {mu_a.shape}, "
+                         f"{sigma_a.shape}, {mu_b.shape}, {sigma_b.shape}")
+    root_a = _psd_sqrt(sigma_a)
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ sigma_b @ root_a), 0.0, None)).sum()
+    return float(np.sum((mu_a - mu_b) ** 2) + np.trace(sigma_a) + np.trace(sigma_b) - 2.0 * cross)
+
+
+def frechet_distance_of(features_a, features_b):
+    """:func:`frechet_distance` between the Gaussians fitted (:func:`feature_statistics`) to two sets of features
+    (n_a, d) and (n_b, d). It depends on the set sizes (a finite sample's covariance is noisy), so compare it only
+    with a floor measured at the same sizes."""
+    return frechet_distance(*feature_statistics(features_a), *feature_statistics(features_b))
+
+
+def _pairwise_distances(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d2 = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(d2, 0.0))
+
+
+def knn_radii(features, k=3):
+    r"""For each of ``features`` (n, d), the distance to its k-th nearest neighbour among the others: (n,).
+
+    .. math:: r_k(f_j) = \lVert f_j - \mathrm{NN}_k(f_j) \rVert, \quad \text{the point itself not counted.}
+
+    The ball of this radius around each point is Kynkäänniemi et al. (2019)'s estimate of the set's manifold.
+    """
+    f = np.asarray(features, np.float64)
+    if f.ndim != 2 or not 1 <= k < f.shape[0]:
+        raise ValueError(f"knn_radii: need features (n, d) with 1 <= k < n, got shape {f.shape} and k = {k}")
+    distances = _pairwise_distances(f, f)
+    np.fill_diagonal(distances, np.inf)
+    return np.sort(distances, axis=1)[:, k - 1]
+
+
+def manifold_fraction(points, reference, k=3):
+    r"""The fraction of ``points`` (n, d) that fall inside the manifold estimate of ``reference`` (m, d):
+
+    .. math:: \frac1n \sum_i \mathbf 1\big[\exists j:\ \lVert p_i - f_j \rVert \le r_k(f_j)\big]
+
+    with :math:`r_k` the :func:`knn_radii` of the reference set.
+    """
+    radii = knn_radii(reference, k)
+    inside = _pairwise_distances(points, reference) <= radii[None, :]
+    return float(inside.any(axis=1).mean())
+
+
+def precision_recall(real, generated, k=3):
+    """Improved precision and recall (Kynkäänniemi et al. 2019) of ``generated`` against ``real`` features:
+    ``(precision, recall)``.
+
+    Precision: the fraction of generated samples inside the real manifold (are the samples realistic?). Recall:
+    the fraction of real samples inside the generated manifold (is every kind of real sample produced?). Both
+    in [0, 1]; two samples of one distribution score below 1 (how far below depends on k and the set sizes:
+    measure that floor at the same sizes).
+    """
+    return manifold_fraction(generated, real, k), manifold_fraction(real, generated, k)
+
+
 def kde_on_grid(points, extent=(-3.0, 3.0, -3.0, 3.0), size=120, bandwidth=None):
     """A Gaussian kernel density estimate of 2D ``points`` on a ``size`` x ``size`` grid.
 

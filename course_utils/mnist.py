@@ -26,11 +26,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from . import checkpoints, classifier, config, data, unet
-from .guidance import guided_eps, train_conditional
+from . import checkpoints, classifier, config, data, metrics, unet
+from ._validate import marked
+from .forward import q_sample
+from .guidance import drop_labels, guided_eps, train_conditional
 from .sampling import ddpm_step, guided_ddim_sample, reverse_sigmas
 from .schedules import cosine_betas, linear_betas, make_schedule
-from .training import data_parallel_shardings
+from .training import data_parallel_shardings, ema_params, with_ema
 
 T = 200
 """The number of diffusion steps of notebook 06."""
@@ -84,19 +86,63 @@ def optimizer_for(steps, learning_rate=2e-3, warmup=100):
     return optax.adam(schedule)
 
 
+@marked
+def image_train_step(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+    r"""One optimisation step of the guided model on images; updates ``model`` and ``optimizer`` in place and returns
+    the loss computed before the update (a scalar).
+
+    ``x0``: images (N, H, W, C); ``y``: their labels (N,); ``t``: time steps (N,) in 1..T; ``noise``: shaped like
+    ``x0``; ``alpha_bars``: (T,); ``key``: a raw key (``uint32[2]``, as ``jax.random.key_data`` gives) for
+    :func:`course_utils.guidance.drop_labels` with the probability ``p_uncond``. With :math:`	ilde y` the labels
+    after dropping and :math:`arlpha_t` broadcast over the image axes:
+
+    .. math::
+        x_t = \sqrt{arlpha_t}\,x_0 + \sqrt{1 - arlpha_t}\,\epsilon, \qquad
+        L = \operatorname{mean}ig(\epsilon - \epsilon_	heta(x_t, t, 	ilde y)ig)^2
+
+    (the mean over the batch and every pixel), then its gradient with ``nnx.value_and_grad`` and
+    ``optimizer.update(model, grads)``. Notebook 06's exercise; :func:`train_unet` takes it as ``step``.
+    """
+    labels = drop_labels(key, y, p_uncond)
+
+    def loss_fn(model):
+        alpha_bar_t = alpha_bars[t - 1].reshape((-1,) + (1,) * (x0.ndim - 1))
+        x_t = q_sample.raw(x0, alpha_bar_t, noise)
+        return jnp.mean((noise - model(x_t, t, labels)) ** 2)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+
 def train_unet(model, images, labels, schedule, *, steps, key, batch_size=64, learning_rate=2e-3, optimizer=None,
-               p_uncond=0.1, progress=None):
+               p_uncond=0.1, progress=None, step=None):
     """Train ``model`` in place with label dropout (see :func:`course_utils.guidance.train_conditional`).
 
     Steps per compiled call: :func:`course_utils.config.steps_per_call`, one on
     a CPU (convolutions inside a compiled loop run several times slower there,
     see :func:`sample_digits`), 100 on a GPU or TPU (where one step per call
     leaves the device waiting for Python).
+
+    ``optimizer``: an optax transformation (default :func:`optimizer_for`), or an ``nnx.Optimizer`` of
+    ``model``, for example one built on :func:`course_utils.training.with_ema` to keep an average of the
+    weights (:func:`ema_model` reads it afterwards). ``step``: a function of the signature of notebook 06's
+    exercise ``image_train_step(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond)`` that takes each
+    step (None: the course's own loop body, the same computation).
     """
     optimizer = optimizer if optimizer is not None else optimizer_for(steps, learning_rate)
     return train_conditional(model, images, labels, schedule.alpha_bars, steps=steps, key=key, p_uncond=p_uncond,
                              batch_size=batch_size, optimizer=optimizer, progress=progress,
-                             chunk=config.steps_per_call())
+                             chunk=config.steps_per_call(), step=step)
+
+
+def ema_model(model, optimizer, **blocks):
+    """A new U-Net of ``model``'s configuration holding the weights averaged over training by ``optimizer`` (an
+    ``nnx.Optimizer`` built on :func:`course_utils.training.with_ema`); ``model`` itself is left as it is."""
+    averaged = new_model(model.config, **blocks)
+    nnx.update(averaged, nnx.state(model, nnx.Not(nnx.Param)))
+    nnx.update(averaged, ema_params(optimizer))
+    return averaged
 
 
 def _spread(*arrays):
@@ -284,6 +330,75 @@ def mean_and_spread(values):
     return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else float("nan")
 
 
+def _balanced_halves(labels, rng):
+    """Two disjoint sets of indices with half of each class's images each (class-balanced halves)."""
+    a, b = [], []
+    for digit in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == digit))
+        a.append(idx[:len(idx) // 2])
+        b.append(idx[len(idx) // 2:2 * (len(idx) // 2)])
+    return np.concatenate(a), np.concatenate(b)
+
+
+def _like(labels_wanted, pool_labels, rng):
+    """Indices into ``pool_labels`` with as many of each label as ``labels_wanted`` has, drawn without replacement."""
+    chosen = []
+    for digit, count in zip(*np.unique(labels_wanted, return_counts=True)):
+        pool = np.flatnonzero(pool_labels == digit)
+        if count > len(pool):
+            raise ValueError(f"feature_quality: {count} samples of digit {digit} in a group, but only {len(pool)} real "
+                             f"held-out ones in a half to compare with; use more groups")
+        chosen.append(rng.choice(pool, count, replace=False))
+    return np.concatenate(chosen)
+
+
+def feature_quality(samples, labels, key_index, real_images, real_labels, *, groups=5, k=3, seed=0, dataset="mnist"):
+    """Fréchet distance and precision/recall of generated ``samples`` in the shipped classifier's feature space
+    (:func:`course_utils.classifier.features`), with their spread over sampling keys and their floor.
+
+    The real held-out digits ``real_images``/``real_labels`` are split into two class-balanced halves, A and B. The
+    runs of ``key_index`` (as :func:`evaluate` returns it) are gathered into ``groups`` groups of consecutive runs
+    (fewer when there are fewer runs). Each group is measured against half A: its Fréchet distance
+    (:func:`course_utils.metrics.frechet_distance_of`) and precision/recall (:func:`course_utils.metrics.precision_recall`,
+    ``k`` neighbours). The floor is the same measure of real digits of half B, as many of each digit as the group
+    has, against the same half A: what a generator that draws real digits scores at these set sizes (Fréchet
+    distances of finite samples are biased upwards, so only a floor at the same sizes reads them). All samples
+    together are measured the same way (``all_fd`` and ``all_floor_fd``).
+
+    Returns a dict of arrays (groups,): ``fd``, ``precision``, ``recall``, ``floor_fd``, ``floor_precision``,
+    ``floor_recall``; and ``group_size``, ``reference_size``, ``all_fd``, ``all_floor_fd``, ``all_size``.
+    """
+    labels, key_index = np.asarray(labels), np.asarray(key_index)
+    real_labels = np.asarray(real_labels)
+    rng = np.random.default_rng(seed)
+    half_a, half_b = _balanced_halves(real_labels, rng)
+    ruler = classifier.load_classifier(dataset)
+    f_samples = classifier.features(samples, ruler)
+    f_real = classifier.features(real_images, ruler)
+    f_a = f_real[half_a]
+    runs = np.unique(key_index)
+    groups = max(1, min(groups, len(runs)))
+    group_of_run = {run: i * groups // len(runs) for i, run in enumerate(runs)}
+    group = np.array([group_of_run[r] for r in key_index])
+    out = {name: [] for name in ("fd", "precision", "recall", "floor_fd", "floor_precision", "floor_recall")}
+    sizes = []
+    for g in range(groups):
+        mine = group == g
+        floor_idx = half_b[_like(labels[mine], real_labels[half_b], rng)]
+        sizes.append(int(mine.sum()))
+        for prefix, feats in (("", f_samples[mine]), ("floor_", f_real[floor_idx])):
+            out[prefix + "fd"].append(metrics.frechet_distance_of(feats, f_a))
+            precision, recall = metrics.precision_recall(f_a, feats, k)
+            out[prefix + "precision"].append(precision)
+            out[prefix + "recall"].append(recall)
+    all_floor = half_b[_like(labels, real_labels[half_b], rng)]
+    result = {name: np.array(values) for name, values in out.items()}
+    result.update(group_size=int(np.median(sizes)), reference_size=len(half_a), all_size=len(labels),
+                  all_fd=metrics.frechet_distance_of(f_samples, f_a),
+                  all_floor_fd=metrics.frechet_distance_of(f_real[all_floor], f_a))
+    return result
+
+
 def nearest_neighbours(images, reference, batch=500):
     """For each of ``images`` (N, 28, 28, 1), the distance to its nearest image in ``reference`` (M, 28, 28, 1)
     and that image's index: ``(distances (N,), indices (N,))``, Euclidean over the pixels (in [-1, 1]).
@@ -320,6 +435,14 @@ def load_pretrained(name="cpu", **blocks):
     return model, metadata
 
 
+def _raw_path(out):
+    """Where the script writes the last weights when ``out`` receives the averaged ones: ``NAME_raw.msgpack``."""
+    import pathlib
+
+    out = pathlib.Path(out)
+    return out.with_name(out.stem + "_raw" + out.suffix)
+
+
 def _train_command(args, argv):
     if args.cpu_devices > 1:
         jax.config.update("jax_num_cpu_devices", args.cpu_devices)
@@ -328,38 +451,56 @@ def _train_command(args, argv):
     schedule = make_schedule(make_betas(args.schedule))
     model = new_model(args.config, args.seed)
     devices = jax.local_devices()
+    use_ema = args.ema_decay > 0
+    tx = optimizer_for(args.steps, args.learning_rate)
+    optimizer = nnx.Optimizer(model, with_ema(tx, args.ema_decay) if use_ema else tx, wrt=nnx.Param)
     print(f"training the {args.config} U-Net on {len(labels):,} digits ({source}) for {args.steps} steps of batch "
-          f"{args.batch_size} on {len(devices)} {devices[0].platform} device(s)")
+          f"{args.batch_size} on {len(devices)} {devices[0].platform} device(s)"
+          + (f", keeping an average of the weights (decay {args.ema_decay})" if use_ema else ""))
     start = time.perf_counter()
     losses = train_unet(model, images, labels, schedule, steps=args.steps, key=jax.random.key(args.seed),
-                        batch_size=args.batch_size, learning_rate=args.learning_rate, progress=True)
+                        batch_size=args.batch_size, learning_rate=args.learning_rate, optimizer=optimizer,
+                        progress=True)
     seconds = time.perf_counter() - start
     print(f"trained in {seconds:.0f} s; saving before the evaluation")
-    checkpoints.save_model(model, args.out, {"config": args.config, "unevaluated": True}, stored_as=args.stored_as)
-    checkpoints.load_model(model, args.out)     # evaluate the weights as stored (rounded, with --stored-as float16)
-    quality = evaluate(model, schedule, jax.random.key(args.seed + 1), per_digit=args.eval_per_digit, w=args.w,
-                       dataset=args.dataset)
-    metadata = {
-        "config": args.config,
-        **checkpoints.provenance("course_utils.mnist", argv, model),
-        "dataset": args.dataset,
-        "train_data": source,
-        "stored_as": args.stored_as,
-        "schedule": args.schedule,
-        "T": T,
-        "training": {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-                     "seed": args.seed, "seconds": round(seconds, 1),
-                     "final_loss": float(np.mean(losses[-100:]))},
-        "evaluation": {"sampler": "ddim", "n_steps": 20, "w": args.w, "per_digit": args.eval_per_digit,
-                       "seed": args.seed + 1, "accuracy": quality["accuracy"],
-                       "per_digit_accuracy": [float(a) for a in quality["per_digit_accuracy"]],
-                       "spread": [float(s) for s in quality["spread"]]},
-    }
-    path = checkpoints.save_model(model, args.out, metadata, stored_as=args.stored_as)
-    print(f"trained in {seconds:.0f} s; final loss {metadata['training']['final_loss']:.4f}; "
-          f"guided accuracy {quality['accuracy']:.3f} (w = {args.w}, DDIM 20 steps); per digit: "
-          + " ".join(f"{d}:{a:.2f}" for d, a in enumerate(quality["per_digit_accuracy"])))
-    print(checkpoints.describe_saved(path))
+    # (weights kind, model, file): the averaged weights go to --out, the last ones beside them (NAME_raw.msgpack)
+    kinds = [("ema", ema_model(model, optimizer), args.out), ("raw", model, _raw_path(args.out))] if use_ema \
+        else [("raw", model, args.out)]
+    for kind, net, path in kinds:
+        checkpoints.save_model(net, path, {"config": args.config, "weights": kind, "unevaluated": True},
+                               stored_as=args.stored_as)
+    evaluations = {}
+    for kind, net, path in kinds:
+        checkpoints.load_model(net, path)     # evaluate the weights as stored (rounded, with --stored-as float16)
+        quality = evaluate(net, schedule, jax.random.key(args.seed + 1), per_digit=args.eval_per_digit, w=args.w,
+                           dataset=args.dataset)
+        evaluations[kind] = {"sampler": "ddim", "n_steps": 20, "w": args.w, "per_digit": args.eval_per_digit,
+                             "seed": args.seed + 1, "accuracy": quality["accuracy"],
+                             "per_digit_accuracy": [float(a) for a in quality["per_digit_accuracy"]],
+                             "spread": [float(s) for s in quality["spread"]]}
+        print(f"{kind} weights: guided accuracy {quality['accuracy']:.3f} (w = {args.w}, DDIM 20 steps); per digit: "
+              + " ".join(f"{d}:{a:.2f}" for d, a in enumerate(quality["per_digit_accuracy"])))
+    for kind, net, path in kinds:
+        metadata = {
+            "config": args.config,
+            **checkpoints.provenance("course_utils.mnist", argv, net),
+            "dataset": args.dataset,
+            "train_data": source,
+            "stored_as": args.stored_as,
+            "schedule": args.schedule,
+            "T": T,
+            "weights": kind,
+            "ema_decay": args.ema_decay if use_ema else None,
+            "training": {"steps": args.steps, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                         "seed": args.seed, "seconds": round(seconds, 1),
+                         "final_loss": float(np.mean(losses[-100:]))},
+            "evaluation": evaluations[kind],
+            "evaluation_of": {other: {"file": str(p), "accuracy": evaluations[other]["accuracy"]}
+                              for other, _, p in kinds},
+        }
+        saved = checkpoints.save_model(net, path, metadata, stored_as=args.stored_as)
+        print(f"{kind} weights: " + checkpoints.describe_saved(saved))
+    print(f"trained in {seconds:.0f} s; final loss {float(np.mean(losses[-100:])):.4f}")
 
 
 def main(argv=None):
@@ -377,6 +518,9 @@ def main(argv=None):
                        help="float16 halves the file; the evaluation measures the weights as stored")
     train.add_argument("--w", type=float, default=2.0, help="guidance weight of the evaluation")
     train.add_argument("--eval-per-digit", type=int, default=50)
+    train.add_argument("--ema-decay", type=float, default=0.999,
+                       help="keep an exponential moving average of the weights with this decay (0: none); the "
+                            "averaged weights go to --out, the last ones to NAME_raw.msgpack beside it, both evaluated")
     train.add_argument("--cpu-devices", type=int, default=1,
                        help="on a CPU, split it into this many devices for data parallelism (one per core)")
     args = parser.parse_args(argv)

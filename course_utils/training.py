@@ -192,13 +192,13 @@ def run_in_chunks(model, run_chunk, *, optimizer, learning_rate, steps, key, chu
     else:
         opt = nnx.Optimizer(model, optimizer or adam(learning_rate), wrt=nnx.Param)
     graphdef, state = nnx.split((model, opt))
-    state, losses = _in_chunks(lambda st, k, n: run_chunk(graphdef, st, k, n), state, steps=steps, key=key,
+    state, losses = in_chunks(lambda st, k, n: run_chunk(graphdef, st, k, n), state, steps=steps, key=key,
                                chunk=chunk, progress=progress)
     nnx.update((model, opt), state)
     return losses
 
 
-def _in_chunks(run_chunk, state, *, steps, key, chunk, progress, fold=jax.random.fold_in):
+def in_chunks(run_chunk, state, *, steps, key, chunk, progress, fold=jax.random.fold_in):
     """``run_chunk(state, key, n)`` over ``steps`` steps in chunks, with a progress bar; (state, losses (..., steps)).
     The key of the chunk that starts at step ``first`` is ``fold(key, first)``."""
     show = (not config.fast_mode()) if progress is None else progress
@@ -264,8 +264,69 @@ def train_many(models, data, alpha_bars, *, steps, key, batch_size=128, optimize
                                  chunk=chunk, data_axis=0 if per_model[0] else None,
                                  schedule_axis=0 if per_model[1] else None)
 
-    states, losses = _in_chunks(run, states, steps=steps, key=jax.random.split(key, len(models)), chunk=chunk,
+    states, losses = in_chunks(run, states, steps=steps, key=jax.random.split(key, len(models)), chunk=chunk,
                                 progress=progress, fold=jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     for i, pair in enumerate(pairs):
         nnx.update(pair, jax.tree.map(lambda leaf: leaf[i], states))
     return losses
+
+
+# ---------------------------------------------------------------- weights averaged over training (EMA)
+
+class EMAState(tuple):
+    """The state of :func:`with_ema`: ``(inner, ema, count)`` (a pytree, as optax states are)."""
+
+
+def ema_decay_at(count, decay):
+    r"""The decay used at update number ``count`` (0, 1, ...): :math:`\min(d, (1 + n) / (10 + n))`.
+
+    Early in training the average forgets quickly (0.1 at the first update, 0.5 at the ninth), so that the
+    random initial weights do not linger in it; later the decay is ``decay`` (the warm-up of TensorFlow's
+    ``ExponentialMovingAverage(num_updates=...)``).
+    """
+    n = jnp.asarray(count, jnp.float32)
+    return jnp.minimum(jnp.float32(decay), (1.0 + n) / (10.0 + n))
+
+
+def with_ema(tx, decay):
+    r"""The optax transformation ``tx`` that also keeps an exponential moving average of the parameters.
+
+    After every update, with :math:`\theta` the new parameters and :math:`d_n` = :func:`ema_decay_at`:
+
+    .. math:: \bar\theta \leftarrow d_n\,\bar\theta + (1 - d_n)\,\theta
+
+    The average lives in the optimizer's state (:class:`EMAState`), so it is carried through compiled loops,
+    ``vmap`` over models and data-parallel training like Adam's moments; :func:`ema_params` reads it. The
+    updates themselves are ``tx``'s: training is unchanged. Ho et al. (2020) sample from such an average
+    (decay 0.9999 over 800k steps); a run of a few thousand steps needs a shorter memory (0.999: the last
+    thousand steps or so).
+    """
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"with_ema: argument `decay` must lie in (0, 1), got {decay!r}")
+
+    def init(params):
+        return EMAState((tx.init(params), jax.tree.map(jnp.array, params), jnp.zeros((), jnp.int32)))
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("with_ema: the update needs the parameters (nnx.Optimizer passes them)")
+        inner, ema, count = state
+        updates, inner = tx.update(updates, inner, params)
+        new_params = optax.apply_updates(params, updates)
+        d = ema_decay_at(count, decay)
+        ema = jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype), ema, new_params)
+        return updates, EMAState((inner, ema, count + 1))
+
+    return optax.GradientTransformation(init, update)
+
+
+jax.tree_util.register_pytree_node(EMAState, lambda s: (tuple(s), None), lambda _, children: EMAState(children))
+
+
+def ema_params(optimizer):
+    """The averaged parameters kept by an ``nnx.Optimizer`` whose transformation is :func:`with_ema`, as an
+    ``nnx.State`` that ``nnx.update(model, ...)`` loads into a model of the same structure."""
+    state = nnx.as_pure(optimizer.opt_state)
+    if not isinstance(state, EMAState):
+        raise ValueError("ema_params: this optimizer keeps no average (build it with training.with_ema)")
+    return state[1]

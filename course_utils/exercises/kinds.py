@@ -233,8 +233,9 @@ def _parameter_name(trial, index) -> str:
 class TrainStepKind:
     """The judge of a training-step exercise (see :func:`train_step_exercise`)."""
 
-    def __init__(self, reference, arg_names, rtol, atol):
+    def __init__(self, reference, arg_names, rtol, atol, forbidden=()):
         self.reference, self.arg_names, self.rtol, self.atol = reference, tuple(arg_names), rtol, atol
+        self.forbidden = tuple(forbidden)
 
     def __call__(self, ex, trials, results) -> str:
         name = ex.name
@@ -253,7 +254,7 @@ class TrainStepKind:
         if "setup_error" in record:
             fail(name, ["the test could not build its model and optimizer. Restart the kernel and run every cell "
                         "in order; if it persists, tell your instructor."])
-        forbidden = forbidden_references(record.get("references"), self.reference, name)
+        forbidden = forbidden_references(record.get("references"), self.reference, name, also=self.forbidden)
         if forbidden:
             fail(name, [f"it calls the reference implementation {forbidden[0]} instead of computing the step.",
                         "Write the step yourself; calling the course's reference earns no points for this exercise."])
@@ -360,7 +361,8 @@ class TrainStepKind:
 def train_step_exercise(name: str, reference: Callable, *, setups: Sequence[StepSetup],
                         edge_setups: Sequence[StepSetup] = (), hints: Sequence[Hint] = (),
                         arg_names: Sequence[str] = ("x0", "t", "noise", "alpha_bars"), n_steps: int = 3,
-                        depends_on: tuple = (), rtol: float = 1e-4, atol: float = 1e-6, seed: int = 0) -> Exercise:
+                        depends_on: tuple = (), rtol: float = 1e-4, atol: float = 1e-6, seed: int = 0,
+                        forbidden: Sequence[Callable] = ()) -> Exercise:
     """The exercise "write one optimisation step ``name(model, optimizer, *arg_names)``, return the loss".
 
     ``reference`` is the course's step (marked with ``_validate.marked``: an answer that calls it earns nothing).
@@ -370,9 +372,11 @@ def train_step_exercise(name: str, reference: Callable, *, setups: Sequence[Step
     ``rtol``/``atol``). ``hints`` are :class:`~course_utils.grading.Hint` objects whose variants are wrong step
     functions with the student's signature; a wrong run that matches one is reported with its message.
     ``depends_on`` names the earlier exercises the step calls (the student's loss, say). Register the result
-    with :func:`course_utils.grading.register`. See the module docstring for an example.
+    with :func:`course_utils.grading.register`. See the module docstring for an example. ``forbidden``: other
+    marked references that do the whole step (an earlier notebook's step of the same signature); an answer that
+    calls one earns nothing, as one that calls ``reference``.
     """
-    kind = TrainStepKind(reference, arg_names, rtol, atol)
+    kind = TrainStepKind(reference, arg_names, rtol, atol, forbidden)
     return Exercise(name=name, reference=None, hints=tuple(hints), rtol=rtol, atol=atol, depends_on=tuple(depends_on),
                     trials=functools.partial(_trials, tuple(setups), tuple(edge_setups), n_steps, offset=seed),
                     judge=kind)

@@ -1,4 +1,5 @@
-"""Notebook 06: the two blocks of the MNIST U-Net, ResidualBlock and SelfAttention, and the guided DDIM sampler.
+"""Notebook 06: the two blocks of the MNIST U-Net, ResidualBlock and SelfAttention, the guided DDIM sampler, and
+the image training step ``image_train_step`` (the training-step kind of notebook 04, on a stand-in image model).
 
 For the blocks the student writes ``__call__`` of each class; the constructor (and so the
 layer names) is given, so that the shipped weights load into the student's
@@ -10,15 +11,18 @@ for the U-Net (same signature, same image shape), so that its test takes
 seconds.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .. import sampling, unet
+from .. import embeddings, guidance, mnist, sampling, schedules, unet
 from ..grading import Build, CheckFailure, Exercise, Hint, built_outputs, compare, describe_value, jit_call, register
 from . import parts
 from .common import kept_trajectory
+from .kinds import StepSetup, train_step_exercise
 
 
 def _trials(reference_cls, settings, make_inputs, forward):
@@ -302,3 +306,77 @@ register(Exercise(
                                                "x_t' in the scan body, not the state x_t it started from."),
     ],
 ))
+
+
+# ---------------------------------------------------------------- image_train_step (the training-step kind)
+
+def _image_alpha_bars():
+    return np.cumprod(1 - np.asarray(schedules.cosine_betas(20, max_beta=0.2))).astype(np.float32)
+
+
+def _image_step_batches(rng, n_steps, p_uncond=None):
+    """One batch per step: 6 small images (6, 8, 8, 1) in [-1, 1], their digits, steps, noise, alpha_bars, a raw
+    key and p_uncond. Six images, not eight: an alpha_bar_t shaped (N, 1) then fails to broadcast instead of
+    silently mixing images."""
+    alpha_bars = _image_alpha_bars()
+    batches = []
+    for _ in range(n_steps):
+        n = 6
+        x0 = np.tanh(rng.standard_normal((n, 8, 8, 1)) * 1.5).astype(np.float32)
+        p = np.float32(rng.uniform(0.2, 0.6) if p_uncond is None else p_uncond)
+        batches.append((x0, rng.integers(0, 10, size=n).astype(np.int32),
+                        rng.integers(1, len(alpha_bars) + 1, size=n).astype(np.int32),
+                        rng.standard_normal((n, 8, 8, 1)).astype(np.float32), alpha_bars,
+                        np.asarray(jax.random.PRNGKey(int(rng.integers(2**31))), np.uint32), p))
+    return batches
+
+
+def _image_step_with(labels="dropped", x_t="closed form", target="noise", sign=1.0, loss_after=False, shift=1,
+                     reduce="mean"):
+    """The image training step with one slip."""
+    def step(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+        chosen = {"dropped": lambda: guidance.drop_labels(key, y, p_uncond), "kept": lambda: y,
+                  "none": lambda: jnp.full_like(y, embeddings.NO_LABEL)}[labels]()
+
+        def loss_fn(model):
+            ab = alpha_bars[jnp.clip(t - shift, 0, alpha_bars.shape[0] - 1)].reshape(-1, 1, 1, 1)
+            noisy = (jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise) if x_t == "closed form" else (ab * x0 + (1 - ab) * noise)
+            squared = ((noise if target == "noise" else x0) - model(noisy, t, chosen)) ** 2
+            return jnp.mean(squared) if reduce == "mean" else jnp.mean(jnp.sum(squared, axis=(1, 2, 3)))
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, jax.tree.map(lambda g: sign * g, grads))
+        return loss_fn(model) if loss_after else loss
+    return step
+
+
+register(train_step_exercise(
+    "image_train_step", mnist.image_train_step,
+    setups=[StepSetup(parts.step_image_net, parts.adam, _image_step_batches, "Adam (learning rate 0.01)")],
+    # the hidden runs use the same model and optimizer (other weights): no new compilation
+    edge_setups=[StepSetup(parts.step_image_net, parts.adam, functools.partial(_image_step_batches, p_uncond=0.0),
+                           "Adam, p_uncond = 0", seed=1),
+                 StepSetup(parts.step_image_net, parts.adam, functools.partial(_image_step_batches, p_uncond=1.0),
+                           "Adam, p_uncond = 1", seed=2),
+                 StepSetup(parts.step_image_net, parts.sgd_momentum, _image_step_batches, "SGD with momentum", seed=3)],
+    hints=[
+        Hint(_image_step_with(labels="kept"), "the labels are not dropped: pass y through "
+             "cu.guidance.drop_labels(key, y, p_uncond) and give the model the labels it returns."),
+        Hint(_image_step_with(labels="none"), "every label is replaced by \"no label\": only a fraction p_uncond is "
+             "dropped, with cu.guidance.drop_labels(key, y, p_uncond)."),
+        Hint(_image_step_with(sign=-1.0), "the parameters move uphill: pass the gradient itself to optimizer.update "
+             "(the optimizer already subtracts it), not minus the gradient."),
+        Hint(_image_step_with(loss_after=True), "return the loss computed before the update, the one "
+             "nnx.value_and_grad returns with the gradient."),
+        Hint(_image_step_with(x_t="no sqrt"), "x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: the square "
+             "roots are missing."),
+        Hint(_image_step_with(target="x0"), "the network predicts the noise: compare its output with `noise`, not "
+             "with x0."),
+        Hint(_image_step_with(shift=0), "off by one: alpha_bar_t is alpha_bars[t - 1] (time steps count from 1)."),
+        Hint(_image_step_with(reduce="sum"), "the loss sums the squared errors over the pixels of each image: take "
+             "the mean over the batch and every pixel (jnp.mean of the whole array), as the contract says."),
+    ],
+    arg_names=("x0", "y", "t", "noise", "alpha_bars", "key", "p_uncond"),
+    # notebook 05's conditional_train_step does the same step on any shape: calling it writes nothing
+    forbidden=(guidance.conditional_train_step,),
+    rtol=1e-4, atol=1e-6, seed=606))

@@ -147,11 +147,12 @@ def built_outputs(ex: Exercise, trial: Build, record, arg_names) -> list:
     return [student_output(ex, rec, ["model", *arg_names], (model, *inputs)) for rec, inputs in _zip(calls, trial.inputs)]
 
 
-def forbidden_references(markers, reference, name: str) -> list:
+def forbidden_references(markers, reference, name: str, also=()) -> list:
     """The reference markers the student's compiled code carries (``markers``, as the kernel sent them) that are the
-    exercise's own ``reference`` or a course function named after the exercise ``name``."""
-    own = reference_marker(reference)
-    return [m for m in text_list(markers) if m == own or m.rsplit(".", 1)[-1] == name]
+    exercise's own ``reference``, one of the course functions ``also`` forbids, or a course function named after the
+    exercise ``name``."""
+    own = {reference_marker(reference)} | {reference_marker(f) for f in also}
+    return [m for m in text_list(markers) if m in own or m.rsplit(".", 1)[-1] == name]
 
 
 def judge_not_reference(ex: Exercise, calls: dict) -> None:

@@ -868,6 +868,68 @@ answers("conditional_train_step", ok=[_cond_step(), _cond_step_split, _cond_step
 ], edge_cases=True)
 
 
+def _image_step(kind="right"):
+    """image_train_step (notebook 06) as students write it, or with one slip."""
+    def image_train_step(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+        labels = {"kept": y, "none": jnp.full_like(y, -1)}.get(kind, _my_drop(key, y, p_uncond))
+        ab = alpha_bars[t if kind == "index_t" else t - 1][:, None, None, None]
+        x_t = (ab * x0 + (1 - ab) * noise) if kind == "no_sqrt" else (jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise)
+
+        def loss_fn(m):
+            squared = ((x0 if kind == "x0" else noise) - m(x_t, t, labels)) ** 2
+            return jnp.sum(squared, axis=(1, 2, 3)).mean() if kind == "sum" else squared.mean()
+
+        value, grads = nnx.value_and_grad(loss_fn)(model)
+        if kind == "ascent":
+            grads = jax.tree.map(lambda g: -g, grads)
+        if kind != "no_update":
+            optimizer.update(model, grads)
+        return loss_fn(model) if kind == "after" else value
+    return image_train_step
+
+
+def _image_step_split(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+    """With nnx.split / nnx.merge and jax.value_and_grad, alpha_bar_t broadcast by expand_dims."""
+    labels = _my_drop(key, y, p_uncond)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    ab = jnp.expand_dims(alpha_bars[t - 1], (1, 2, 3))
+
+    def loss_of(params):
+        net = nnx.merge(graphdef, params, rest)
+        return jnp.mean(jnp.square(net(ab**0.5 * x0 + (1 - ab) ** 0.5 * noise, t, labels) - noise))
+
+    value, grads = jax.value_and_grad(loss_of)(params)
+    optimizer.update(model, grads)
+    return value
+
+
+def _image_step_generic(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+    """Any number of image axes (reshape to x0.ndim), the loss as a sum divided by the size, labels dropped inline."""
+    labels = jnp.where(jax.random.uniform(key, y.shape) < p_uncond, -1, y)
+    ab = alpha_bars[t - 1].reshape((-1,) + (1,) * (x0.ndim - 1))
+
+    def loss_fn(m):
+        err = noise - m(jnp.sqrt(ab) * x0 + jnp.sqrt(1.0 - ab) * noise, t, labels)
+        return jnp.sum(err * err) / err.size
+
+    value = loss_fn(model)
+    optimizer.update(model, nnx.grad(loss_fn)(model))
+    return value
+
+
+answers("image_train_step", ok=[_image_step(), _image_step_split, _image_step_generic], wrong=[
+    (_image_step("kept"), SLIP + "the labels are not dropped"),
+    (_image_step("none"), SLIP + "every label is replaced by \"no label\""),
+    (_image_step("ascent"), SLIP + "the parameters move uphill"),
+    (_image_step("after"), SLIP + "return the loss computed before the update"),
+    (_image_step("no_sqrt"), SLIP + "the square roots are missing"),
+    (_image_step("x0"), SLIP + "the network predicts the noise"),
+    (_image_step("index_t"), SLIP + "off by one: alpha_bar_t is alpha_bars[t - 1]"),
+    (_image_step("sum"), SLIP + "the loss sums the squared errors over the pixels"),
+    (_image_step("no_update"), "call optimizer.update(model, grads)"),
+], edge_cases=True)
+
+
 def _unet(kind="right"):
     def __call__(self, x, t, y):
         emb = self.embed(t, y)

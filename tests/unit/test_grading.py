@@ -78,6 +78,32 @@ def test_a_training_step_that_calls_the_reference_earns_no_points():
             check("train_step", answer)
 
 
+def test_notebook_05s_step_earns_no_points_for_notebook_06s_image_train_step():
+    """image_train_step's contract is 05's conditional step on images: calling 05's reference writes nothing."""
+    from course_utils import guidance
+
+    for answer in (guidance.conditional_train_step, lambda *args: guidance.conditional_train_step(*args)):
+        with pytest.raises(CheckFailure, match=r"image_train_step: it calls the reference implementation "
+                                               r"course_utils.guidance.conditional_train_step"):
+            check("image_train_step", answer)
+
+
+@pytest.mark.parametrize("name", ["conditional_train_step", "image_train_step"])
+def test_the_conditional_step_hints_are_told_apart_by_some_test_run(name):
+    """With p_uncond = 0 (or 1) "labels kept" (or "all dropped") is right: every hint, and every pair of hints, must
+    still differ on at least one of the runs, visible or hidden."""
+    from course_utils.exercises import kinds
+
+    ex = grading.exercise(name)
+    trials = ex.trials(True)
+    expected = [kinds.run_steps(trial, ex.judge.reference) for trial in trials]
+    runs = [[kinds.run_steps(trial, h.variant) for trial in trials] for h in ex.hints]
+    for i, run in enumerate(runs):
+        assert not all(kinds._same_run(r, e, ex.rtol, ex.atol) for r, e in zip(run, expected)), ex.hints[i].message
+        for j in range(i + 1, len(runs)):
+            assert not all(kinds._same_run(a, b, ex.rtol, ex.atol) for a, b in zip(run, runs[j])), (i, j)
+
+
 def test_the_training_step_hints_are_distinct_and_the_reference_matches_none():
     from course_utils.exercises import kinds
 
