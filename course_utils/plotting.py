@@ -118,11 +118,19 @@ def plot_timings(seconds_by_name: dict, title="time per call (lower is better)",
     return fig
 
 
-def plot_timing_curves(sizes, seconds_by_name: dict, xlabel="dimension", title="time per call"):
-    """Run time against problem size, one line per method."""
+def plot_timing_curves(sizes, seconds_by_name: dict, xlabel="dimension", title="time per call", spread=None):
+    """Run time against problem size, one line per method; ``spread[name] = (low, high)`` (arrays like the
+    times) draws error bars from ``low`` to ``high``, for example the range over repeated rounds."""
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for name, seconds in seconds_by_name.items():
-        ax.semilogy(sizes, np.asarray(seconds) * 1e6, "o-", label=name)
+        seconds = np.asarray(seconds)
+        if spread is not None and name in spread:
+            low, high = (np.asarray(a) for a in spread[name])
+            ax.errorbar(sizes, seconds * 1e6, yerr=[(seconds - low) * 1e6, (high - seconds) * 1e6], fmt="o-",
+                        capsize=3, label=name)
+        else:
+            ax.plot(sizes, seconds * 1e6, "o-", label=name)
+    ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("microseconds per call (log scale)")
     ax.set_title(title)
