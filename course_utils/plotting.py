@@ -266,11 +266,12 @@ def animate_points(xs, colour=None, limit=2.5, frames=50, interval=80, title_of=
 # ---------------------------------------------------------------- notebook 03: the reverse process in 1D
 
 
-def add_band(ax, steps, mean, std, label=r"mean $\pm$ 2 std of $q(x_t)$", colour="0.5"):
-    """Shade ``mean`` ± 2 ``std`` against the time steps ``steps`` (arrays of the same length) on ``ax``."""
+def add_band(ax, steps, mean, std, label=r"mean $\pm$ 2 std of $q(x_t)$", colour="0.5", mean_label=r"mean of $q(x_t)$"):
+    """Shade ``mean`` ± 2 ``std`` against the time steps ``steps`` (arrays of the same length) on ``ax``, and draw
+    ``mean`` dashed (with ``mean_label`` in the legend)."""
     steps, mean, std = (np.asarray(a, np.float64) for a in (steps, mean, std))
     ax.fill_between(steps, mean - 2 * std, mean + 2 * std, color=colour, alpha=0.2, lw=0, label=label)
-    ax.plot(steps, mean, color=colour, lw=1, ls="--")
+    ax.plot(steps, mean, color=colour, lw=1, ls="--", label=mean_label)
     return ax
 
 
