@@ -93,25 +93,14 @@ def forward_marginal_mean_var(alpha_bar_t, m, p):
 @_with_time_check
 @v.reference(betas=check_betas, m=_check_real, p=v.check_positive)
 def gaussian_reverse_mean_var(x_t, t, betas, m, p):
-    r"""Mean and variance of the exact reverse step :math:`q(x_{t-1} \mid x_t)` for data :math:`\mathcal N(m, p^2)`.
-
-    :math:`x_{t-1} \sim \mathcal N(\sqrt{\bar\alpha_{t-1}}\,m,\ v_{t-1})` and
-    :math:`x_t = \sqrt{\alpha_t}\,x_{t-1} + \sqrt{\beta_t}\,\epsilon`, so the
-    pair is jointly Gaussian with :math:`\mathrm{Cov}(x_{t-1}, x_t) = \sqrt{\alpha_t}\,v_{t-1}`
-    and :math:`\mathrm{Var}(x_t) = \alpha_t v_{t-1} + \beta_t = v_t`. Conditioning on :math:`x_t`:
-
-    .. math::
-        \mathbb E[x_{t-1} \mid x_t] = \sqrt{\bar\alpha_{t-1}}\,m
-            + \frac{\sqrt{\alpha_t}\,v_{t-1}}{v_t}\big(x_t - \sqrt{\bar\alpha_t}\,m\big),
-        \qquad
-        \mathrm{Var}[x_{t-1} \mid x_t] = \frac{v_{t-1}\,\beta_t}{v_t}.
+    r"""Mean and variance of the exact reverse step :math:`q(x_{t-1} \mid x_t)` for data :math:`\mathcal N(m, p^2)`
+    (notebook 03, Exercise 2.1: condition the jointly Gaussian pair :math:`(x_{t-1}, x_t)` on :math:`x_t`).
 
     ``x_t``: any shape; ``t``: integer step(s) in 1..T, a number or an array
     that broadcasts against ``x_t`` (traced inside ``lax.scan``: index with
     ``t - 1``, no Python branch on it); ``betas``: ``(T,)``; ``m``, ``p``:
-    numbers. Returns ``(mean, variance)``: the mean has the broadcast shape of
-    ``x_t`` and ``t``, the variance the shape of ``t`` (it does not depend on
-    :math:`x_t`).
+    numbers (``p`` the standard deviation). Returns ``(mean, variance)``: the mean has the broadcast shape of
+    ``x_t`` and ``t``, the variance the shape of ``t``.
     """
     c = _coefficients(betas, t)
     v_prev = c.alpha_bars_prev * p**2 + 1 - c.alpha_bars_prev

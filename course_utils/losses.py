@@ -39,8 +39,11 @@ def posterior_variance(beta_t, alpha_bar_t, alpha_bar_prev):
 
 @v.reference(beta_t=v.check_open_unit, alpha_bar_t=v.check_open_unit)
 def mean_from_noise(x_t, eps, beta_t, alpha_bar_t):
-    r"""The mean implied by a noise prediction:
-    :math:`\mu = \frac{1}{\sqrt{\alpha_t}}\big(x_t - \frac{\beta_t}{\sqrt{1 - \bar\alpha_t}}\,\epsilon\big)`.
+    r"""The mean of :math:`q(x_{t-1} \mid x_t, x_0)` written with :math:`x_t` and the noise ``eps`` in place of
+    :math:`x_0` (Ho et al. 2020, eq. 11, with ``eps`` a noise prediction :math:`\epsilon_\theta`).
+
+    ``x_t`` and ``eps`` have the same (any) shape, and so does the result; ``beta_t`` and ``alpha_bar_t`` are
+    numbers or broadcast against ``x_t``.
     """
     v.check_same_shape("mean_from_noise", "x_t", x_t, "eps", eps)
     alpha_t = 1 - beta_t
@@ -59,8 +62,9 @@ def mean_loss(mu_tilde, mu_theta, sigma2):
 @v.reference(beta_t=v.check_open_unit, alpha_t=v.check_open_unit,
              alpha_bar_t=v.check_open_unit, sigma2=v.check_positive)
 def noise_loss(eps, eps_theta, beta_t, alpha_t, alpha_bar_t, sigma2):
-    r"""The same KL term written with noises:
-    :math:`\frac{\beta_t^2}{2\sigma_t^2\,\alpha_t\,(1 - \bar\alpha_t)}\,\lVert\epsilon - \epsilon_\theta\rVert^2` (a scalar).
+    r"""The same KL term written with noises: :func:`noise_loss_weight` times
+    :math:`\lVert\epsilon - \epsilon_\theta\rVert^2` (Ho et al. 2020, eq. 12). ``eps`` and ``eps_theta`` have the
+    same (any) shape, the rest are numbers; a scalar.
     """
     v.check_same_shape("noise_loss", "eps", eps, "eps_theta", eps_theta)
     return noise_loss_weight.raw(beta_t, alpha_t, alpha_bar_t, sigma2) * simple_loss.raw(eps, eps_theta)
@@ -69,12 +73,10 @@ def noise_loss(eps, eps_theta, beta_t, alpha_t, alpha_bar_t, sigma2):
 @v.reference(beta_t=v.check_open_unit, alpha_t=v.check_open_unit,
              alpha_bar_t=v.check_open_unit, sigma2=v.check_positive)
 def noise_loss_weight(beta_t, alpha_t, alpha_bar_t, sigma2):
-    r"""The weight of the KL term written with noises:
-    :math:`\lambda_t = \frac{\beta_t^2}{2\sigma_t^2\,\alpha_t\,(1 - \bar\alpha_t)}`.
+    r"""The weight :math:`\lambda_t` of the KL term written with noises, :math:`L_{t-1} = \lambda_t\,
+    \lVert\epsilon - \epsilon_\theta\rVert^2 + C`, for a reverse step of variance ``sigma2`` :math:`= \sigma_t^2`
+    (the factor in front of the squared error in Ho et al. 2020, eq. 12).
 
-    With :math:`\mu_\theta` defined from :math:`\epsilon_\theta` by :func:`mean_from_noise`,
-    :math:`\tilde\mu_t - \mu_\theta = \frac{\beta_t}{\sqrt{\alpha_t}\sqrt{1 - \bar\alpha_t}}(\epsilon_\theta - \epsilon)`,
-    so :math:`\frac{1}{2\sigma_t^2}\lVert\tilde\mu_t - \mu_\theta\rVert^2 = \lambda_t\,\lVert\epsilon - \epsilon_\theta\rVert^2`.
     The arguments are numbers or arrays that broadcast together; the result has their broadcast shape.
     """
     return beta_t**2 / (2 * sigma2 * alpha_t * (1 - alpha_bar_t))

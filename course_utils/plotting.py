@@ -100,27 +100,37 @@ def plot_histograms(samples: dict, normal=None, title=None, xlabel="$x$", ax=Non
     return fig
 
 
-def plot_timings(seconds_by_name: dict, title="time per call (lower is better)"):
-    """Horizontal bars of run times, each labelled with its speed-up over the slowest."""
+def plot_timings(seconds_by_name: dict, title="time per call (lower is better)", factors=None):
+    """Horizontal bars of run times, each labelled with its speed-up: over the slowest, or ``factors[name]`` when
+    given (the factors a cell prints, so that the figure and the printed lines show the same numbers)."""
     names = list(seconds_by_name)
     times = np.array([seconds_by_name[n] for n in names]) * 1e3
+    factors = [times.max() / ms for ms in times] if factors is None else [float(factors[n]) for n in names]
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(names) + 1.2))
     bars = ax.barh(names, times, color="tab:blue")
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("milliseconds (log scale)")
     ax.set_title(title)
-    for bar, ms in zip(bars, times):
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f"  {ms:.3g} ms ({times.max() / ms:.0f}x)", va="center")
+    for bar, ms, factor in zip(bars, times, factors):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f"  {ms:.3g} ms ({factor:.1f}x)", va="center")
     ax.set_xlim(times.min() / 2, times.max() * 20)
     return fig
 
 
-def plot_timing_curves(sizes, seconds_by_name: dict, xlabel="dimension", title="time per call"):
-    """Run time against problem size, one line per method."""
+def plot_timing_curves(sizes, seconds_by_name: dict, xlabel="dimension", title="time per call", spread=None):
+    """Run time against problem size, one line per method; ``spread[name] = (low, high)`` (arrays like the
+    times) draws error bars from ``low`` to ``high``, for example the range over repeated rounds."""
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for name, seconds in seconds_by_name.items():
-        ax.semilogy(sizes, np.asarray(seconds) * 1e6, "o-", label=name)
+        seconds = np.asarray(seconds)
+        if spread is not None and name in spread:
+            low, high = (np.asarray(a) for a in spread[name])
+            ax.errorbar(sizes, seconds * 1e6, yerr=[(seconds - low) * 1e6, (high - seconds) * 1e6], fmt="o-",
+                        capsize=3, label=name)
+        else:
+            ax.plot(sizes, seconds * 1e6, "o-", label=name)
+    ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("microseconds per call (log scale)")
     ax.set_title(title)
@@ -256,11 +266,12 @@ def animate_points(xs, colour=None, limit=2.5, frames=50, interval=80, title_of=
 # ---------------------------------------------------------------- notebook 03: the reverse process in 1D
 
 
-def add_band(ax, steps, mean, std, label=r"mean $\pm$ 2 std of $q(x_t)$", colour="0.5"):
-    """Shade ``mean`` ± 2 ``std`` against the time steps ``steps`` (arrays of the same length) on ``ax``."""
+def add_band(ax, steps, mean, std, label=r"mean $\pm$ 2 std of $q(x_t)$", colour="0.5", mean_label=r"mean of $q(x_t)$"):
+    """Shade ``mean`` ± 2 ``std`` against the time steps ``steps`` (arrays of the same length) on ``ax``, and draw
+    ``mean`` dashed (with ``mean_label`` in the legend)."""
     steps, mean, std = (np.asarray(a, np.float64) for a in (steps, mean, std))
     ax.fill_between(steps, mean - 2 * std, mean + 2 * std, color=colour, alpha=0.2, lw=0, label=label)
-    ax.plot(steps, mean, color=colour, lw=1, ls="--")
+    ax.plot(steps, mean, color=colour, lw=1, ls="--", label=mean_label)
     return ax
 
 

@@ -31,10 +31,11 @@ def test_the_loss_weight_figure_of_02_is_drawn_and_lVert_would_fail(tmp_path):
     assert broken != weights.source
     nb = nbformat.v4.new_notebook()
     nb.metadata = solution.metadata
-    nb.cells = [nbformat.v4.new_code_cell(setup.source), nbformat.v4.new_code_cell(weights.source),
-                nbformat.v4.new_code_cell(broken)]
+    written = "noise_loss_weight = cu.losses.noise_loss_weight   # the student's function, written (the cell uses no other)"
+    nb.cells = [nbformat.v4.new_code_cell(setup.source), nbformat.v4.new_code_cell(written),
+                nbformat.v4.new_code_cell(weights.source), nbformat.v4.new_code_cell(broken)]
     ran = execute(nb, tmp_path, timeout=120)
-    _, ok, put_back = ran.cells
+    _, _, ok, put_back = ran.cells
     assert not errors(ok), f"the loss weight figure of {NAME} cannot be drawn: {errors(ok)}"
     assert figures(ok) == 1, f"the loss weight cell of {NAME} should show one drawn figure, shows {figures(ok)}"
     assert any("lVert" in e for e in errors(put_back)), (

@@ -171,3 +171,206 @@ def test_the_check_passes_a_contract_and_prose_that_points_to_a_question():
                                                  "two comparison lines first.")])
     assert answers_given_away(answers, [(0, "So guidance trades diversity for recognisability: the samples become "
                                             "more typical of their class.")])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 26 item 7 (the review of notebooks 01-03): three more ways to give an answer away.
+#
+# * **Task prose that spells out the code.** The markdown before an exercise gives the mathematics; naming the
+#   library function that does the work (`jnp.linspace`, `jnp.cumprod`, `jnp.concatenate`) or showing a template
+#   of the solution's structure (a scan body that returns the state, then the call) writes the code for the student.
+#   Flagged: a `jnp.`/`lax.`/`jax.` function in a code span of that prose which the solution calls, unless it is
+#   elementary arithmetic or the exercise's contract (`EXERCISE_TOOLS`); and a fenced code block whose structure
+#   (keywords, library calls and operators, every other name blanked) shares a run of six tokens, a library call
+#   among them, with the solution.
+# * **Docstrings of the course's references.** A notebook that names `cu.module.f`, where `f` is one of its
+#   exercises, shows the student that function's docstring: it must not state the exercise's expression (the same
+#   token runs as above, the LaTeX read as code) unless the notebook's markdown gives it anyway.
+# * **A prompt that states the result of its own step.** A formula of a question's prompt that the model answer
+#   derives (a normalised LaTeX run of `PROMPT_FORMULA` characters in common) hands the student that step.
+
+ELEMENTARY = set("""sqrt exp log log1p expm1 cos sin tan pi abs sum mean asarray array float32 float64 int32 zeros ones
+zeros_like ones_like full full_like minimum maximum where clip square power""".split())
+EXERCISE_TOOLS = {"diffuse": {"scan"}}     # COURSE.md: diffuse is "written with jax.lax.scan"
+KEYWORDS = {"def", "return", "for", "in", "lambda", "if", "else", "while"}
+LIBRARY_CALL = re.compile(r"\b(?:jnp|np|jax\.numpy|jax\.lax|lax|jax|jax\.random|random)\.([a-z_][a-z_0-9]*)\s*\(")
+
+
+def _solution_code(source: str) -> str:
+    match = re.search(r"### BEGIN SOLUTION(.*?)### END SOLUTION", source, re.S)
+    return match.group(1) if match else source
+
+
+def _structure(code: str) -> list[str]:
+    code = re.sub(r"#.*", "", code)
+    calls = set(LIBRARY_CALL.findall(code))
+    tokens = []
+    for token in re.findall(r"(?:[A-Za-z_][A-Za-z_0-9]*\.)*[A-Za-z_][A-Za-z_0-9]*|[-+*/=]", code):
+        name = token.rsplit(".", 1)[-1]
+        tokens.append(token if token in KEYWORDS or token in "-+*/=" else name if name in calls else "_")
+    return tokens
+
+
+def recipes_in_prose(prose: str, solution_source: str, tools=frozenset()) -> list[str]:
+    """What the markdown before an exercise spells out of its solution: library calls and templates."""
+    code = _solution_code(solution_source)
+    calls = set(LIBRARY_CALL.findall(code)) - ELEMENTARY - set(tools)
+    fenced = re.findall(r"```[a-z]*\n(.*?)```", prose, re.S)
+    spans = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", " ", prose, flags=re.S)) + fenced
+    found = sorted({f"names `{name}`" for span in spans
+                    for name in re.findall(r"\b(?:jnp|np|lax|jax)\.(?:\w+\.)*?(\w+)\b", span) if name in calls})
+    solution_runs = {tuple(s[i:i + 6]) for s in [_structure(code)] for i in range(len(s) - 5)}
+    for block in fenced:
+        tokens = _structure(block)
+        for i in range(len(tokens) - 5):
+            run = tuple(tokens[i:i + 6])
+            if run in solution_runs and any(t not in KEYWORDS and t not in "-+*/=_" for t in run):
+                found.append(f'a template of the solution: "{" ".join(run)}"')
+                break
+    return found
+
+
+def task_prose(student_nb, grade_id: str) -> str:
+    """The markdown cells right before the exercise cell `grade_id` (back to the previous code cell)."""
+    cells = student_nb.cells
+    (index,) = [i for i, c in enumerate(cells) if nbgrader_meta(c).get("grade_id") == grade_id]
+    prose = []
+    for cell in reversed(cells[:index]):
+        if cell.cell_type != "markdown":
+            break
+        prose.insert(0, cell.source)
+    return "\n\n".join(prose)
+
+
+# The notebooks the review of item 7 read (01-03). Notebook 05's prose before TwoPixelUNet names `concatenate`
+# (the skip connections) and notebook 06's before SelfAttention names `einsum`: left for their own review.
+REVIEWED = ["01_forward_process", "02_loss_comparison", "03_reverse_1d"]
+
+
+@pytest.mark.parametrize("name", REVIEWED)
+def test_no_task_prose_spells_out_the_code(name):
+    solution, student = read(solution_path(name)), read(student_path(name))
+    found = []
+    for cell in solution.cells:
+        meta = nbgrader_meta(cell)
+        if meta.get("solution") and cell.cell_type == "code":
+            tools = EXERCISE_TOOLS.get(meta["grade_id"], set())
+            found += [f"{meta['grade_id']}: {f}" for f in recipes_in_prose(task_prose(student, meta["grade_id"]), cell.source, tools)]
+    assert not found, (f"{name}: the prose before an exercise spells out its code (give the mathematics, not the "
+                       f"function that does it):\n  " + "\n  ".join(found))
+
+
+LATEX_AS_CODE = [   # the course's notation, read as the names its code uses
+    (r"\bar\alpha_{t-1}", " alpha_bar_prev "), (r"\bar\alpha_t", " alpha_bar_t "), (r"\alpha_t", " alpha_t "),
+    (r"\tilde\beta_t", " beta_tilde "), (r"\beta_t", " beta_t "), (r"\sigma_t^2", " sigma2 "),
+    (r"\tilde\mu_t", " mu_tilde "), (r"\mu_\theta", " mu_theta "), (r"\epsilon_\theta", " eps_theta "),
+    (r"\epsilon", " eps "), (r"x_{t-1}", " x_prev "), (r"v_{t-1}", " v_prev "), (r"x_0", " x0 "),
+    ("}{", " / "), (r"\sqrt", " sqrt "), (r"\frac", " "),
+]
+
+
+def latex_tokens(text: str) -> list[str]:
+    text = re.sub(r"\\(?:,|;|!|quad|qquad|left|right|big|Big|bigl|bigr|Bigl|Bigr|mathrm|mathbb|lVert|rVert|mid)", " ", text)
+    for latex, code in LATEX_AS_CODE:
+        text = text.replace(latex, code)
+    return _code_tokens(text.replace("{", " ").replace("}", " ").replace("\\", " "))
+
+
+def expressions_in_reference_docstring(doc: str, solution_source: str, given: str = "") -> list[str]:
+    """Runs of five tokens, an operator among them, that a reference's docstring (LaTeX read as code) shares with the
+    exercise's solution and that the notebook's markdown (`given`) does not already show."""
+    shared = (_token_runs(latex_tokens(doc)) & _token_runs(_code_tokens(_solution_code(solution_source))))
+    shared -= _token_runs(latex_tokens(given))
+    return sorted(f'"{" ".join(run)}"' for run in shared if any(t in "-+/^@=" for t in run))
+
+
+def _reference(module: str, function: str):
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(f"course_utils.{module}"), function)
+    except (ImportError, AttributeError):
+        return None
+
+
+REFERENCE_MODULES = ("schedules", "forward", "losses", "analytic")
+
+
+@pytest.mark.parametrize("name", REVIEWED)
+def test_no_reference_docstring_spells_out_an_exercise(name):
+    """The student can read the docstring of any course function (`help(cu.losses.noise_loss_weight)`): the
+    reference of an exercise gives its contract, not its expression."""
+    solution, student = read(solution_path(name)), read(student_path(name))
+    exercises = {nbgrader_meta(c)["grade_id"]: c.source for c in solution.cells
+                 if nbgrader_meta(c).get("solution") and c.cell_type == "code"}
+    markdown = "\n".join(c.source for c in student.cells if c.cell_type == "markdown")
+    all_code = "\n".join(_solution_code(source) for source in exercises.values())
+    found = []
+    for grade_id, source in exercises.items():
+        for function in re.findall(r"^def (\w+)", _solution_code(source), re.M):
+            for module in REFERENCE_MODULES:
+                reference = _reference(module, function)
+                if reference is not None:   # against every exercise: noise_loss's docstring may state noise_loss_weight's
+                    found += [f"cu.{module}.{function}: {r}" for r in
+                              expressions_in_reference_docstring(reference.__doc__ or "", all_code, markdown)]
+    assert not found, (f"{name}: docstrings of the course's references that state an exercise's expression "
+                       f"(give the contract):\n  " + "\n  ".join(found))
+
+
+PROMPT_FORMULA = 40
+
+
+def _normalised_formulas(text: str) -> list[str]:
+    formulas = re.findall(r"\$\$(.*?)\$\$|\$([^$]+)\$", text, re.S)
+    return [re.sub(r"\s+|\\(?:,|;|!|big|Big|bigl|bigr|Bigl|Bigr|left|right)(?![a-zA-Z])", "", a or b) for a, b in formulas]
+
+
+def prompt_states_its_result(prompt: str, answer: str) -> list[str]:
+    """Runs of PROMPT_FORMULA characters of a prompt's formulas that the model answer's formulas contain too."""
+    answer_formulas = "\n".join(_normalised_formulas(answer))
+    found = []
+    for formula in _normalised_formulas(prompt):
+        for i in range(len(formula) - PROMPT_FORMULA + 1):
+            if formula[i:i + PROMPT_FORMULA] in answer_formulas:
+                found.append(formula[i:i + PROMPT_FORMULA])
+                break
+    return found
+
+
+# The questions that ask for a derivation in numbered steps. Elsewhere a prompt may give, as a hint, an identity the
+# answer uses (notebook 02's Derivation 1 gives the closed form and sqrt(alpha_bar_t) = sqrt(alpha_t alpha_bar_{t-1})),
+# which this check cannot tell from a step's result.
+STEPPED_QUESTIONS = {"02_loss_comparison": ["q_derivation"]}
+
+
+@pytest.mark.parametrize("name", list(STEPPED_QUESTIONS))
+def test_no_prompt_states_the_result_of_its_own_step(name):
+    found = [f"{grade_id}: {r}" for grade_id, answer, prompt in model_answers(read(solution_path(name)))
+             if grade_id in STEPPED_QUESTIONS[name] for r in prompt_states_its_result(prompt, answer)]
+    assert not found, f"{name}: prompts that write out what their model answer derives (ask for it):\n  " + "\n  ".join(found)
+
+
+@pytest.mark.parametrize("case", FIXTURES["task_prose"], ids=[c["finding"].split(":")[0] + " " + c["cell"] for c in FIXTURES["task_prose"]])
+def test_the_check_flags_the_recipes_of_issue_26_item_7(case):
+    solution = read(solution_path(case["notebook"]))
+    (cell,) = [c for c in solution.cells if nbgrader_meta(c).get("grade_id") == case["cell"]]
+    assert recipes_in_prose(case["text"], cell.source, EXERCISE_TOOLS.get(case["cell"], set())), \
+        f"not flagged when put back: {case['finding']}"
+
+
+@pytest.mark.parametrize("case", FIXTURES["reference_docstrings"],
+                         ids=[c["finding"].split(":")[0] + " " + c["function"] for c in FIXTURES["reference_docstrings"]])
+def test_the_check_flags_the_reference_docstrings_of_issue_26_item_7(case):
+    solution, student = read(solution_path(case["notebook"])), read(student_path(case["notebook"]))
+    all_code = "\n".join(_solution_code(c.source) for c in solution.cells
+                         if nbgrader_meta(c).get("solution") and c.cell_type == "code")
+    assert case["cell"] in [nbgrader_meta(c).get("grade_id") for c in solution.cells]
+    markdown = "\n".join(c.source for c in student.cells if c.cell_type == "markdown")
+    assert expressions_in_reference_docstring(case["docstring"], all_code, markdown), \
+        f"not flagged when put back: {case['finding']}"
+
+
+@pytest.mark.parametrize("case", FIXTURES["prompts"], ids=[c["finding"].split(":")[0] for c in FIXTURES["prompts"]])
+def test_the_check_flags_the_prompts_of_issue_26_item_7(case):
+    answers = [a for a in model_answers(read(solution_path(case["notebook"]))) if a[0] == case["answer"]]
+    assert answers and prompt_states_its_result(case["prompt"], answers[0][1]), f"not flagged when put back: {case['finding']}"

@@ -172,7 +172,6 @@ POINTER = re.compile(r"\bprint|\bthe (?:printed |comparison )?lines?\b|\btable\b
 ALLOWED_CLAIMS = {
     "02_loss_comparison": {
         "Which is faster?": "a section title asking the question the cell measures",
-        "measurably slower, the speed": "conditional on the printed verdict ('even where ...')",
     },
     "04_denoising_2d": {
         "a faster sampler, DDIM": "the exercise's title: DDIM takes fewer steps by construction",
