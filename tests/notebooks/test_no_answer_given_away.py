@@ -143,8 +143,8 @@ def test_no_exercise_docstring_spells_out_the_solution(name):
 # The give-aways that reviews found, as they stood (give_aways_issue26.json: the second review of issue 26;
 # give_aways_review07.json: the fresh review of notebook 07): put back, each must be flagged.
 _FIXTURE_FILES = sorted((Path(__file__).parent / "fixtures").glob("give_aways_*.json"))
-FIXTURES = {kind: [case for f in _FIXTURE_FILES for case in json.loads(f.read_text())[kind]]
-            for kind in ("prose", "docstrings")}
+FIXTURES = {kind: [case for f in _FIXTURE_FILES for case in json.loads(f.read_text()).get(kind, [])]
+            for kind in ("prose", "docstrings", "task_prose", "reference_docstrings", "prompts")}
 
 
 @pytest.mark.parametrize("case", FIXTURES["prose"], ids=[c["finding"].split(":")[0] + " " + c["answer"] for c in FIXTURES["prose"]])
