@@ -1,6 +1,11 @@
 """Helpers shared by the exercise definitions: random inputs of the usual kinds."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+
+from .. import embeddings, guidance
 
 _SHAPES = [(), (5,), (3, 4), (2, 3, 2)]
 
@@ -41,3 +46,23 @@ def kept_trajectory(keep, x_T, x_last, xs):
         return xs
     trajectory = jnp.concatenate([x_T[None], xs])
     return trajectory[::-1] if keep == "reversed" else trajectory
+
+
+def guided_step_with(labels="dropped", x_t="closed form", target="noise", sign=1.0, loss_after=False, shift=1,
+                     reduce="mean"):
+    """The guided training step (notebook 05's ``conditional_train_step``, notebook 06's ``image_train_step``: the
+    same step on any data shape) with one slip, for the hints of both."""
+    def step(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
+        chosen = {"dropped": lambda: guidance.drop_labels(key, y, p_uncond), "kept": lambda: y,
+                  "none": lambda: jnp.full_like(y, embeddings.NO_LABEL)}[labels]()
+
+        def loss_fn(model):
+            ab = alpha_bars[jnp.clip(t - shift, 0, alpha_bars.shape[0] - 1)].reshape((-1,) + (1,) * (x0.ndim - 1))
+            noisy = (jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise) if x_t == "closed form" else (ab * x0 + (1 - ab) * noise)
+            squared = ((noise if target == "noise" else x0) - model(noisy, t, chosen)) ** 2
+            return jnp.mean(squared) if reduce == "mean" else jnp.mean(jnp.sum(squared, axis=tuple(range(1, x0.ndim))))
+
+        loss, grads = nnx.value_and_grad(loss_fn)(model)
+        optimizer.update(model, jax.tree.map(lambda g: sign * g, grads))
+        return loss_fn(model) if loss_after else loss
+    return step

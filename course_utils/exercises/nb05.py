@@ -18,7 +18,7 @@ from flax import nnx
 from .. import embeddings, guidance, models, schedules
 from ..grading import Build, CheckFailure, Exercise, Hint, built_outputs, compare, describe_value, jit_call, register
 from . import parts
-from .common import array as _array, kept_trajectory
+from .common import array as _array, guided_step_with, kept_trajectory
 from .kinds import StepSetup, train_step_exercise
 
 
@@ -350,23 +350,6 @@ def _step_batches(rng, n_steps, p_uncond=None):
     return batches
 
 
-def _step_with(labels="dropped", x_t="closed form", target="noise", sign=1.0, loss_after=False, shift=1):
-    """The conditional training step with one slip."""
-    def step(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
-        chosen = {"dropped": lambda: guidance.drop_labels(key, y, p_uncond), "kept": lambda: y,
-                  "none": lambda: jnp.full_like(y, embeddings.NO_LABEL)}[labels]()
-
-        def loss_fn(model):
-            ab = alpha_bars[jnp.clip(t - shift, 0, alpha_bars.shape[0] - 1)][:, None]
-            noisy = (jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise) if x_t == "closed form" else (ab * x0 + (1 - ab) * noise)
-            return jnp.mean(((noise if target == "noise" else x0) - model(noisy, t, chosen)) ** 2)
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, jax.tree.map(lambda g: sign * g, grads))
-        return loss_fn(model) if loss_after else loss
-    return step
-
-
 register(train_step_exercise(
     "conditional_train_step", guidance.conditional_train_step,
     setups=[StepSetup(parts.step_conditional_net, parts.adam, _step_batches, "Adam (learning rate 0.01)")],
@@ -374,17 +357,17 @@ register(train_step_exercise(
     edge_setups=[StepSetup(parts.step_conditional_net, parts.adam, functools.partial(_step_batches, p_uncond=0.0), "Adam, p_uncond = 0", seed=1),
                  StepSetup(parts.step_conditional_net, parts.adam, functools.partial(_step_batches, p_uncond=1.0), "Adam, p_uncond = 1", seed=2)],
     hints=[
-        Hint(_step_with(labels="kept"), "the labels are not dropped: pass y through your drop_labels(key, y, p_uncond) "
+        Hint(guided_step_with(labels="kept"), "the labels are not dropped: pass y through your drop_labels(key, y, p_uncond) "
                                         "and give the model the labels it returns."),
-        Hint(_step_with(labels="none"), "every label is replaced by \"no label\": only a fraction p_uncond is dropped, "
+        Hint(guided_step_with(labels="none"), "every label is replaced by \"no label\": only a fraction p_uncond is dropped, "
                                         "with drop_labels(key, y, p_uncond)."),
-        Hint(_step_with(sign=-1.0), "the parameters move uphill: pass the gradient itself to optimizer.update (the "
+        Hint(guided_step_with(sign=-1.0), "the parameters move uphill: pass the gradient itself to optimizer.update (the "
                                     "optimizer already subtracts it), not minus the gradient."),
-        Hint(_step_with(loss_after=True), "return the loss computed before the update, the one nnx.value_and_grad "
+        Hint(guided_step_with(loss_after=True), "return the loss computed before the update, the one nnx.value_and_grad "
                                           "returns with the gradient."),
-        Hint(_step_with(x_t="no sqrt"), "x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: the square roots are missing."),
-        Hint(_step_with(target="x0"), "the network predicts the noise: compare its output with `noise`, not with x0."),
-        Hint(_step_with(shift=0), "off by one: alpha_bar_t is alpha_bars[t - 1] (time steps count from 1)."),
+        Hint(guided_step_with(x_t="no sqrt"), "x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: the square roots are missing."),
+        Hint(guided_step_with(target="x0"), "the network predicts the noise: compare its output with `noise`, not with x0."),
+        Hint(guided_step_with(shift=0), "off by one: alpha_bar_t is alpha_bars[t - 1] (time steps count from 1)."),
     ],
     arg_names=("x0", "y", "t", "noise", "alpha_bars", "key", "p_uncond"),
     depends_on=("drop_labels",)))

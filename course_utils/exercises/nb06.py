@@ -21,7 +21,7 @@ from flax import nnx
 from .. import embeddings, guidance, mnist, sampling, schedules, unet
 from ..grading import Build, CheckFailure, Exercise, Hint, built_outputs, compare, describe_value, jit_call, register
 from . import parts
-from .common import kept_trajectory
+from .common import guided_step_with, kept_trajectory
 from .kinds import StepSetup, train_step_exercise
 
 
@@ -331,25 +331,6 @@ def _image_step_batches(rng, n_steps, p_uncond=None):
     return batches
 
 
-def _image_step_with(labels="dropped", x_t="closed form", target="noise", sign=1.0, loss_after=False, shift=1,
-                     reduce="mean"):
-    """The image training step with one slip."""
-    def step(model, optimizer, x0, y, t, noise, alpha_bars, key, p_uncond):
-        chosen = {"dropped": lambda: guidance.drop_labels(key, y, p_uncond), "kept": lambda: y,
-                  "none": lambda: jnp.full_like(y, embeddings.NO_LABEL)}[labels]()
-
-        def loss_fn(model):
-            ab = alpha_bars[jnp.clip(t - shift, 0, alpha_bars.shape[0] - 1)].reshape(-1, 1, 1, 1)
-            noisy = (jnp.sqrt(ab) * x0 + jnp.sqrt(1 - ab) * noise) if x_t == "closed form" else (ab * x0 + (1 - ab) * noise)
-            squared = ((noise if target == "noise" else x0) - model(noisy, t, chosen)) ** 2
-            return jnp.mean(squared) if reduce == "mean" else jnp.mean(jnp.sum(squared, axis=(1, 2, 3)))
-
-        loss, grads = nnx.value_and_grad(loss_fn)(model)
-        optimizer.update(model, jax.tree.map(lambda g: sign * g, grads))
-        return loss_fn(model) if loss_after else loss
-    return step
-
-
 register(train_step_exercise(
     "image_train_step", mnist.image_train_step,
     setups=[StepSetup(parts.step_image_net, parts.adam, _image_step_batches, "Adam (learning rate 0.01)")],
@@ -360,20 +341,20 @@ register(train_step_exercise(
                            "Adam, p_uncond = 1", seed=2),
                  StepSetup(parts.step_image_net, parts.sgd_momentum, _image_step_batches, "SGD with momentum", seed=3)],
     hints=[
-        Hint(_image_step_with(labels="kept"), "the labels are not dropped: pass y through "
+        Hint(guided_step_with(labels="kept"), "the labels are not dropped: pass y through "
              "cu.guidance.drop_labels(key, y, p_uncond) and give the model the labels it returns."),
-        Hint(_image_step_with(labels="none"), "every label is replaced by \"no label\": only a fraction p_uncond is "
+        Hint(guided_step_with(labels="none"), "every label is replaced by \"no label\": only a fraction p_uncond is "
              "dropped, with cu.guidance.drop_labels(key, y, p_uncond)."),
-        Hint(_image_step_with(sign=-1.0), "the parameters move uphill: pass the gradient itself to optimizer.update "
+        Hint(guided_step_with(sign=-1.0), "the parameters move uphill: pass the gradient itself to optimizer.update "
              "(the optimizer already subtracts it), not minus the gradient."),
-        Hint(_image_step_with(loss_after=True), "return the loss computed before the update, the one "
+        Hint(guided_step_with(loss_after=True), "return the loss computed before the update, the one "
              "nnx.value_and_grad returns with the gradient."),
-        Hint(_image_step_with(x_t="no sqrt"), "x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: the square "
+        Hint(guided_step_with(x_t="no sqrt"), "x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise: the square "
              "roots are missing."),
-        Hint(_image_step_with(target="x0"), "the network predicts the noise: compare its output with `noise`, not "
+        Hint(guided_step_with(target="x0"), "the network predicts the noise: compare its output with `noise`, not "
              "with x0."),
-        Hint(_image_step_with(shift=0), "off by one: alpha_bar_t is alpha_bars[t - 1] (time steps count from 1)."),
-        Hint(_image_step_with(reduce="sum"), "the loss sums the squared errors over the pixels of each image: take "
+        Hint(guided_step_with(shift=0), "off by one: alpha_bar_t is alpha_bars[t - 1] (time steps count from 1)."),
+        Hint(guided_step_with(reduce="sum"), "the loss sums the squared errors over the pixels of each image: take "
              "the mean over the batch and every pixel (jnp.mean of the whole array), as the contract says."),
     ],
     arg_names=("x0", "y", "t", "noise", "alpha_bars", "key", "p_uncond"),
