@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .. import embeddings, guidance, mnist, sampling, schedules, unet
+from .. import guidance, mnist, sampling, schedules, unet
 from ..grading import Build, CheckFailure, Exercise, Hint, built_outputs, compare, describe_value, jit_call, register
 from . import parts
 from .common import guided_step_with, kept_trajectory
