@@ -162,6 +162,25 @@ def _use_compilation_cache(folder: str) -> None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+_PLANS: dict = {}
+
+
+def _plan(name: str, options: dict):
+    """``grading.plan(name, **options)``, drawn once per process: every student of the class gets the same trials (a
+    fixed seed), and this process grades several in a row. Only the grader's own code touches them: the kernel gets
+    copies on the wire."""
+    from course_utils import grading
+
+    key = (name, tuple(sorted(options.items())))
+    try:
+        hash(key)
+    except TypeError:  # options no test cell of the course has: drawn afresh
+        return grading.plan(name, **options)
+    if key not in _PLANS:
+        _PLANS[key] = grading.plan(name, **options)
+    return _PLANS[key]
+
+
 class LimitedExecute(Execute):
     max_output_bytes = Integer(200_000, help="most bytes of output kept per cell").tag(config=True)
     notebook_timeout = Integer(900, help="seconds after which the remaining cells are not run").tag(config=True)
@@ -322,7 +341,7 @@ class LimitedExecute(Execute):
         passed = []
         for name, answer, options in calls:
             try:
-                request = grading.plan(name, **options)
+                request = _plan(name, options)
             except Exception as exc:  # noqa: BLE001 - a test of an exercise this course does not have
                 cell.outputs = [_error(GRADER_ERROR, f"the grader cannot run this test cell: {type(exc).__name__}: {_first_line(exc)}")]
                 return cell
@@ -425,6 +444,6 @@ class CompileOnly(LimitedExecute):
         except UnrunnableTestCell:
             return cell
         for name, answer, options in calls:
-            self._ask_kernel(wire.kernel_code(grading.plan(name, **options), answer), index)
+            self._ask_kernel(wire.kernel_code(_plan(name, options), answer), index)
         cell.outputs = []
         return cell

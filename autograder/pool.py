@@ -50,14 +50,14 @@ def _worker(main: Path, clone: Path, assignment: str, todo: list, lock: threadin
     """Grade students taken from ``todo`` in the course directory ``clone``, a few at a time.
 
     Each ``nbgrader autograde`` call grades everyone in the clone's submitted/ (so the students of the
-    previous call are taken out first); a call takes about 1/(2 * workers) of what is left, at most 8,
+    previous call are taken out first); a call takes about 1/(2 * workers) of what is left, at most 16,
     so that nbgrader's start-up is paid once per several students and the workers finish together.
     After each call the chunk's grades are merged into the main gradebook and recorded (``record``), so
     that a grading process killed later loses only the chunks still running.
     """
     while not record.stop.is_set():
         with lock:
-            take = min(8, max(1, len(todo) // (2 * workers)))
+            take = min(16, max(1, len(todo) // (2 * workers)))
             chunk, todo[:] = todo[:take], todo[take:]
             if chunk:
                 log = _free_log_name(main / "logs", f"{chunk[0]}{f'+{len(chunk) - 1}' if len(chunk) > 1 else ''}")

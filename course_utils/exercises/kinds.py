@@ -48,6 +48,7 @@ from flax import nnx
 from ..grading import (JIT_ADVICE, Exercise, Hint, Trial, at_precision, binds, dependency_lines, error_record, fail,
                        forbidden_references, malformed, matches, unwritten_lines)
 from ..grading.compiled import traced_references
+from ..grading.memo import fingerprint, once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,6 +214,12 @@ def _same_run(a, b, rtol, atol) -> bool:
             all(matches(pa, pb, rtol, atol) for pa, pb in zip(a["params"], b["params"])))
 
 
+def _run_steps_once(trial: "StepTrial", fn) -> dict:
+    """:func:`run_steps` of a reference or a hint's variant, in the grader: once per process for a trial, since every
+    student is judged on the same trials (:mod:`course_utils.grading.memo`)."""
+    return once(fn, ("steps", fingerprint(trial)), lambda: run_steps(trial, fn))
+
+
 def _parameter_name(trial, index) -> str:
     """The name of the parameter that holds flat index ``index`` (``hidden[0].kernel[3, 1]``)."""
     model = trial.model(nnx.Rngs(trial.seed))
@@ -260,7 +267,7 @@ class TrainStepKind:
                         "Write the step yourself; calling the course's reference earns no points for this exercise."])
         if "error" in record:
             self._explain_error(ex, trial, record["error"], where)
-        expected = run_steps(trial, self.reference)
+        expected = _run_steps_once(trial, self.reference)
         if "error" in expected:
             raise RuntimeError(f"the reference step failed: {expected['error']}")
         for k in range(n_steps):
@@ -268,7 +275,7 @@ class TrainStepKind:
         if _same_run(expected, record, self.rtol, self.atol):
             return
         lines = [f"wrong result on {where}."] + self._first_difference(trial, expected, record)
-        slips = [h.message for h in ex.hints if _same_run(run_steps(trial, h.variant), record, self.rtol, self.atol)]
+        slips = [h.message for h in ex.hints if _same_run(_run_steps_once(trial, h.variant), record, self.rtol, self.atol)]
         lines += [f"Likely slip: {s}" for s in slips]
         if not slips:
             lines += self._diagnose(trial, expected, record)

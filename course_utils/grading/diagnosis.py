@@ -14,6 +14,7 @@ import numpy as np
 
 from .expected import expected_output
 from .jitting import at_precision, jit_call
+from .memo import fingerprint, once
 from .kept import (abs as _abs, asarray as _asarray, isinstance as _isinstance, len as _len, to_float as _float,
                    zip as _zip)
 from .registry import Exercise, Hint
@@ -21,11 +22,15 @@ from .values import compare, matches
 
 
 def _run_variant(ex: Exercise, hint: Hint, args):
-    """A hint's wrong variant on ``args``, compiled like the student's function (or None if it fails)."""
-    try:
-        return jit_call(hint.variant, args, ex.static_argnums, ex.module_argnums)
-    except Exception:  # noqa: BLE001 - a variant that does not apply to this input
-        return None
+    """A hint's wrong variant on ``args``, compiled like the student's function (or None if it fails); once per
+    process for a trial (:mod:`.memo`)."""
+    def run():
+        try:
+            return jit_call(hint.variant, args, ex.static_argnums, ex.module_argnums)
+        except Exception:  # noqa: BLE001 - a variant that does not apply to this input
+            return None
+
+    return once(hint.variant, ("variant", tuple(ex.static_argnums), tuple(ex.module_argnums), fingerprint(args)), run)
 
 
 def diagnose(expected, got) -> list:

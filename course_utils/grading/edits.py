@@ -25,6 +25,8 @@ import time
 
 import jax
 
+from .memo import fingerprint, once
+
 # Modules whose functions a reference may call and an edit may change.
 _COURSE_MODULES = ("course_utils.forward", "course_utils.schedules", "course_utils.losses", "course_utils.sampling",
                    "course_utils.guidance", "course_utils.embeddings", "course_utils.analytic", "course_utils.training")
@@ -492,41 +494,6 @@ def _shift(index, d: int):
     return ast.BinOp(base, ast.Add() if k > 0 else ast.Sub(), _num(abs(k)))
 
 
-def fingerprint(args) -> str:
-    """A digest of a trial's arguments (arrays by their bytes, flax.nnx modules by their weights)."""
-    import hashlib
-
-    import numpy as np
-
-    digest = hashlib.sha1()
-
-    def add(value):
-        if isinstance(value, (np.ndarray, jax.Array)) and not jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-            arr = np.asarray(value)
-            digest.update(f"{arr.dtype}{arr.shape}".encode())
-            digest.update(arr.tobytes())
-        elif isinstance(value, (tuple, list)):
-            for v in value:
-                add(v)
-        elif hasattr(value, "__class__") and value.__class__.__module__.startswith(("flax", "course_utils")) \
-                and not isinstance(value, (int, float)):
-            from flax import nnx
-
-            digest.update(type(value).__qualname__.encode())
-            if isinstance(value, nnx.Module):
-                for leaf in jax.tree_util.tree_leaves(nnx.state(value)):
-                    add(leaf)
-        else:
-            digest.update(repr(value).encode())
-
-    add(tuple(args))
-    return digest.hexdigest()
-
-
-_OUTPUTS: dict = {}  # (id of a candidate, fingerprint of a trial) -> its output: the same for every student
-_MAX_OUTPUTS = 50_000
-
-
 def search(matches, reference, name: str, runner, seconds: float | None = None) -> list:
     """The descriptions of the candidates for which ``matches(run)`` is true, where ``run(args)`` is the
     candidate's output on ``args`` (computed by ``runner(candidate.run, args)``), tried in order until ``seconds``
@@ -536,22 +503,22 @@ def search(matches, reference, name: str, runner, seconds: float | None = None) 
     seconds = SEARCH_SECONDS if seconds is None else seconds
     start = time.perf_counter()
     found, tried, longest = [], 0, [0.0]
-    if len(_OUTPUTS) > _MAX_OUTPUTS:
-        _OUTPUTS.clear()
     prints = {}
 
     def output(candidate, args):
         fp = prints.get(id(args))
         if fp is None:
             fp = prints[id(args)] = fingerprint(args)
-        key = (id(candidate), fp)
-        if key not in _OUTPUTS:
+
+        def run():
             began = time.perf_counter()
             if began - start + longest[0] > seconds:
                 raise _TimeUp
-            _OUTPUTS[key] = runner(candidate.run, args)
+            out = runner(candidate.run, args)
             longest[0] = max(longest[0], time.perf_counter() - began)
-        return _OUTPUTS[key]
+            return out
+
+        return once(candidate, fp, run)
 
     with jax.disable_jit():
         for candidate in candidates(reference, name):

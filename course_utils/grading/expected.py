@@ -11,6 +11,7 @@ import jax
 import numpy as np
 
 from .jitting import jit_call
+from .memo import fingerprint, once
 from .kept import (asarray as _asarray, enumerate as _enumerate, isinstance as _isinstance, len as _len,
                    to_float as _float, zip as _zip)
 from .registry import Exercise
@@ -65,6 +66,13 @@ def widen_of(expected, precise, rtol, atol) -> float:
 
 
 def expected_output(ex: Exercise, args):
+    """(the reference's output on ``args``, how much its comparison's tolerance is widened): see
+    :func:`_expected_output`; computed once per process for a trial (:mod:`.memo`: every student gets the same)."""
+    key = ("expected", ex.name, tuple(ex.static_argnums), tuple(ex.module_argnums), ex.rtol, ex.atol, fingerprint(args))
+    return once(ex.reference, key, lambda: _expected_output(ex, args))
+
+
+def _expected_output(ex: Exercise, args):
     """(the reference's output on ``args``, how much its comparison's tolerance is widened).
 
     The output is computed in float32, as the student's function runs. The same reference is run again in
