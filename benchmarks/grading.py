@@ -21,9 +21,10 @@ scores of every test cell of every student must be equal in the two runs.
 
 Each run records its wall time, the time per submission, the statuses, the
 load average before and after, and the share of the machine's CPU time that
-other processes used meanwhile (from /proc/stat, minus the CPU time of this
-process and its children): the machine is shared, and a busy neighbour slows
-the parallel run more than the sequential one. It checks that every complete
+other processes used meanwhile (sampled from /proc: every process but this
+one, its descendants and the sandboxed kernels, which run detached; class
+``OthersCPU``): the machine is shared, and a busy neighbour slows the parallel
+run more than the sequential one. It checks that every complete
 and right submission gets full marks and every other one less. The commit
 measured is recorded (with "+ changes" when autograder/ or course_utils/
 differ from it).
@@ -33,10 +34,10 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -115,14 +116,70 @@ def _busy_ticks() -> int:
     return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
 
 
-def _own_cpu() -> float:
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+def _processes() -> dict:
+    """{(pid, start time): (parent pid, CPU ticks, command line)} of every process now."""
+    table = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (name) "
+        table[(int(entry.name), int(fields[19]))] = (int(fields[1]), int(fields[11]) + int(fields[12]), cmdline)
+    return table
+
+
+class OthersCPU:
+    """The CPU time of processes that are not this benchmark's, sampled from /proc twice a second.
+
+    This process's own work is itself, its descendants, and the sandboxed kernels, which run detached (a session of
+    their own) and are recognised by their command line naming the course directory or its runtime folder.
+    resource.getrusage cannot count them. A process that lives less than half a second between two samples is
+    missed, so the share is a lower bound."""
+
+    def __init__(self, markers):
+        self.markers, self.stop, self.ticks = tuple(markers), threading.Event(), 0
+        self.last = {key: cpu for key, (_, cpu, _) in _processes().items()}
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        me = os.getpid()
+        while not self.stop.wait(0.5):
+            table = _processes()
+            parent = {pid: ppid for (pid, _), (ppid, _, _) in table.items()}
+
+            def ours(pid, cmdline):
+                if any(m in cmdline for m in self.markers):
+                    return True
+                for _ in range(64):
+                    if pid == me:
+                        return True
+                    if pid not in parent or pid <= 1:
+                        return False
+                    pid = parent[pid]
+                return False
+
+            for key, (_, cpu, cmdline) in table.items():
+                if not ours(key[0], cmdline):
+                    self.ticks += cpu - self.last.get(key, 0)
+                self.last[key] = cpu
+
+    def seconds(self) -> float:
+        self.stop.set()
+        self.thread.join()
+        return self.ticks / os.sysconf("SC_CLK_TCK")
 
 
 def timed_grade(assignment, folder, workdir, workers, timeout):
     ncpu = len(os.sched_getaffinity(0))
-    load_before, busy0, own0, t0 = os.getloadavg(), _busy_ticks(), _own_cpu(), time.monotonic()
+    from autograder.course import runtime_dir
+
+    others = OthersCPU([str(Path(workdir).resolve()), str(runtime_dir(workdir))])
+    load_before, busy0, t0 = os.getloadavg(), _busy_ticks(), time.monotonic()
     warm = []
 
     def log(message):
@@ -133,11 +190,11 @@ def timed_grade(assignment, folder, workdir, workers, timeout):
     results = grade(assignment, folder, workdir, course.Limits(timeout=timeout), workers=workers, log=log)
     wall = time.monotonic() - t0
     busy = (_busy_ticks() - busy0) / os.sysconf("SC_CLK_TCK")
-    own = _own_cpu() - own0
+    other = others.seconds()
     return results, {
         "workers": workers, "wall_s": round(wall, 1), "warm_up_s": round(warm[0], 1) if warm else 0.0, "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
-        "own_cpu_s": round(own, 1), "others_cpu_share": round(max(0.0, busy - own) / (wall * os.cpu_count()), 3),
+        "busy_cpu_s": round(busy, 1), "others_cpu_share": round(other / (wall * os.cpu_count()), 3),
         "cpus_used": ncpu,
         "statuses": {s: sum(1 for r in results if r.status == s) for s in ("graded", "flagged", "needs attention")},
     }
