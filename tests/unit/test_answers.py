@@ -462,7 +462,7 @@ answers("sinusoidal_embedding", ok=[
     (lambda t, d: _sin_cos(t, d, _freqs(d, sign=+1.0)), SLIP + "the frequencies decrease"),
     # The log left out: it agrees with the linspace hint where the angles are small, and with an edit everywhere.
     (lambda t, d: _sin_cos(t, d, jnp.exp(-10000.0 * jnp.arange(d // 2, dtype=jnp.float32) / (d // 2))),
-     "10000.0 where the reference has jnp.log(10000.0)"),
+     "`10000.0` where the reference has `jnp.log(10000.0)`"),
     (lambda t, d: _sin_cos(t, d, _freqs(d, denom=d)), SLIP + "divide i by dim / 2"),
     (lambda t, d: jnp.stack([jnp.sin(t[..., None] * _freqs(d)), jnp.cos(t[..., None] * _freqs(d))], -1).reshape(t.shape + (d,)),
      SLIP + "not interleaved"),
