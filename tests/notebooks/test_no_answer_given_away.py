@@ -242,9 +242,9 @@ def task_prose(student_nb, grade_id: str) -> str:
     return "\n\n".join(prose)
 
 
-# The notebooks the review of item 7 read (01-03). Notebook 05's prose before TwoPixelUNet names `concatenate`
-# (the skip connections) and notebook 06's before SelfAttention names `einsum`: left for their own review.
-REVIEWED = ["01_forward_process", "02_loss_comparison", "03_reverse_1d"]
+# The notebooks the review of item 7 read (01-03), and 04-06 since their prose was rewritten (notebook 05's before
+# TwoPixelUNet named `concatenate` for the skip connections, notebook 06's before SelfAttention named `einsum`).
+REVIEWED = ["01_forward_process", "02_loss_comparison", "03_reverse_1d", "04_denoising_2d", "05_guided_two_pixel", "06_mnist"]
 
 
 @pytest.mark.parametrize("name", REVIEWED)
