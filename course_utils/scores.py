@@ -409,8 +409,7 @@ def x0_from_eps(eps, x_t, alpha_bar_t):
 
 def eps_from_x0(x0, x_t, alpha_bar_t):
     r""":math:`\hat\epsilon = (x_t - \sqrt{\bar\alpha_t}\,\hat x_0) / \sqrt{1-\bar\alpha_t}`: the noise a prediction
-    of the clean data implies. An error in :math:`\hat x_0` is multiplied by :math:`\sqrt{\bar\alpha_t/(1-\bar\alpha_t)}`,
-    large at low noise."""
+    of the clean data implies. Arguments broadcast; the result has their broadcast shape."""
     return (x_t - jnp.sqrt(alpha_bar_t) * x0) / jnp.sqrt(1 - alpha_bar_t)
 
 
@@ -422,7 +421,7 @@ def v_from_eps(eps, x_t, alpha_bar_t):
 
 def eps_from_v(v, x_t, alpha_bar_t):
     r""":math:`\hat\epsilon = \sqrt{1-\bar\alpha_t}\,x_t + \sqrt{\bar\alpha_t}\,\hat v`: the noise a velocity
-    prediction implies. An error in :math:`\hat v` is multiplied by :math:`\sqrt{\bar\alpha_t} \le 1`."""
+    prediction implies. Arguments broadcast; the result has their broadcast shape."""
     return jnp.sqrt(1 - alpha_bar_t) * x_t + jnp.sqrt(alpha_bar_t) * v
 
 
