@@ -16,10 +16,20 @@ import numpy as np
 
 from .kept import asarray as _asarray, isinstance as _isinstance, len as _len
 
-MAX_ENTRIES = 50_000
-"""The most values kept; past it the store is emptied and filled again (a process grades a few students)."""
+MAX_ENTRIES = 20_000
+MAX_BYTES = 256 * 2**20
+"""The most values and the most bytes of arrays kept; past either the store is emptied and filled again (a grading
+process grades at most 16 students of one notebook, far below both; a long test session checks thousands)."""
 
 _STORE: dict = {}
+_BYTES = [0]
+
+
+def _nbytes(value) -> int:
+    try:
+        return sum(int(getattr(leaf, "nbytes", 64)) for leaf in jax.tree_util.tree_leaves(value))
+    except Exception:  # noqa: BLE001 - a value the tree functions cannot walk: counted as small
+        return 64
 
 
 def once(owner, key, compute):
@@ -31,9 +41,12 @@ def once(owner, key, compute):
     if entry is not None and entry[0] is owner:
         return entry[1]
     value = compute()
-    if _len(_STORE) >= MAX_ENTRIES:
+    size = _nbytes(value)
+    if _len(_STORE) >= MAX_ENTRIES or _BYTES[0] + size > MAX_BYTES:
         _STORE.clear()
+        _BYTES[0] = 0
     _STORE[(id(owner), key)] = (owner, value)
+    _BYTES[0] += size
     return value
 
 

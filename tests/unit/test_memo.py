@@ -86,3 +86,16 @@ def test_a_class_is_judged_with_one_run_of_the_reference_per_trial(monkeypatch):
     other = grading.plan("forward_mean", n_cases=4, seed=54321)
     grading.verdict(other, grading.evaluate(other, right))
     assert len(runs) == 8, "other trials must be computed, never served from the store"
+
+
+def test_the_store_is_bounded_in_bytes(monkeypatch):
+    monkeypatch.setattr(memo, "MAX_BYTES", 10_000)
+    big = np.zeros(1000)  # 8,000 bytes: two never fit together
+
+    def owner():
+        return big
+
+    once(owner, "a", owner)
+    once(owner, "b", owner)
+    assert memo._BYTES[0] <= 10_000
+    assert sum(1 for o, _ in memo._STORE.values() if o is owner) == 1
