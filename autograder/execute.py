@@ -162,23 +162,19 @@ def _use_compilation_cache(folder: str) -> None:
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-_PLANS: dict = {}
-
-
 def _plan(name: str, options: dict):
-    """``grading.plan(name, **options)``, drawn once per process: every student of the class gets the same trials (a
-    fixed seed), and this process grades several in a row. Only the grader's own code touches them: the kernel gets
-    copies on the wire."""
+    """``grading.plan(name, **options)``, drawn once per process (``course_utils.grading.memo``): every student of the
+    class gets the same trials (a fixed seed), and this process grades several in a row. Only the grader's own code
+    touches them: the kernel gets copies on the wire."""
     from course_utils import grading
+    from course_utils.grading.memo import once
 
-    key = (name, tuple(sorted(options.items())))
+    key = ("plan", name, tuple(sorted(options.items())))
     try:
         hash(key)
     except TypeError:  # options no test cell of the course has: drawn afresh
         return grading.plan(name, **options)
-    if key not in _PLANS:
-        _PLANS[key] = grading.plan(name, **options)
-    return _PLANS[key]
+    return once(grading.plan, key, lambda: grading.plan(name, **options))
 
 
 class LimitedExecute(Execute):
