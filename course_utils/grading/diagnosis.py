@@ -198,6 +198,21 @@ def _run_edit(run, args):
         return None
 
 
+def _operations(ex: Exercise, args) -> int:
+    """How many operations the reference runs on ``args`` (:func:`.edits.operation_count`): the cost of one try
+    of an edit in the search's budget."""
+    from . import edits
+
+    def count():
+        try:
+            traced = jax.make_jaxpr(lambda: jit_call(ex.reference, args, ex.static_argnums, ex.module_argnums))()
+        except Exception:  # noqa: BLE001 - a reference that does not trace here: one operation
+            return 1
+        return edits.operation_count(traced.jaxpr)
+
+    return once(ex.reference, ("operations", fingerprint(args)), count)
+
+
 def found_edits(ex: Exercise, seen, limit: int = 3) -> list:
     """The edits of the reference that explain the student's outputs (:func:`explains`), found by
     :func:`.edits.search`, described in words (at most ``limit``: more say nothing)."""
@@ -210,7 +225,8 @@ def found_edits(ex: Exercise, seen, limit: int = 3) -> list:
 
     cheap_first = sorted(seen, key=cost)
     try:
-        found = edits.search(lambda run: explains(ex, run, cheap_first), ex.reference, ex.name, _run_edit)
+        found = edits.search(lambda run: explains(ex, run, cheap_first), ex.reference, ex.name, _run_edit,
+                             lambda args: _operations(ex, args))
     except Exception:  # noqa: BLE001 - the search only adds a line: it never decides or breaks a verdict
         return []
     return [f"{d} (an edit of the reference that gives your outputs)" for d in found] if 0 < _len(found) <= limit else []

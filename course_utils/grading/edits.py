@@ -36,9 +36,37 @@ _DROPPABLE = {"sqrt", "exp", "log", "log1p", "expm1", "square", "abs", "cumprod"
 _EXCHANGE = {"cumprod": "cumsum", "cumsum": "cumprod", "sin": "cos", "cos": "sin", "mean": "sum", "sum": "mean",
              "exp": "log", "log": "exp"}
 
-SEARCH_SECONDS = 2.0
-"""The most time one search may take (the checker's budget per exercise, issue 27): candidates are tried in order
-of how common their kind of slip is, and the search stops when its time is up."""
+SEARCH_WORK = 4000
+"""How much one search may do (the checker's budget per exercise, issue 27), counted in the reference's operations:
+trying a candidate on a test input costs the number of operations the reference runs on that input
+(:func:`operation_count`). Candidates are tried in order of how common their kind of slip is, and the search stops
+when the next try would pass the budget. The budget is counted, not timed, so that an answer gets the same message
+on any machine and under any load (a timed budget once named a slip on a quiet machine and missed it under CI's).
+On a 2-core laptop a search of this size takes about 2 s in a fresh process and far less for the next student,
+whose candidates' outputs are kept (:mod:`.memo`)."""
+
+SEARCH_SECONDS = 60.0
+"""A guard only, far above what :data:`SEARCH_WORK` takes: a search still running after this long stops."""
+
+
+def operation_count(jaxpr) -> int:
+    """The operations a program runs (``jax.make_jaxpr``'s equations), a loop's body counted once per step (``scan``'s
+    length; a ``while`` loop's body once) and a conditional's costliest branch: the same on every machine."""
+    from jax.extend.core import ClosedJaxpr, Jaxpr
+
+    total = 0
+    for eqn in jaxpr.eqns:
+        inner = [j.jaxpr if isinstance(j, ClosedJaxpr) else j
+                 for value in eqn.params.values()
+                 for j in (value if isinstance(value, (tuple, list)) else (value,))
+                 if isinstance(j, (ClosedJaxpr, Jaxpr))]
+        if not inner:
+            total += 1
+            continue
+        counts = [operation_count(j) for j in inner]
+        body = max(counts) if eqn.primitive.name == "cond" else sum(counts)
+        total += body * int(eqn.params.get("length", 1))
+    return total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -407,6 +435,8 @@ def _candidate(root: _Function, function: _Function, position: int, node, new, k
     old_text, new_text = _unparse(node), _unparse(new)
     if old_text == new_text:
         return None
+    if not isinstance(node, ast.Tuple):
+        old_text, new_text = _unique_context(function, node, new)
     if isinstance(node, ast.Tuple):  # several sites: "`a[t], b[t]` where the reference has `a[t - 1], b[t - 1]`"
         old_text, new_text = old_text.strip("()"), new_text.strip("()")
     where = "" if function is root else f" (in `{function.name}`, which the reference calls)"
@@ -424,6 +454,40 @@ def _candidate(root: _Function, function: _Function, position: int, node, new, k
         return built[0].fn(*args)
 
     return Candidate(description, kind, run)
+
+
+def _unique_context(function: _Function, node, new) -> tuple:
+    """(old, new) texts of the smallest expression around ``node`` whose text occurs once in ``function``, with
+    ``node`` replaced by ``new`` in the new one: "`ab_t` where the reference has `ab_prev`" is ambiguous where
+    ``ab_prev`` appears twice, "`jnp.sqrt(1 - ab_t) * eps` where the reference has `jnp.sqrt(1 - ab_prev) * eps`"
+    is not. The whole statement's expression is as far as it widens."""
+    texts, parents = _layout(function)
+    current, replacement = node, new
+    while texts.get(_unparse(current), 0) > 1:
+        parent = parents.get(id(current))
+        if not isinstance(parent, ast.expr):
+            break
+        replacement = copy.deepcopy(parent, {id(current): replacement})
+        current = parent
+    return _unparse(current), _unparse(replacement)
+
+
+_LAYOUTS: dict = {}
+
+
+def _layout(function: _Function) -> tuple:
+    """({text: how many expressions of ``function`` have it}, {id(node): its parent}), once per function."""
+    key = id(function.tree)
+    if key not in _LAYOUTS:
+        texts, parents = {}, {}
+        for parent in ast.walk(function.tree):
+            for child in ast.iter_child_nodes(parent):
+                parents[id(child)] = parent
+                if isinstance(child, ast.expr):
+                    text = _unparse(child)
+                    texts[text] = texts.get(text, 0) + 1
+        _LAYOUTS[key] = (texts, parents, function.tree)  # the tree kept, so that its id is not reused
+    return _LAYOUTS[key][:2]
 
 
 def _shared_edits(root: _Function, function: _Function, sites, checks) -> list:
@@ -494,31 +558,28 @@ def _shift(index, d: int):
     return ast.BinOp(base, ast.Add() if k > 0 else ast.Sub(), _num(abs(k)))
 
 
-def search(matches, reference, name: str, runner, seconds: float | None = None) -> list:
+def search(matches, reference, name: str, runner, cost, work: int | None = None) -> list:
     """The descriptions of the candidates for which ``matches(run)`` is true, where ``run(args)`` is the
-    candidate's output on ``args`` (computed by ``runner(candidate.run, args)``), tried in order until ``seconds``
-    have passed (:data:`SEARCH_SECONDS` by default). A run is not interrupted: one is not started when the longest run
-    so far would end it past the time. A candidate's output on a trial does not depend on the student: it is kept, so
-    that the next search (the next student of a class, or the same student again) is quicker and goes further."""
-    seconds = SEARCH_SECONDS if seconds is None else seconds
+    candidate's output on ``args`` (computed by ``runner(candidate.run, args)``), tried in order until the next
+    run would bring the work done past ``work`` (:data:`SEARCH_WORK` by default), a run on ``args`` costing
+    ``cost(args)`` (the reference's :func:`operation_count` there). The candidate that would pass the budget is left
+    undecided and the search ends, so what is found depends only on the answer and the inputs, never on the
+    machine. A candidate's output on a trial does not depend on the student: it is kept, so that the next search (the
+    next student of a class, or the same student again) is quicker; it is charged all the same."""
+    work = SEARCH_WORK if work is None else work
     start = time.perf_counter()
-    found, tried, longest = [], 0, [0.0]
-    prints = {}
+    found, tried, done = [], 0, [0]
+    prints, costs = {}, {}
 
     def output(candidate, args):
         fp = prints.get(id(args))
         if fp is None:
             fp = prints[id(args)] = fingerprint(args)
-
-        def run():
-            began = time.perf_counter()
-            if began - start + longest[0] > seconds:
-                raise _TimeUp
-            out = runner(candidate.run, args)
-            longest[0] = max(longest[0], time.perf_counter() - began)
-            return out
-
-        return once(candidate, fp, run)
+            costs[id(args)] = max(1, int(cost(args)))
+        if done[0] + costs[id(args)] > work or time.perf_counter() - start > SEARCH_SECONDS:
+            raise _TimeUp
+        done[0] += costs[id(args)]
+        return once(candidate, fp, lambda: runner(candidate.run, args))
 
     with jax.disable_jit():
         for candidate in candidates(reference, name):
@@ -526,9 +587,9 @@ def search(matches, reference, name: str, runner, seconds: float | None = None) 
             try:
                 if matches(lambda args, c=candidate: output(c, args)):
                     found.append(candidate.description)
-            except _TimeUp:  # the time is up: this candidate is left undecided, and the search ends
+            except _TimeUp:  # the budget is spent: this candidate is left undecided, and the search ends
                 break
-    TIMES.append((name, time.perf_counter() - start, tried, len(candidates(reference, name))))
+    TIMES.append((name, time.perf_counter() - start, tried, len(candidates(reference, name)), done[0]))
     return found
 
 
@@ -537,4 +598,4 @@ class _TimeUp(Exception):
 
 
 TIMES: list = []
-"""(exercise, seconds, candidates tried, candidates) of every search in this process, for measurements."""
+"""(exercise, seconds, candidates tried, candidates, work done) of every search in this process, for measurements."""

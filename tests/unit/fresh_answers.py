@@ -454,7 +454,8 @@ ANSWERS = [
     ("sample", "jnp.arange(T, 0, -1)", "jnp.arange(T - 1, -1, -1)", r"0-based|t - 1|index|off.by.one|shift|T - 1"),
     ("sample", "return jnp.concatenate([x_T[None], xs])", "return xs", r"x_T|first|shape|T \+ 1|prepend|include"),
     ("sample", "z = jnp.where(t > 1, zs[t - 1], 0.0)", "z = jnp.where(t > 1, zs[T - t], 0.0)", r"zs|noise|index|order|revers"),
-    ("sample", "return x_prev, x_prev", "return x_prev, x_t", r"x_t|shift|one step|off.by.one"),
+    # (the reference calls its carry `x`: "`(x_prev, x)` where the reference has `(x_prev, x_prev)`" names this slip)
+    ("sample", "return x_prev, x_prev", "return x_prev, x_t", r"x_t|shift|one step|off.by.one|\(x_prev, x\)"),
     ("ddim_step", "    sigma = eta * jnp.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_prev))",
      "    sigma = eta * jnp.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * jnp.sqrt(1 - alpha_bar_t / alpha_bar_prev)", OK),
     ("ddim_step", "alpha_bars[jnp.maximum(t_prev - 1, 0)]", "alpha_bars[t_prev]", r"t_prev - 1|index|off.by.one|t_prev"),

@@ -1,5 +1,6 @@
 """The grading checker: references pass, known slips fail with their hint, errors are explained, no tampering."""
 
+import ast
 import inspect
 import re
 import math
@@ -946,31 +947,58 @@ def test_a_hint_of_a_slip_that_only_shows_as_nan_still_names_it():
 
 @pytest.fixture
 def unhurried_search(monkeypatch):
-    """The search without its time limit (a cold process compiles each edit's operations first)."""
+    """The search with all the budget it needs (these tests name slips that a full search finds)."""
     from course_utils.grading import edits
 
-    monkeypatch.setattr(edits, "SEARCH_SECONDS", 600.0)
+    monkeypatch.setattr(edits, "SEARCH_WORK", 10**9)
 
 
-def test_a_search_starts_no_run_that_would_end_past_its_time(monkeypatch):
-    """Runs are not interrupted, so the search keeps its budget by not starting one that the longest run so far
-    says would end past it (each run here takes 0.15 s; the budget is 0.5 s)."""
+def test_a_search_stops_where_its_counted_budget_ends_whatever_the_machine(monkeypatch):
+    """The budget is counted in the reference's operations, not in seconds: a try costs what ``cost`` says (30
+    here, budget 100), so three candidates are decided and the fourth is not started, however slow each run is;
+    a match within the budget is found, one past it is not."""
     import time
 
     from course_utils.grading import edits
 
-    fake = [edits.Candidate(f"edit {i}", 0, None) for i in range(20)]
+    fake = [edits.Candidate(f"edit {i}", 0, i) for i in range(20)]
     monkeypatch.setattr(edits, "candidates", lambda reference, name: fake)
+    started = []
 
     def runner(run, args):
-        time.sleep(0.15)
-        return np.zeros(2)
+        started.append(run)
+        time.sleep(0.05)
+        return np.full(2, float(run))
 
-    start = time.perf_counter()
-    found = edits.search(lambda run: run((np.arange(3.0),)) is None, None, "slow", runner, seconds=0.5)
-    elapsed = time.perf_counter() - start
-    assert found == [] and 0.3 <= elapsed <= 0.5 + 0.05, elapsed
-    assert edits.TIMES[-1][2] <= 4  # three runs, and the candidate it did not start
+    for match, expect in ((2, ["edit 2"]), (3, [])):
+        started.clear()
+        found = edits.search(lambda run, m=match: float(run((np.arange(3.0 + m),))[0]) == m, None, "slow", runner,
+                             cost=lambda args: 30, work=100)
+        assert found == expect
+        assert started == [0, 1, 2] and edits.TIMES[-1][2:] == (4, 20, 90)
+
+
+def test_the_operation_count_follows_loops_and_branches():
+    """A scan's body counts once per step, a cond's costliest branch once, a jitted call's body inline."""
+    from course_utils.grading import edits
+
+    def count(f, *args):
+        return edits.operation_count(jax.make_jaxpr(f)(*args).jaxpr)
+
+    def body(c, x):
+        return c * 2.0 + x, None
+
+    def scanned(n):
+        return lambda x: jax.lax.scan(body, x, jnp.arange(float(n)))[0]
+
+    per_ten_steps = count(scanned(20), 1.0) - count(scanned(10), 1.0)
+    assert per_ten_steps >= 20 and count(scanned(100), 1.0) - count(scanned(10), 1.0) == 9 * per_ten_steps
+
+    def branches(costly):
+        return lambda x: jax.lax.cond(x > 0, costly, lambda v: -v, x)
+
+    assert count(branches(lambda v: jnp.sin(jnp.cos(v))), 1.0) - count(branches(lambda v: -v), 1.0) == 1
+    assert count(jax.jit(lambda v: jnp.sin(v) + 1.0), 1.0) == count(lambda v: jnp.sin(v) + 1.0, 1.0)
 
 
 @pytest.mark.parametrize("name,fn,found", [
@@ -982,12 +1010,43 @@ def test_a_search_starts_no_run_that_would_end_past_its_time(monkeypatch):
     ("mean_from_noise", lambda x, e, b, ab: x - b / jnp.sqrt(1 - ab) * e / jnp.sqrt(1 - b),
      "`x_t - beta_t / jnp.sqrt(1 - alpha_bar_t) * eps / jnp.sqrt(alpha_t)` where the reference has `(x_t - beta_t"),
     ("posterior_mean", lambda x0, xt, b, ab, abp: jnp.sqrt(abp) * b / (1 - ab) * x0 + jnp.sqrt(1 - b) * (1 - ab) / (1 - ab) * xt,
-     "`alpha_bar_t` where the reference has `alpha_bar_prev`"),
+     "`1 - alpha_bar_t` where the reference has `1 - alpha_bar_prev`"),
 ], ids=["index-everywhere", "sqrt-moved", "log-space-without-exp", "precedence", "variable"])
 def test_a_slip_no_hint_knows_is_named_by_an_edit_of_the_reference(unhurried_search, name, fn, found):
     message = _failure(name, fn, n_cases=5, seed=3)
     slip = [line for line in message.splitlines() if line.startswith("Likely slip: ")]
     assert len(slip) == 1 and found in slip[0], message  # (two edits with the same outputs share the line)
+
+
+def test_an_edit_is_described_by_an_expression_found_once_in_the_reference():
+    """"`ab_t` where the reference has `ab_prev`" would not say which of two `ab_prev` changed: every description
+    quotes an expression that occurs once in its function (widened to the enclosing expression until it does, at
+    most to a whole statement's), for every candidate of every exercise."""
+    import re
+
+    from course_utils.grading import edits
+
+    checked = 0
+    for name in grading.exercise_names():
+        ex = grading.exercise(name)
+        if ex.reference is None:
+            continue
+        root = edits._load(ex.reference, {})
+        if root is None:  # not a course function the search reads (a class)
+            continue
+        functions = {f.name: f for f in edits._all_functions(root)}
+        for candidate in edits.candidates(ex.reference, name):
+            m = re.fullmatch(r"`(.*)` where the reference has `(.*)`( \(in `(\w+)`, which the reference calls\))?",
+                             candidate.description, re.S)
+            if m is None or ", " in m.group(2) and m.group(2).count("(") == m.group(2).count(")") == 0:
+                continue  # "(everywhere)", or several sites at once
+            function = functions[m.group(4) or root.name]
+            texts, parents = edits._layout(function)
+            statement_level = {edits._unparse(n) for n in ast.walk(function.tree)
+                               if isinstance(n, ast.expr) and not isinstance(parents.get(id(n)), ast.expr)}
+            assert texts.get(m.group(2), 0) == 1 or m.group(2) in statement_level, (name, candidate.description)
+            checked += 1
+    assert checked > 1000, checked
 
 
 def test_a_hand_written_hint_wins_a_tie_with_a_found_edit():
