@@ -45,19 +45,32 @@ def _clone_workdir(main: Path, clone: Path, assignment: str, limits: course.Limi
     course.write_config(clone, limits, jax_cache, course.course_build_path(main, assignment))
 
 
+MAX_CHUNK = 16
+MIN_CHUNK = 4
+
+
+def chunk_size(left: int, workers: int) -> int:
+    """How many of the ``left`` students the next ``nbgrader autograde`` call grades: a share 1/(2 * workers) of
+    them (rounded up), so that the workers finish together, but at most :data:`MAX_CHUNK` (a grading process killed
+    loses its running chunks only) and at least :data:`MIN_CHUNK` (or all that are left): every call pays
+    nbgrader's start-up and the checker's per-process work (about 10 s on 2 cores), which one student per call at
+    the end of a class would pay again and again."""
+    share = -(-left // (2 * max(1, workers)))
+    return min(left, MAX_CHUNK, max(MIN_CHUNK, share))
+
+
 def _worker(main: Path, clone: Path, assignment: str, todo: list, lock: threading.Lock, workers: int,
             logs: dict, record: "_Recorder") -> None:
     """Grade students taken from ``todo`` in the course directory ``clone``, a few at a time.
 
     Each ``nbgrader autograde`` call grades everyone in the clone's submitted/ (so the students of the
-    previous call are taken out first); a call takes about 1/(2 * workers) of what is left, at most 16,
-    so that nbgrader's start-up is paid once per several students and the workers finish together.
+    previous call are taken out first); a call takes :func:`chunk_size` of what is left.
     After each call the chunk's grades are merged into the main gradebook and recorded (``record``), so
     that a grading process killed later loses only the chunks still running.
     """
     while not record.stop.is_set():
         with lock:
-            take = min(16, max(1, len(todo) // (2 * workers)))
+            take = chunk_size(len(todo), workers)
             chunk, todo[:] = todo[:take], todo[take:]
             if chunk:
                 log = _free_log_name(main / "logs", f"{chunk[0]}{f'+{len(chunk) - 1}' if len(chunk) > 1 else ''}")

@@ -55,7 +55,11 @@ def _write_class(folder: Path) -> Path:
 
 
 def _command(subs: Path, work: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "autograder", "grade", NAME, str(subs), "--workdir", str(work), "--workers", "1",
+    """``python -m autograder grade ...`` with one student per chunk (``pool.MIN_CHUNK = 1``: a class of two would
+    otherwise be one chunk, and there would be no finished chunk to kill the run after)."""
+    program = ("import sys; from autograder import pool; pool.MIN_CHUNK = 1; "
+               "from autograder.__main__ import main; sys.exit(main())")
+    return [sys.executable, "-c", program, "grade", NAME, str(subs), "--workdir", str(work), "--workers", "1",
             "--no-compile-cache", *extra]
 
 
@@ -118,8 +122,9 @@ def fake_resumed(tmp_path_factory):
         import sys
         sys.path[:0] = [{str(course.REPO)!r}, {str(course.REPO / 'tests')!r}, {str(Path(__file__).parent)!r}]
         from pathlib import Path
-        from autograder import course, grade
+        from autograder import course, grade, pool
         import test_resume
+        pool.MIN_CHUNK = 1  # one student per chunk: the run is killed in the second
         course.nbgrader = test_resume.fake_autograde(course.nbgrader, kill_at_call=2)
         grade.grade({NAME!r}, Path({str(subs)!r}), Path({str(work)!r}), course.Limits(), workers=1,
                     compile_cache=False)
