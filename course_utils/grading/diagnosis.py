@@ -204,8 +204,9 @@ def _operations(ex: Exercise, args) -> int:
     from . import edits
 
     def count():
-        try:
-            traced = jax.make_jaxpr(lambda: jit_call(ex.reference, args, ex.static_argnums, ex.module_argnums))()
+        try:  # traced as compiled (the search itself runs under jax.disable_jit, where loops unroll or fail)
+            with jax.disable_jit(False):
+                traced = jax.make_jaxpr(lambda: jit_call(ex.reference, args, ex.static_argnums, ex.module_argnums))()
         except Exception:  # noqa: BLE001 - a reference that does not trace here: one operation
             return 1
         return edits.operation_count(traced.jaxpr)
