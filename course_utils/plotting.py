@@ -168,13 +168,17 @@ def plot_point_sets(sets: dict, title=None, limit=2.0, size=2.8):
 
 
 def plot_samples(samples, data, title, ax=None, limit=2.0):
-    """Generated points (orange) over the data (grey), with ``title`` (put the quality number there)."""
+    """Generated points (orange) over the data (grey), with ``title`` (put the quality number there).
+
+    The key (grey: data, orange: samples) stands in the x axis's label, under the panel and off the points, where
+    every layout makes room for it (a legend anchored outside the axes was drawn over the next row's titles)."""
     fig, ax = _figure_and_axes(ax, (4, 4))
     data, samples = np.asarray(data), np.asarray(samples)
     ax.scatter(data[:, 0], data[:, 1], s=1, c="0.75", label="data")
     ax.scatter(samples[:, 0], samples[:, 1], s=1, c="tab:orange", alpha=0.6, label="samples")
     _plane(ax, limit)
     ax.set_title(title, fontsize=9)
+    ax.set_xlabel("$x_1$\n(grey: data, orange: samples)", fontsize=9)
     return fig
 
 
@@ -434,13 +438,16 @@ def plot_trajectory_on_densities(path, estimated: dict, true_grid, T):
         ax.plot(path[: T - t + 1, 0], path[: T - t + 1, 1], "-", color="tab:red", lw=1.2, label=f"path from $x_{{{T}}}$")
         ax.plot(*path[T - t], "o", color="tab:red", ms=6, label=f"$x_{{{t}}}$, the chain now")
         ax.plot(*path[0], "k*", ms=10, label=f"$x_{{{T}}}$, the start")
-        ax.legend(loc="lower left", fontsize=7)
     _density_panel(axes[-1], true_grid, "true data density $p(x_0)$", cmap="Greens")
-    axes[-1].plot(path[:, 0], path[:, 1], "-", color="tab:red", lw=1.2, label="the whole path")
-    axes[-1].plot(*path[-1], "o", color="tab:red", ms=6, label="$x_0$, where it ends")
-    axes[-1].plot(*path[0], "k*", ms=10, label=f"$x_{{{T}}}$, the start")
-    axes[-1].legend(loc="lower left", fontsize=7)
+    axes[-1].plot(path[:, 0], path[:, 1], "-", color="tab:red", lw=1.2)
+    axes[-1].plot(*path[-1], "o", color="tab:red", ms=6, mfc="none", mew=1.5, label="$x_0$, where it ends (last panel)")
+    axes[-1].plot(*path[0], "k*", ms=10)
     axes[0].set_ylabel("right pixel $x_2$")
+    # one legend for all panels, under them, so that no legend covers the path
+    handles, labels = axes[0].get_legend_handles_labels()
+    last_handles, last_labels = axes[-1].get_legend_handles_labels()
+    fig.legend(handles + last_handles, labels + last_labels, loc="outside lower center", ncol=4, frameon=False,
+               fontsize=8)
     fig.suptitle("one reverse trajectory (red) over the density of $x_t$ estimated from many samples; "
                  "in each panel the dot is the chain's state at that panel's step")
     return fig
@@ -487,7 +494,8 @@ def plot_eps_fields(fields: dict, density_grids: dict, title):
     ``density_grids``: {t: (xs, ys, density of x_t)} drawn underneath.
     """
     steps = list(fields)
-    fig, axes = plt.subplots(1, len(steps), figsize=(3.6 * len(steps), 3.8), squeeze=False)
+    # constrained layout keeps the title off the panels' titles and every panel inside the figure
+    fig, axes = plt.subplots(1, len(steps), figsize=(3.6 * len(steps), 3.9), squeeze=False, layout="constrained")
     for ax, t in zip(axes[0], steps):
         points, exact, learned, mse = (np.asarray(a) for a in fields[t])
         _density_panel(ax, density_grids[t], f"$t = {t}$: MSE {float(mse):.2e}", cmap="Greys")
@@ -496,6 +504,7 @@ def plot_eps_fields(fields: dict, density_grids: dict, title):
         ax.quiver(points[:, 0], points[:, 1], learned[:, 0], learned[:, 1], color="tab:red", angles="xy",
                   scale_units="xy", scale=8, width=0.003, label=r"learned $\epsilon_\theta$")
     axes[0][0].set_ylabel("right pixel $x_2$")
-    axes[0][0].legend(loc="lower left", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, frameon=False, fontsize=8)   # off the arrows
     fig.suptitle(title)
     return fig

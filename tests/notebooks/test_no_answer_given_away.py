@@ -17,8 +17,8 @@ Two checks, both static (no execution):
 
 Both checks catch a give-away that repeats the model answer's or the solution's wording; a paraphrase escapes them,
 so each model answer states its conclusion in the words a give-away would use. The fixtures `give_aways_*.json` hold
-the sentences that reviews found (issue 26's second review, the fresh review of notebook 07), which the test must
-flag when they are put back.
+the sentences that reviews found (issue 26's second review, the fresh reviews of notebook 07 and of notebooks 04-06),
+which the test must flag when they are put back.
 """
 
 import ast
@@ -185,7 +185,8 @@ def test_no_docstring_of_a_named_course_function_states_a_model_answer(name):
 
 
 # The give-aways that reviews found, as they stood (give_aways_issue26.json: the second review of issue 26;
-# give_aways_review07.json: the fresh review of notebook 07): put back, each must be flagged.
+# give_aways_review07.json: the fresh review of notebook 07; give_aways_review04_06.json: the fresh review of notebooks
+# 04-06): put back, each must be flagged.
 _FIXTURE_FILES = sorted((Path(__file__).parent / "fixtures").glob("give_aways_*.json"))
 FIXTURES = {kind: [case for f in _FIXTURE_FILES for case in json.loads(f.read_text()).get(kind, [])]
             for kind in ("prose", "docstrings", "task_prose", "reference_docstrings", "prompts")}
@@ -233,11 +234,18 @@ def test_the_check_passes_a_contract_and_prose_that_points_to_a_question():
 # * **A prompt that states the result of its own step.** A formula of a question's prompt that the model answer
 #   derives (a normalised LaTeX run of `PROMPT_FORMULA` characters in common) hands the student that step.
 
+# The fresh review of notebooks 04-06 found `jnp.full((N,), t)` and `jnp.full_like(y, -1)` spelled out before the
+# exercises that write them: `full` and `full_like` are no longer elementary.
 ELEMENTARY = set("""sqrt exp log log1p expm1 cos sin tan pi abs sum mean asarray array float32 float64 int32 zeros ones
-zeros_like ones_like full full_like minimum maximum where clip square power""".split())
-EXERCISE_TOOLS = {"diffuse": {"scan"}}     # COURSE.md: diffuse is "written with jax.lax.scan"
+zeros_like ones_like minimum maximum where clip square power""".split())
+EXERCISE_TOOLS = {"diffuse": {"scan"},     # COURSE.md: diffuse is "written with jax.lax.scan"
+                  # the samplers' tests check that they loop with jax.lax.scan, and their prose says so
+                  "sample": {"scan"}, "guided_sample": {"scan"}, "guided_ddim_sample": {"scan"}}
 KEYWORDS = {"def", "return", "for", "in", "lambda", "if", "else", "while"}
-LIBRARY_CALL = re.compile(r"\b(?:jnp|np|jax\.numpy|jax\.lax|lax|jax|jax\.random|random)\.([a-z_][a-z_0-9]*)\s*\(")
+# `nnx.` counts too (the same review: `nnx.value_and_grad` named before each training step), and `jax.random.f(`
+# names f (the same review: `jax.random.bernoulli(key, p_uncond, y.shape)` before drop_labels).
+LIBRARY_CALL = re.compile(r"\b(?:jnp|np|jax\.numpy|jax\.lax|lax|jax\.random|jax|random|nnx)\.([a-z_][a-z_0-9]*)\s*\(")
+SPAN_NAME = re.compile(r"\b(?:jnp|np|lax|jax|nnx)\.(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*)\b(?!\.)")
 
 
 def _solution_code(source: str) -> str:
@@ -261,8 +269,15 @@ def recipes_in_prose(prose: str, solution_source: str, tools=frozenset()) -> lis
     calls = set(LIBRARY_CALL.findall(code)) - ELEMENTARY - set(tools)
     fenced = re.findall(r"```[a-z]*\n(.*?)```", prose, re.S)
     spans = re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", " ", prose, flags=re.S)) + fenced
-    found = sorted({f"names `{name}`" for span in spans
-                    for name in re.findall(r"\b(?:jnp|np|lax|jax)\.(?:\w+\.)*?(\w+)\b", span) if name in calls})
+    found = sorted({f"names `{name}`" for span in spans for name in SPAN_NAME.findall(span) if name in calls})
+    # an inline code span that writes the solution's own expression (five code tokens, an operator among them), such as
+    # the review's `.reshape((-1,) + (1,) * (x0.ndim - 1))` before ddpm_loss
+    code_runs = _token_runs(_code_tokens(code))
+    for span in spans:
+        for run in sorted(_token_runs(_code_tokens(span)) & code_runs):
+            if any(t in "-+/^@" for t in run):
+                found.append(f'the solution\'s expression in `{span[:60]}`: "{" ".join(run)}"')
+                break
     solution_runs = {tuple(s[i:i + 6]) for s in [_structure(code)] for i in range(len(s) - 5)}
     for block in fenced:
         tokens = _structure(block)
