@@ -64,7 +64,7 @@ import zmq
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat.v4 import new_code_cell, new_output
 from nbgrader.preprocessors import Execute
-from traitlets import Bool, Enum, Integer, Unicode
+from traitlets import Bool, Integer, Unicode, default
 
 from .trees import remove_tree
 
@@ -182,9 +182,12 @@ class LimitedExecute(Execute):
     notebook_timeout = Integer(900, help="seconds after which the remaining cells are not run").tag(config=True)
     run_all_cells = Bool(False, help="also run the code cells after the last graded one").tag(config=True)
     grader_jax_cache = Unicode("", help="a JAX compilation cache for this process (the references it judges with)").tag(config=True)
-    # The kernel is killed when the notebook is done (its process group, the sandbox with it), not asked to shut
-    # down: every output is in by then, and a graceful shutdown waited about 1 s per student, idle (benchmark).
-    shutdown_kernel = Enum(["graceful", "immediate"], default_value="immediate").tag(config=True)
+
+    @default("shutdown_kernel")
+    def _kill_when_done(self):
+        """The kernel is killed when the notebook is done (its process group, the sandbox with it), not asked to shut
+        down: every output is in by then, and a graceful shutdown waited about 1 s per student, idle (benchmark)."""
+        return "immediate"
 
     def preprocess(self, nb, resources=None, km=None):
         if self.grader_jax_cache:
@@ -428,7 +431,10 @@ class CompileOnly(LimitedExecute):
     ``progress``, when set, is called after each cell (a progress bar)."""
 
     progress = None
-    shutdown_kernel = Enum(["graceful", "immediate"], default_value="graceful").tag(config=True)  # once per class
+
+    @default("shutdown_kernel")
+    def _shut_down_gracefully(self):  # nbclient's default: the warm-up runs once per class
+        return "graceful"
 
     def on_cell_executed(self, **kwargs):
         super().on_cell_executed(**kwargs)

@@ -200,18 +200,15 @@ def _run_edit(run, args):
 
 def _operations(ex: Exercise, args) -> int:
     """How many operations the reference runs on ``args`` (:func:`.edits.operation_count`): the cost of one try
-    of an edit in the search's budget."""
+    of an edit in the search's budget (kept per input by :func:`.edits.search`)."""
     from . import edits
 
-    def count():
-        try:  # traced as compiled (the search itself runs under jax.disable_jit, where loops unroll or fail)
-            with jax.disable_jit(False):
-                traced = jax.make_jaxpr(lambda: jit_call(ex.reference, args, ex.static_argnums, ex.module_argnums))()
-        except Exception:  # noqa: BLE001 - a reference that does not trace here: one operation
-            return 1
-        return edits.operation_count(traced.jaxpr)
-
-    return once(ex.reference, ("operations", fingerprint(args)), count)
+    try:  # traced as compiled (the search itself runs under jax.disable_jit, where loops unroll or fail)
+        with jax.disable_jit(False):
+            traced = jax.make_jaxpr(lambda: jit_call(ex.reference, args, ex.static_argnums, ex.module_argnums))()
+    except Exception:  # noqa: BLE001 - a reference that does not trace here: one operation
+        return 1
+    return edits.operation_count(traced.jaxpr)
 
 
 def found_edits(ex: Exercise, seen, limit: int = 3) -> list:

@@ -435,10 +435,10 @@ def _candidate(root: _Function, function: _Function, position: int, node, new, k
     old_text, new_text = _unparse(node), _unparse(new)
     if old_text == new_text:
         return None
-    if not isinstance(node, ast.Tuple):
-        old_text, new_text = _unique_context(function, node, new)
     if isinstance(node, ast.Tuple):  # several sites: "`a[t], b[t]` where the reference has `a[t - 1], b[t - 1]`"
         old_text, new_text = old_text.strip("()"), new_text.strip("()")
+    else:
+        old_text, new_text = _unique_context(function, node, new)
     where = "" if function is root else f" (in `{function.name}`, which the reference calls)"
     description = f"`{new_text}` where the reference has `{old_text}`{' (everywhere)' if everywhere else ''}{where}"
     changes = [(position, new if replace is None else replace), *also]
@@ -564,21 +564,22 @@ def search(matches, reference, name: str, runner, cost, work: int | None = None)
     run would bring the work done past ``work`` (:data:`SEARCH_WORK` by default), a run on ``args`` costing
     ``cost(args)`` (the reference's :func:`operation_count` there). The candidate that would pass the budget is left
     undecided and the search ends, so what is found depends only on the answer and the inputs, never on the
-    machine. A candidate's output on a trial does not depend on the student: it is kept, so that the next search (the
-    next student of a class, or the same student again) is quicker; it is charged all the same."""
+    machine. A candidate's output on a trial does not depend on the student, nor does a trial's cost: both are kept,
+    so that the next search (the next student of a class, or the same student again) is quicker; a kept output is
+    charged all the same."""
     work = SEARCH_WORK if work is None else work
     start = time.perf_counter()
     found, tried, done = [], 0, [0]
-    prints, costs = {}, {}
+    trials = {}  # id(args) -> (fingerprint, cost), for this search's inputs
 
     def output(candidate, args):
-        fp = prints.get(id(args))
-        if fp is None:
-            fp = prints[id(args)] = fingerprint(args)
-            costs[id(args)] = max(1, int(cost(args)))
-        if done[0] + costs[id(args)] > work or time.perf_counter() - start > SEARCH_SECONDS:
+        if id(args) not in trials:
+            fp = fingerprint(args)
+            trials[id(args)] = fp, once(reference, ("operations", fp), lambda: max(1, int(cost(args))))
+        fp, price = trials[id(args)]
+        if done[0] + price > work or time.perf_counter() - start > SEARCH_SECONDS:
             raise _TimeUp
-        done[0] += costs[id(args)]
+        done[0] += price
         return once(candidate, fp, lambda: runner(candidate.run, args))
 
     with jax.disable_jit():
