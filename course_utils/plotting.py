@@ -487,6 +487,15 @@ def plot_guided_paths(paths: dict, true_grid, title):
     return fig
 
 
+def _fit_arrows(ax, points, arrows, margin=0.05):
+    """Widen the panel's limits (never narrow them) so that every arrow, from ``points`` by each of ``arrows``
+    (in the data's units), ends inside it, with a margin."""
+    ends = np.concatenate([points] + [points + a for a in arrows])
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    ax.set_xlim(min(x0, ends[:, 0].min() - margin), max(x1, ends[:, 0].max() + margin))
+    ax.set_ylim(min(y0, ends[:, 1].min() - margin), max(y1, ends[:, 1].max() + margin))
+
+
 def plot_eps_fields(fields: dict, density_grids: dict, title):
     """Learned against exact noise predictions as arrows, one panel per time step.
 
@@ -494,15 +503,17 @@ def plot_eps_fields(fields: dict, density_grids: dict, title):
     ``density_grids``: {t: (xs, ys, density of x_t)} drawn underneath.
     """
     steps = list(fields)
+    scale = 8.0   # an arrow is its vector divided by this, in the data's units
     # constrained layout keeps the title off the panels' titles and every panel inside the figure
     fig, axes = plt.subplots(1, len(steps), figsize=(3.6 * len(steps), 3.9), squeeze=False, layout="constrained")
     for ax, t in zip(axes[0], steps):
         points, exact, learned, mse = (np.asarray(a) for a in fields[t])
         _density_panel(ax, density_grids[t], f"$t = {t}$: MSE {float(mse):.2e}", cmap="Greys")
         ax.quiver(points[:, 0], points[:, 1], exact[:, 0], exact[:, 1], color="k", angles="xy", scale_units="xy",
-                  scale=8, width=0.006, label=r"exact $\epsilon^*$")
+                  scale=scale, width=0.006, label=r"exact $\epsilon^*$")
         ax.quiver(points[:, 0], points[:, 1], learned[:, 0], learned[:, 1], color="tab:red", angles="xy",
-                  scale_units="xy", scale=8, width=0.003, label=r"learned $\epsilon_\theta$")
+                  scale_units="xy", scale=scale, width=0.003, label=r"learned $\epsilon_\theta$")
+        _fit_arrows(ax, points, (exact / scale, learned / scale))
     axes[0][0].set_ylabel("right pixel $x_2$")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=2, frameon=False, fontsize=8)   # off the arrows
