@@ -39,11 +39,16 @@ T = 200
 
 CONFIGS = {"cpu": unet.CPU_CONFIG, "gpu": unet.GPU_CONFIG}
 SHIPPED = {"cpu": "weights/mnist_unet_cpu.msgpack",
+           "cpu_seed1": "weights/mnist_unet_cpu_seed1.msgpack",
+           "cpu_seed1_raw": "weights/mnist_unet_cpu_seed1_raw.msgpack",
            "cpu_linear": "weights/mnist_unet_cpu_linear.msgpack",
+           "cpu_linear_seed1": "weights/mnist_unet_cpu_linear_seed1.msgpack",
            "cpu_fashion": "weights/fashion_mnist_unet_cpu.msgpack"}
 """The checkpoints that ship with course_utils, by name: the CPU U-Net trained with the cosine schedule (the
-one notebook 06 uses), the same with the linear schedule, and the cosine one trained on Fashion-MNIST. Each
-file's metadata holds its configuration, data set, schedule, command and measured quality."""
+one notebook 06 uses); a second run of it (``--seed 1``) that kept an average of the weights, as its averaged
+(``cpu_seed1``) and its last weights (``cpu_seed1_raw``); the same recipe with the linear schedule, seeds 0
+and 1; and the cosine one trained on Fashion-MNIST. Each file's metadata holds its configuration, data set,
+schedule, seed, kind of weights, command and measured quality."""
 
 
 COSINE_MAX_BETA = 0.2

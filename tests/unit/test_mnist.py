@@ -71,8 +71,11 @@ def test_sample_digits_rejects_bad_arguments(tiny_model):
         mnist.sample_digits(tiny_model, jax.random.key(0), jnp.arange(2), schedule, sampler="ddim", n_steps=0)
 
 
-# What each shipped checkpoint must say it is (the notebook's comparisons rest on it).
-SHIPPED_AS = {"cpu": ("mnist", "cosine"), "cpu_linear": ("mnist", "linear"), "cpu_fashion": ("fashion_mnist", "cosine")}
+# What each shipped checkpoint must say it is (the notebook's comparisons rest on it): data set, schedule, seed and
+# kind of weights ("raw": the last ones of training, "ema": their average).
+SHIPPED_AS = {"cpu": ("mnist", "cosine", 0, "raw"), "cpu_seed1": ("mnist", "cosine", 1, "ema"),
+              "cpu_seed1_raw": ("mnist", "cosine", 1, "raw"), "cpu_linear": ("mnist", "linear", 0, "raw"),
+              "cpu_linear_seed1": ("mnist", "linear", 1, "raw"), "cpu_fashion": ("fashion_mnist", "cosine", 0, "raw")}
 
 
 def test_every_shipped_checkpoint_is_tested():
@@ -84,19 +87,32 @@ def test_shipped_checkpoint_is_small_and_says_how_it_was_made(name):
     with mnist.shipped_path(name) as path:
         assert path.stat().st_size < 3 * 2 ** 20
         metadata = checkpoints.read_metadata(path)
-    dataset, schedule = SHIPPED_AS[name]
+    dataset, schedule, seed, weights = SHIPPED_AS[name]
     assert metadata["command"].startswith("python -m course_utils.mnist train")
     assert metadata["config"] == "cpu" and "evaluation" in metadata and metadata["schedule"] == schedule
     assert metadata.get("dataset", "mnist") == dataset and "offline" in metadata["train_data"]
+    assert metadata["training"]["seed"] == seed and metadata.get("weights", "raw") == weights
     if name != "cpu":   # made after --schedule, --dataset and --stored-as existed: the command says all of it
         assert f"--schedule {schedule}" in metadata["command"] or schedule == "cosine"
         assert f"--dataset {dataset}" in metadata["command"] or dataset == "mnist"
+        assert f"--seed {seed}" in metadata["command"] or seed == 0
         assert metadata["stored_as"] == "float16" and "--stored-as float16" in metadata["command"]
-    # The recipe of the comparison: everything but the schedule (or the data) is the shipped cosine model's.
+    if weights == "ema":   # the averaged weights ship with the last ones of the same run, both measured
+        assert metadata["ema_decay"] == 0.999 and set(metadata["evaluation_of"]) == {"ema", "raw"}
+    # The recipe of the comparisons: everything but the schedule, the data or the seed is the shipped cosine model's.
     with mnist.shipped_path("cpu") as reference_path:
         reference = checkpoints.read_metadata(reference_path)
-    for key in ("steps", "batch_size", "learning_rate", "seed"):
+    for key in ("steps", "batch_size", "learning_rate"):
         assert metadata["training"][key] == reference["training"][key], key
+
+
+def test_the_averaged_and_the_last_weights_shipped_are_of_one_training_run():
+    """Notebook 06, section 11.1, reads a difference between these two files as the averaging's alone."""
+    with mnist.shipped_path("cpu_seed1") as averaged, mnist.shipped_path("cpu_seed1_raw") as last:
+        averaged, last = checkpoints.read_metadata(averaged), checkpoints.read_metadata(last)
+    assert averaged["command"] == last["command"]
+    assert averaged["training"] == last["training"]
+    assert averaged["evaluation_of"]["raw"]["accuracy"] == last["evaluation"]["accuracy"]
 
 
 def test_load_pretrained_rejects_an_unknown_name():
