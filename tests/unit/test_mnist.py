@@ -1,6 +1,7 @@
 """Notebook 06's MNIST module: schedules, diversity, sampling, and the shipped checkpoint's recorded quality."""
 
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -78,8 +79,14 @@ SHIPPED_AS = {"cpu": ("mnist", "cosine", 0, "raw"), "cpu_seed1": ("mnist", "cosi
               "cpu_linear_seed1": ("mnist", "linear", 1, "raw"), "cpu_fashion": ("fashion_mnist", "cosine", 0, "raw")}
 
 
-def test_every_shipped_checkpoint_is_tested():
+def test_every_shipped_checkpoint_is_tested_and_listed_with_its_command_in_the_readme():
     assert set(mnist.SHIPPED) == set(SHIPPED_AS)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name, path in mnist.SHIPPED.items():
+        with mnist.shipped_path(name) as file:
+            command = checkpoints.read_metadata(file)["command"]
+        assert f"| `{Path(path).name}` |" in readme, f"{path} is not in the README's table of shipped weights"
+        assert command in readme, f"the README does not give the command that made {path}: {command}"
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED_AS))
