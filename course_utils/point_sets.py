@@ -349,7 +349,7 @@ def plot_stars(real, real_labels, samples, sample_labels, arms=ARMS, n_show=4, t
     real_labels, sample_labels = np.asarray(real_labels), np.asarray(sample_labels)
     found = np.asarray(recovered_arms(samples))
     fig, axes = plt.subplots(len(arms), 2 * n_show, figsize=(size * 2 * n_show, size * len(arms) + 0.6),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for row, a in enumerate(arms):
         for col, (sets, labels, kind) in enumerate([(real, real_labels, "real"), (samples, sample_labels, "sample")]):
             chosen = np.flatnonzero(labels == row)[:n_show]
@@ -365,5 +365,4 @@ def plot_stars(real, real_labels, samples, sample_labels, arms=ARMS, n_show=4, t
         axes[row, 0].set_ylabel(f"{a} arms", fontsize=10)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig

@@ -28,3 +28,19 @@ def test_every_noise_arrow_ends_inside_its_panel():
     assert fig2.axes[0].get_xlim() == (-1.0, 1.0) and fig2.axes[0].get_ylim() == (-1.0, 1.0)
     fig.savefig(io.BytesIO(), format="png")
     plt.close("all")
+
+
+def test_the_star_figure_draws_without_a_layout_warning():
+    """Notebook 04's stars: tight_layout on a figure with a layout engine warned "The figure layout has changed"."""
+    import warnings
+
+    from course_utils import point_sets
+
+    rng = np.random.default_rng(0)
+    stars, labels = rng.normal(size=(6, 64, 2)), np.array([0, 0, 1, 1, 2, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with plt.rc_context({"figure.constrained_layout.use": True}):
+            fig = point_sets.plot_stars(stars, labels, stars, labels, n_show=2, title="stars")
+            fig.savefig(io.BytesIO(), format="png")
+    plt.close("all")
