@@ -66,12 +66,14 @@ def quality_report(samples, data, key):
 
 def spread(values) -> dict:
     """Mean, standard deviation (ddof = 1) and standard error of the mean of several measurements of one quantity
-    (one per seed or sampling key): {"mean", "sd", "se", "n", "text"} with text "mean +- sd"."""
+    (one per seed or sampling key): {"mean", "sd", "se", "n", "text", "label"} with text "mean +- sd" (for printed
+    lines) and label "mean ± sd" (for a figure's titles and labels)."""
     v = np.asarray(values, np.float64).reshape(-1)
     n = v.size
     sd = float(v.std(ddof=1)) if n > 1 else float("nan")
     result = {"mean": float(v.mean()), "sd": sd, "se": sd / np.sqrt(n) if n > 1 else float("nan"), "n": n}
     result["text"] = f"{result['mean']:.4f} +- {sd:.4f}"
+    result["label"] = f"{result['mean']:.4f} ± {sd:.4f}"
     return result
 
 

@@ -412,13 +412,15 @@ def true_density_grid(density_fn, extent=_PIXEL_EXTENT, size=120):
 
 
 def _density_panel(ax, grid, title, cmap="Blues"):
+    """Filled contours of ``grid`` = (xs, ys, density[y, x]) on ``ax``, limited to the grid; returns the contour set."""
     xs, ys, density = grid
-    ax.contourf(xs, ys, density, levels=14, cmap=cmap)
+    contours = ax.contourf(xs, ys, density, levels=14, cmap=cmap)
     ax.set_xlim(xs[0], xs[-1])
     ax.set_ylim(ys[0], ys[-1])
     ax.set_aspect("equal")
     ax.set_title(title, fontsize=9)
     ax.set_xlabel("left pixel $x_1$")
+    return contours
 
 
 def plot_trajectory_on_densities(path, estimated: dict, true_grid, T):
@@ -431,8 +433,9 @@ def plot_trajectory_on_densities(path, estimated: dict, true_grid, T):
     """
     path = np.asarray(path)
     steps = sorted(estimated, reverse=True)
-    # constrained layout keeps the figure's title above the panels' two-line titles
-    fig, axes = plt.subplots(1, len(steps) + 1, figsize=(2.9 * (len(steps) + 1), 3.6), sharey=True, layout="constrained")
+    # constrained layout keeps the figure's title above the panels' titles, provided the square panels are bound by
+    # the width: at a height of 3.6 inches they were bound by the height, and the title ran over the panels' titles
+    fig, axes = plt.subplots(1, len(steps) + 1, figsize=(2.9 * (len(steps) + 1), 4.3), sharey=True, layout="constrained")
     for ax, t in zip(axes, steps):
         _density_panel(ax, estimated[t], f"estimated $p(x_t)$, $t = {t}$")
         ax.plot(path[: T - t + 1, 0], path[: T - t + 1, 1], "-", color="tab:red", lw=1.2, label=f"path from $x_{{{T}}}$")
@@ -496,24 +499,33 @@ def _fit_arrows(ax, points, arrows, margin=0.05):
     ax.set_ylim(min(y0, ends[:, 1].min() - margin), max(y1, ends[:, 1].max() + margin))
 
 
-def plot_eps_fields(fields: dict, density_grids: dict, title):
-    """Learned against exact noise predictions as arrows, one panel per time step.
+def plot_eps_fields(fields: dict, density_grids: dict, title, scale=8.0):
+    """Learned against exact noise predictions as arrows, one panel per time step, all panels with the same limits.
 
-    ``fields``: {t: (points (n, 2), exact (n, 2), learned (n, 2), mse)};
-    ``density_grids``: {t: (xs, ys, density of x_t)} drawn underneath.
+    ``fields``: {t: (points (n, 2), exact (n, 2), learned (n, 2), mse)}, ``mse`` the error measured over
+    :math:`x_t \\sim q(x_t)` (it is printed as such, not as the error of the arrows drawn);
+    ``density_grids``: {t: (xs, ys, density of x_t)} drawn underneath. Every arrow is its vector divided by
+    ``scale``, in the data's units (the legend says so). The limits are the union of every panel's grid and
+    arrow tips; beyond its grid a panel takes the colour of its lowest density level.
     """
     steps = list(fields)
-    scale = 8.0   # an arrow is its vector divided by this, in the data's units
     # constrained layout keeps the title off the panels' titles and every panel inside the figure
-    fig, axes = plt.subplots(1, len(steps), figsize=(3.6 * len(steps), 3.9), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(steps), figsize=(3.6 * len(steps), 4.1), squeeze=False, layout="constrained")
     for ax, t in zip(axes[0], steps):
         points, exact, learned, mse = (np.asarray(a) for a in fields[t])
-        _density_panel(ax, density_grids[t], f"$t = {t}$: MSE {float(mse):.2e}", cmap="Greys")
+        contours = _density_panel(ax, density_grids[t], f"$t = {t}$\nMSE over $x_t \\sim q(x_t)$: {float(mse):.2e}",
+                                  cmap="Greys")
+        ax.set_facecolor(contours.get_facecolor()[0])   # the density beyond the grid is below its lowest level
         ax.quiver(points[:, 0], points[:, 1], exact[:, 0], exact[:, 1], color="k", angles="xy", scale_units="xy",
-                  scale=scale, width=0.006, label=r"exact $\epsilon^*$")
+                  scale=scale, width=0.006, label=rf"exact $\epsilon^*$ (arrow: $\epsilon^* / {scale:g}$)")
         ax.quiver(points[:, 0], points[:, 1], learned[:, 0], learned[:, 1], color="tab:red", angles="xy",
-                  scale_units="xy", scale=scale, width=0.003, label=r"learned $\epsilon_\theta$")
+                  scale_units="xy", scale=scale, width=0.003,
+                  label=rf"learned $\epsilon_\theta$ (arrow: $\epsilon_\theta / {scale:g}$)")
         _fit_arrows(ax, points, (exact / scale, learned / scale))
+    limits = np.array([ax.get_xlim() + ax.get_ylim() for ax in axes[0]])   # one range for every panel: the union
+    for ax in axes[0]:
+        ax.set_xlim(limits[:, 0].min(), limits[:, 1].max())
+        ax.set_ylim(limits[:, 2].min(), limits[:, 3].max())
     axes[0][0].set_ylabel("right pixel $x_2$")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=2, frameon=False, fontsize=8)   # off the arrows

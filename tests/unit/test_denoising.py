@@ -348,6 +348,7 @@ def test_spread_and_compare_match_numpy():
     s = metrics.spread(a)
     assert s["mean"] == pytest.approx(np.mean(a)) and s["sd"] == pytest.approx(np.std(a, ddof=1))
     assert s["se"] == pytest.approx(np.std(a, ddof=1) / np.sqrt(3))
+    assert s["text"] == "0.0110 +- 0.0010" and s["label"] == "0.0110 ± 0.0010"   # printed lines / figure labels
     verdict = metrics.compare("A", a, "B", b)
     se = np.sqrt(np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 3)
     assert verdict["differ"] and verdict["se"] == pytest.approx(se) and verdict["text"].startswith("A is lower than B")

@@ -30,6 +30,45 @@ def test_every_noise_arrow_ends_inside_its_panel():
     plt.close("all")
 
 
+def test_every_noise_arrow_panel_has_the_same_limits_and_a_background_under_them():
+    """Notebook 05, section 9 (fresh review): widening each panel for its own arrows gave the panels different ranges
+    and left the density underlay ending short of the widened limits. Every panel now has the union of the limits, a
+    background of the density's lowest level beyond the grid, the arrows' scale in the legend, and the MSE named as
+    the error over q(x_t)."""
+    xs = ys = np.linspace(-1.0, 1.0, 20)
+    grid = (xs, ys, np.exp(-(xs[None, :] ** 2 + ys[:, None] ** 2)))
+    points = np.array([[0.9, 0.9], [-0.9, 0.0]])
+    wide = np.array([[8.0, 8.0], [-8.0, 0.0]])          # tips at 1.9, 1.9 and -1.9, 0
+    small = 0.01 * wide
+    fig = plotting.plot_eps_fields({5: (points, wide, wide, 0.1), 25: (points, small, small, 0.2)}, {5: grid, 25: grid},
+                                   "arrows")
+    panels = fig.axes[:2]
+    assert panels[0].get_xlim() == panels[1].get_xlim() and panels[0].get_ylim() == panels[1].get_ylim()
+    assert panels[1].get_xlim()[1] > 1.9 and panels[1].get_xlim()[0] < -1.9
+    for ax in panels:
+        lowest = ax.collections[0].get_facecolor()[0]    # the contour set's lowest level
+        assert np.allclose(matplotlib.colors.to_rgba(ax.get_facecolor()), lowest)
+        assert "q(x_t)" in ax.get_title()
+    labels = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert len(labels) == 2 and all("/ 8" in label for label in labels)
+    fig.savefig(io.BytesIO(), format="png")
+    plt.close("all")
+
+
+def test_the_trajectory_figure_title_stands_above_the_panel_titles():
+    """Notebook 05, section 8.1 (fresh review): at 3.6 inches high the figure's title ran over the panels' titles."""
+    xs = ys = np.linspace(-3.0, 3.0, 50)
+    grid = (xs, ys, np.exp(-(xs[None, :] ** 2 + ys[:, None] ** 2)))
+    estimated = {t: grid for t in (50, 40, 30, 20, 10)}
+    with plt.rc_context({"figure.dpi": 100}):
+        fig = plotting.plot_trajectory_on_densities(np.zeros((51, 2)), estimated, grid, 50)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        bottom_of_title = fig._suptitle.get_window_extent(renderer).y0
+        assert all(ax.title.get_window_extent(renderer).y1 < bottom_of_title for ax in fig.axes)
+    plt.close("all")
+
+
 def test_the_star_figure_draws_without_a_layout_warning():
     """Notebook 04's stars: tight_layout on a figure with a layout engine warned "The figure layout has changed"."""
     import warnings
