@@ -71,7 +71,6 @@ ALLOWED = {
         "0.73": "std of q(x_10) in closed form (model answer)",
         "0.62": "shortcut std at t = 10 (model answer); 10^6 chains, SE 5e-4, printed by the shortcut cell",
         "0.96": "corr(x_0, x_1) in closed form; the cell prints it (model answer)",
-        "0.497": "std of x_0 with sigma^2 = beta (model answer); 10^6 chains, SE 4e-4, printed in section 6",
     },
     "04_denoising_2d": {
         "0.8": "cluster weights 0.2 / 0.8 of a hypothetical in Question 1",
