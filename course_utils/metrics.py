@@ -80,14 +80,16 @@ def spread(values) -> dict:
 def quality_of_runs(sample_sets, data, key):
     """:func:`quality_report` of each of several sample sets (several models, or several sampling keys), read together.
 
-    Returns {"values": the energy distances, "floor" and "noise": their means over the runs' data halves, "spread":
-    :func:`spread` of the values, "text": one line}. The spread is the standard deviation between runs (n - 1).
+    Returns {"values": the energy distances, "floor" and "noise": their means over the runs' data halves,
+    "floor_spread": :func:`spread` of the floors (each run draws its own halves, so the floor has a spread too),
+    "spread": :func:`spread` of the values, "text": one line}. The spreads are standard deviations between runs (n - 1).
     """
     reports = [quality_report(s, data, jax.random.fold_in(key, i)) for i, s in enumerate(sample_sets)]
     values = np.array([r["samples"] for r in reports])
-    result = {"values": values, "floor": float(np.mean([r["floor"] for r in reports])),
+    floors = np.array([r["floor"] for r in reports])
+    result = {"values": values, "floor": float(floors.mean()), "floor_spread": spread(floors),
               "noise": float(np.mean([r["noise"] for r in reports])), "spread": spread(values), "n": min(np.shape(sample_sets[0])[0], np.shape(data)[0] // 2)}
-    result["text"] = (f"energy distance {result['spread']['text']} over {len(values)} runs (floor {result['floor']:.4f}, "
+    result["text"] = (f"energy distance {result['spread']['text']} over {len(values)} runs (floor {result['floor_spread']['text']}, "
                       f"noise {result['noise']:.3f}; n = {result['n']} points)")
     return result
 

@@ -69,13 +69,17 @@ register(Exercise(
     reference=losses.mean_from_noise,
     make_case=_mfn_case,
     hints=[
-        Hint(lambda x, e, b, ab: (x - b / (1 - ab) * e) / jnp.sqrt(1 - b), "the noise is divided by sqrt(1 - alpha_bar_t), not 1 - alpha_bar_t."),
-        Hint(lambda x, e, b, ab: (x - b / jnp.sqrt(1 - ab) * e) / (1 - b), "divide by sqrt(alpha_t), not alpha_t."),
-        Hint(lambda x, e, b, ab: (x - b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(ab), "divide by sqrt(alpha_t) = sqrt(1 - beta_t), not sqrt(alpha_bar_t)."),
-        Hint(lambda x, e, b, ab: x - b / jnp.sqrt(1 - ab) * e, "the whole bracket is divided by sqrt(alpha_t)."),
-        Hint(lambda x, e, b, ab: (x + b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(1 - b), "the predicted noise is subtracted from x_t, not added."),
+        Hint(lambda x, e, b, ab: (x - b / (1 - ab) * e) / jnp.sqrt(1 - b), "the coefficient of the noise depends on 1 - alpha_bar_t in the wrong way: compare with steps 1 and 4 of "
+             "Derivation 1."),
+        Hint(lambda x, e, b, ab: (x - b / jnp.sqrt(1 - ab) * e) / (1 - b), "the whole expression is divided by the wrong power of alpha_t: compare with step 3 of Derivation 1."),
+        Hint(lambda x, e, b, ab: (x - b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(ab), "the whole expression is divided by a function of alpha_bar_t, which step 3 of Derivation 1 removes from "
+             "the coefficient of x_t: compare with your derivation."),
+        Hint(lambda x, e, b, ab: x - b / jnp.sqrt(1 - ab) * e,
+             "the coefficient of x_t is 1 in your answer, and the noise's is off by the same factor: compare with steps 3 "
+             "and 4 of Derivation 1."),
+        Hint(lambda x, e, b, ab: (x + b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(1 - b), "the sign of the noise term is wrong: compare with step 1 of Derivation 1."),
         Hint(lambda x, e, b, ab: x / jnp.sqrt(1 - b) - b / jnp.sqrt(1 - ab) * e,
-             "the whole bracket is divided by sqrt(alpha_t): only x_t is divided by sqrt(alpha_t) in your answer."),
+             "the coefficient of x_t is right but that of the noise is not: compare with step 4 of Derivation 1."),
     ],
 ))
 
@@ -128,26 +132,27 @@ def _weight_edge_cases():
     return cases
 
 
-# The slips of the derivation, as weights (one function each, shared with the hints of noise_loss).
+# The slips of the derivation, as weights (one function each, shared with the hints of noise_loss). The messages say
+# which part is wrong, not the right expression: Derivation 2, graded by hand, asks for it.
 _W_RIGHT = lambda b, a, ab, s2: b**2 / (2 * s2 * a * (1 - ab))  # noqa: E731
 _W_SLIPS = [
     (lambda b, a, ab, s2: b / (2 * s2 * a * (1 - ab)),
-     "beta_t is squared in the weight: the squared norm of the difference of the means squares its whole "
-     "coefficient, beta_t included."),
+     "the weight's dependence on beta_t is wrong: compare with steps 2 and 3 of your Derivation 2."),
     (lambda b, a, ab, s2: b**2 / (s2 * a * (1 - ab)),
      "the factor 1/2 is missing: the KL term is ||mu_tilde - mu_theta||^2 / (2 sigma2)."),
     (lambda b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab)),
-     "the weight has alpha_t (from dividing the mean by sqrt(alpha_t)), not alpha_bar_t."),
+     "the weight's dependence on alpha_t and alpha_bar_t is wrong: compare each factor with steps 2 and 3 of your "
+     "Derivation 2."),
     (lambda b, a, ab, s2: b**2 / (2 * s2 * a * (1 - a)),
-     "the weight has 1 - alpha_bar_t (the variance of the noise in x_t), not 1 - alpha_t = beta_t."),
+     "the weight's dependence on alpha_bar_t is wrong: compare with steps 2 and 3 of your Derivation 2."),
     (lambda b, a, ab, s2: b**2 / (2 * s2 * a * jnp.sqrt(1 - ab)),
-     "the weight has 1 - alpha_bar_t, not its square root: the square root of the mean's coefficient is squared away."),
+     "the power of 1 - alpha_bar_t in the weight is wrong: compare with step 3 of your Derivation 2."),
     (lambda b, a, ab, s2: b**2 / (2 * s2 * jnp.sqrt(a) * (1 - ab)),
-     "the weight has alpha_t, not its square root: the mean is divided by sqrt(alpha_t), and the square of that is alpha_t."),
+     "the power of alpha_t in the weight is wrong: compare with step 3 of your Derivation 2."),
     (lambda b, a, ab, s2: b**2 / (2 * s2**2 * a * (1 - ab)),
      "sigma2 is already the variance sigma_t^2: divide by 2 * sigma2, not by 2 * sigma2 ** 2."),
     (lambda b, a, ab, s2: b**2 / (2 * s2 * (1 - ab)),
-     "the factor 1 / alpha_t is missing: the mean is (x_t - ...) / sqrt(alpha_t), so its difference is divided by sqrt(alpha_t) too."),
+     "your weight does not depend on alpha_t: compare with steps 2 and 3 of your Derivation 2."),
 ]
 
 register(Exercise(

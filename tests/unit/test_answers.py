@@ -305,12 +305,12 @@ answers("mean_from_noise", ok=[
     lambda x, e, b, ab: (x - (1 - (1 - b)) / (1 - ab) ** 0.5 * e) * (1 - b) ** -0.5,
     lambda x, e, b, ab: jax.lax.rsqrt(1 - b) * (x - b * jax.lax.rsqrt(1 - ab) * e),
 ], wrong=[
-    (lambda x, e, b, ab: (x - b / (1 - ab) * e) / jnp.sqrt(1 - b), SLIP + "the noise is divided by sqrt(1 - alpha_bar_t)"),
-    (lambda x, e, b, ab: (x - b / jnp.sqrt(1 - ab) * e) / (1 - b), SLIP + "divide by sqrt(alpha_t), not alpha_t."),
-    (lambda x, e, b, ab: (x - b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(ab), SLIP + "not sqrt(alpha_bar_t)"),
-    (lambda x, e, b, ab: x - b / jnp.sqrt(1 - ab) * e, SLIP + "the whole bracket is divided by sqrt(alpha_t)."),
-    (lambda x, e, b, ab: (x + b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(1 - b), SLIP + "the predicted noise is subtracted"),
-    (lambda x, e, b, ab: x / jnp.sqrt(1 - b) - b / jnp.sqrt(1 - ab) * e, SLIP + "only x_t is divided by sqrt(alpha_t) in your answer"),
+    (lambda x, e, b, ab: (x - b / (1 - ab) * e) / jnp.sqrt(1 - b), SLIP + "the coefficient of the noise depends on 1 - alpha_bar_t in the wrong way"),
+    (lambda x, e, b, ab: (x - b / jnp.sqrt(1 - ab) * e) / (1 - b), SLIP + "divided by the wrong power of alpha_t"),
+    (lambda x, e, b, ab: (x - b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(ab), SLIP + "divided by a function of alpha_bar_t"),
+    (lambda x, e, b, ab: x - b / jnp.sqrt(1 - ab) * e, SLIP + "the coefficient of x_t is 1 in your answer"),
+    (lambda x, e, b, ab: (x + b / jnp.sqrt(1 - ab) * e) / jnp.sqrt(1 - b), SLIP + "the sign of the noise term is wrong"),
+    (lambda x, e, b, ab: x / jnp.sqrt(1 - b) - b / jnp.sqrt(1 - ab) * e, SLIP + "the coefficient of x_t is right but that of the noise is not"),
 ])
 
 answers("mean_loss", ok=[
@@ -345,14 +345,14 @@ answers("noise_loss_weight", ok=[
     lambda b, a, ab, s2: b * b / (2 * s2 * (1 - b) * (1 - ab)),           # alpha_t written as 1 - beta_t
     lambda b, a, ab, s2: jnp.exp(2 * jnp.log(b) - jnp.log(2 * s2) - jnp.log(a) - jnp.log1p(-ab)),
 ], wrong=[
-    (lambda b, a, ab, s2: b / (2 * s2 * a * (1 - ab)), SLIP + "beta_t is squared in the weight"),
+    (lambda b, a, ab, s2: b / (2 * s2 * a * (1 - ab)), SLIP + "the weight's dependence on beta_t is wrong"),
     (lambda b, a, ab, s2: b**2 / (s2 * a * (1 - ab)), SLIP + "the factor 1/2 is missing"),
-    (lambda b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab)), SLIP + "the weight has alpha_t (from dividing the mean by sqrt(alpha_t)), not alpha_bar_t"),
-    (lambda b, a, ab, s2: b**2 / (2 * s2 * a * (1 - a)), SLIP + "the weight has 1 - alpha_bar_t (the variance of the noise in x_t), not 1 - alpha_t"),
-    (lambda b, a, ab, s2: b**2 / (2 * s2 * a * jnp.sqrt(1 - ab)), SLIP + "the weight has 1 - alpha_bar_t, not its square root"),
-    (lambda b, a, ab, s2: b**2 / (2 * s2 * jnp.sqrt(a) * (1 - ab)), SLIP + "the weight has alpha_t, not its square root"),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab)), SLIP + "the weight's dependence on alpha_t and alpha_bar_t is wrong"),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * a * (1 - a)), SLIP + "the weight's dependence on alpha_bar_t is wrong"),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * a * jnp.sqrt(1 - ab)), SLIP + "the power of 1 - alpha_bar_t in the weight is wrong"),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * jnp.sqrt(a) * (1 - ab)), SLIP + "the power of alpha_t in the weight is wrong"),
     (lambda b, a, ab, s2: b**2 / (2 * s2**2 * a * (1 - ab)), SLIP + "sigma2 is already the variance"),
-    (lambda b, a, ab, s2: b**2 / (2 * s2 * (1 - ab)), SLIP + "the factor 1 / alpha_t is missing"),
+    (lambda b, a, ab, s2: b**2 / (2 * s2 * (1 - ab)), SLIP + "your weight does not depend on alpha_t"),
     (lambda b, a, ab, s2: 2 * s2 * a * (1 - ab) / b**2, "wrong output"),   # upside down: no named slip, the values shown
 ])
 
@@ -362,11 +362,11 @@ answers("noise_loss", ok=[
     lambda e, et, b, a, ab, s2: _w(b, a, ab, s2) * jnp.vdot(e - et, e - et),
     lambda e, et, b, a, ab, s2: _weight_by_means(b, a, ab, s2) * jnp.sum((e - et) ** 2),
 ], wrong=[
-    (lambda e, et, b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab)) * jnp.sum((e - et) ** 2), SLIP + "alpha_t (from dividing the mean by sqrt(alpha_t)), not alpha_bar_t"),
-    (lambda e, et, b, a, ab, s2: b / (2 * s2 * a * (1 - ab)) * jnp.sum((e - et) ** 2), SLIP + "beta_t is squared"),
+    (lambda e, et, b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab)) * jnp.sum((e - et) ** 2), SLIP + "the weight's dependence on alpha_t and alpha_bar_t is wrong"),
+    (lambda e, et, b, a, ab, s2: b / (2 * s2 * a * (1 - ab)) * jnp.sum((e - et) ** 2), SLIP + "the weight's dependence on beta_t is wrong"),
     (lambda e, et, b, a, ab, s2: b**2 / (s2 * a * (1 - ab)) * jnp.sum((e - et) ** 2), SLIP + "the factor 1/2 is missing"),
-    (lambda e, et, b, a, ab, s2: b**2 / (2 * s2 * a * jnp.sqrt(1 - ab)) * jnp.sum((e - et) ** 2), SLIP + "not its square root"),
-    (lambda e, et, b, a, ab, s2: b**2 / (2 * s2 * a * (1 - a)) * jnp.sum((e - et) ** 2), SLIP + "not 1 - alpha_t = beta_t"),
+    (lambda e, et, b, a, ab, s2: b**2 / (2 * s2 * a * jnp.sqrt(1 - ab)) * jnp.sum((e - et) ** 2), SLIP + "the power of 1 - alpha_bar_t in the weight is wrong"),
+    (lambda e, et, b, a, ab, s2: b**2 / (2 * s2 * a * (1 - a)) * jnp.sum((e - et) ** 2), SLIP + "the weight's dependence on alpha_bar_t is wrong"),
     (lambda e, et, b, a, ab, s2: _w(b, a, ab, s2) * jnp.mean((e - et) ** 2), SLIP + "sum the squared errors"),
     (lambda e, et, b, a, ab, s2: jnp.sum((e - et) ** 2), SLIP + "the weight (your noise_loss_weight) is missing"),
     (lambda e, et, b, a, ab, s2: _w(b, a, ab, s2) * jnp.linalg.norm((e - et).ravel()), SLIP + "without a square root"),

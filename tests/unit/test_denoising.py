@@ -354,3 +354,13 @@ def test_spread_and_compare_match_numpy():
     assert verdict["differ"] and verdict["se"] == pytest.approx(se) and verdict["text"].startswith("A is lower than B")
     close = metrics.compare("A", a, "C", [0.011, 0.013, 0.010])
     assert not close["differ"] and "not distinguishable" in close["text"]
+
+
+def test_quality_of_runs_gives_the_floor_its_spread():
+    """Each run draws its own halves of the data, so the floor printed beside the runs' mean has a spread too."""
+    points = jax.random.normal(jax.random.key(0), (4000, 2))
+    sets = [jax.random.normal(jax.random.key(10 + i), (500, 2)) for i in range(4)]
+    r = metrics.quality_of_runs(sets, points, jax.random.key(1))
+    assert r["floor_spread"]["n"] == 4 and r["floor_spread"]["sd"] > 0
+    assert abs(r["floor_spread"]["mean"] - r["floor"]) < 1e-12
+    assert f"floor {r['floor_spread']['text']}" in r["text"]

@@ -901,7 +901,7 @@ def test_two_hints_that_agree_on_one_input_are_separated_by_the_others(seed):
     sigma2, but not on the others; only the hint that explains every input is shown."""
     message = _failure("noise_loss_weight", lambda b, a, ab, s2: b / (2 * s2 * a * (1 - ab)), n_cases=30, seed=seed,
                        edge_cases=True)
-    assert "Likely slip: beta_t is squared in the weight" in message
+    assert "Likely slip: the weight's dependence on beta_t is wrong" in message
     assert "sigma2 is already the variance" not in message
     assert message.count("Likely slip") == 1
 
