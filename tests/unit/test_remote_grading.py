@@ -79,7 +79,7 @@ def test_a_reply_round_trips_and_is_judged_like_in_the_kernel():
 
 @pytest.mark.parametrize("name,right,slip,named", [
     ("noise_loss_weight", lambda b, a, ab, s2: b * b / (2 * s2 * a * (1 - ab)),
-     lambda b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab)), "not alpha_bar_t"),
+     lambda b, a, ab, s2: b**2 / (2 * s2 * ab * (1 - ab)), "the weight's dependence on alpha_t and alpha_bar_t is wrong"),
 ])
 def test_new_exercises_are_judged_on_the_grader_side(name, right, slip, named):
     """The grader's path (plan, evaluate in the kernel, encode, decode, verdict) for the exercises added by issue 16."""
