@@ -4,6 +4,7 @@ import statistics
 import time
 
 import jax
+import numpy as np
 
 
 def _block(out):
@@ -39,8 +40,6 @@ def ratio_verdict(ratios, *, above, below, every, count, low=0.8, high=1.25):
     * every ratio within [low, high]: no measurable difference;
     * ratios on both sides of 1: no consistent difference.
     """
-    import numpy as np
-
     r = np.asarray(ratios, dtype=float).reshape(-1)
     n = r.size
     for side, beyond, name in ((r > 1, r > high, above), (r < 1, r < low, below)):
