@@ -1,12 +1,18 @@
 """Every solution notebook runs in grading mode with every test cell passing; every
 released notebook fails every exercise test, and passes them all once the
 solution cells are put back (so the tests can fail, and the stubs are the only
-difference)."""
+difference).
+
+The released notebook is executed up to its last test cell only, as the grader's kernels are: the cells after it
+are the solution notebook's own (checked statically below), and the solution's run executes them in full."""
+
+import ast
+import re
 
 import pytest
 
-from notebook_tools import (ASSIGNMENTS, errors, execute, is_test_cell, read, solution_path, stderr,
-                      student_path, with_solutions)
+from notebook_tools import (ASSIGNMENTS, errors, execute, is_test_cell, nbgrader_meta, read, solution_path, stderr,
+                            student_path, with_solutions)
 
 # One xdist group per notebook (run with `--dist loadgroup`): the executions of a
 # notebook are cached per worker, and different notebooks run on different workers.
@@ -24,10 +30,82 @@ def executed(tmp_path_factory):
         if (name, variant) not in cache:
             solution, student = read(solution_path(name)), read(student_path(name))
             nb = {"solution": solution, "student": student, "restored": with_solutions(student, solution)}[variant]
+            if variant != "solution":
+                nb = up_to_last_test_cell(nb)
             cache[name, variant] = execute(nb, tmp_path_factory.mktemp(f"{name}-{variant}"))
         return cache[name, variant]
 
     return run
+
+
+def up_to_last_test_cell(nb):
+    """A copy of ``nb`` without the cells after its last test cell."""
+    import copy
+
+    nb = copy.deepcopy(nb)
+    last = max(i for i, c in enumerate(nb.cells) if is_test_cell(c))
+    nb.cells = nb.cells[:last + 1]
+    return nb
+
+
+def _bound_names(source: str) -> set[str]:
+    """The names a cell binds at the top level (assignments, definitions, imports; IPython magics left out)."""
+    tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+    names = set()
+    for node in tree.body:
+        for sub in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) else [node]:
+            if isinstance(sub, (ast.FunctionDef, ast.ClassDef)):
+                names.add(sub.name)
+            elif isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                names.add(sub.id)
+            elif isinstance(sub, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).split(".")[0] for a in sub.names)
+    return names
+
+
+def release_differences(solution, restored) -> list[str]:
+    """Why running the released notebook (solutions put back) only up to its last test cell could miss a failure
+    that running it to the end would show: a cell other than a test cell that differs from the solution's, or a name
+    that a solution test cell binds and its released version does not, used by a later cell."""
+    problems = []
+    if [c.cell_type for c in solution.cells] != [c.cell_type for c in restored.cells]:
+        return ["the released notebook's cells are not the solution's, one for one"]
+    for i, (a, b) in enumerate(zip(solution.cells, restored.cells)):
+        if a.cell_type != "code" or a.source == b.source:
+            continue
+        if not is_test_cell(a):
+            problems.append(f"cell {i} ({nbgrader_meta(a).get('grade_id', a.get('id'))}) differs and is not a test cell")
+            continue
+        later = "\n".join(c.source for c in solution.cells[i + 1:] if c.cell_type == "code")
+        for name in sorted(_bound_names(a.source) - _bound_names(b.source)):
+            if re.search(rf"\b{re.escape(name)}\b", later):
+                problems.append(f"test cell {nbgrader_meta(a)['grade_id']} binds `{name}` only in the solution, "
+                                f"and a later cell uses it")
+    return problems
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_the_release_changes_nothing_that_later_cells_depend_on(name):
+    solution, student = read(solution_path(name)), read(student_path(name))
+    problems = release_differences(solution, with_solutions(student, solution))
+    assert not problems, f"{name}: " + "; ".join(problems)
+
+
+def test_the_release_check_catches_a_hidden_name_used_later():
+    import nbformat
+
+    def nb(test_source):
+        cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell(test_source),
+                 nbformat.v4.new_code_cell("print(helper(x))")]
+        cells[1].metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "test_x", "points": 1}
+        return nbformat.v4.new_notebook(cells=cells)
+
+    solution, released = nb("check('x', x)\nhelper = abs"), nb("check('x', x)")
+    assert release_differences(solution, released) == [
+        "test cell test_x binds `helper` only in the solution, and a later cell uses it"]
+    released.cells[0].source = "x = 2"
+    assert re.fullmatch(r"cell 0 \(.*\) differs and is not a test cell", release_differences(solution, released)[0])
+    assert release_differences(solution, solution) == []
 
 
 @pytest.mark.parametrize("name", GROUPED)
