@@ -115,6 +115,20 @@ def compare(label_a, values_a, label_b, values_b) -> dict:
     return {"differ": differ, "difference": difference, "se": se, "text": text}
 
 
+def compare_paired(values_a, values_b) -> dict:
+    r"""Whether a and b, measured in pairs (pair i shares its starting noise, say), differ by more than the spread of
+    the pairs: the mean of the differences :math:`d_i = a_i - b_i` counts as real when it exceeds twice its standard
+    error :math:`s_d / \sqrt{n}` (the rule of :func:`compare`, on the differences). Returns {"difference" (the mean
+    of a - b), "se", "differ" (False with a single pair: no spread), "n"}.
+    """
+    a, b = np.asarray(values_a, np.float64).reshape(-1), np.asarray(values_b, np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"compare_paired: the arguments must be pairs, got {a.size} and {b.size} values")
+    d = spread(a - b)
+    return {"difference": d["mean"], "se": d["se"], "differ": bool(d["n"] > 1 and abs(d["mean"]) > 2 * d["se"]),
+            "n": d["n"]}
+
+
 # ---------------------------------------------------------------- distances in a feature space (images)
 
 def feature_statistics(features):

@@ -356,6 +356,21 @@ def test_spread_and_compare_match_numpy():
     assert not close["differ"] and "not distinguishable" in close["text"]
 
 
+def test_compare_paired_is_a_test_on_the_differences():
+    """Pairs that share their noise: a shift much smaller than either spread is found, since the pairs move together."""
+    rng = np.random.default_rng(0)
+    common = rng.normal(0, 1.0, 8)
+    a, b = common + 0.05 + rng.normal(0, 0.01, 8), common + rng.normal(0, 0.01, 8)
+    paired, unpaired = metrics.compare_paired(a, b), metrics.compare("a", a, "b", b)
+    d = a - b
+    assert paired["difference"] == pytest.approx(d.mean()) and paired["se"] == pytest.approx(d.std(ddof=1) / np.sqrt(8))
+    assert paired["differ"] and not unpaired["differ"] and paired["n"] == 8
+    assert not metrics.compare_paired(a, a + rng.normal(0, 0.01, 8))["differ"]
+    assert not metrics.compare_paired([1.0], [0.0])["differ"]          # one pair: no spread, no verdict
+    with pytest.raises(ValueError, match="must be pairs"):
+        metrics.compare_paired(a, b[:5])
+
+
 def test_quality_of_runs_gives_the_floor_its_spread():
     """Each run draws its own halves of the data, so the floor printed beside the runs' mean has a spread too."""
     points = jax.random.normal(jax.random.key(0), (4000, 2))
