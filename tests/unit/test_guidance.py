@@ -289,3 +289,37 @@ def test_a_noisy_classifier_learns_the_exact_posterior():
         learned = jax.nn.softmax(classifier(x_t, jnp.full((500,), t)), -1)
         exact = guidance.class_posterior(x_t, schedule.alpha_bars[t - 1])
         assert float(jnp.mean(jnp.abs(learned - exact))) < 0.08, t
+
+
+def test_classifier_error_by_step_is_zero_for_the_exact_classifier_and_matches_numpy_for_a_constant_one():
+    schedule = schedules.make_schedule(schedules.cosine_betas(10, max_beta=0.5))
+    exact = guidance.ExactClassifier(schedule.alpha_bars)
+    errors = guidance.classifier_error_by_step(exact, schedule, jax.random.key(0), n=500)
+    assert errors.shape == (10,) and np.all(errors < 1e-5)
+
+    class Constant(nnx.Module):   # always p(y = 1) = 0.8, whatever x_t and t
+        def __call__(self, x, t):
+            return jnp.broadcast_to(jnp.log(jnp.array([0.2, 0.8])), (x.shape[0], 2))
+
+    key = jax.random.key(3)
+    got = guidance.classifier_error_by_step(Constant(), schedule, key, n=500)
+    # the same points, drawn as the function draws them, and the total variation in numpy
+    x0, _ = guidance.sample_mixture(key, 500)
+    noise = jax.random.normal(jax.random.fold_in(key, 1), (10, 500, 2))
+    for t in (1, 5, 10):
+        ab = float(schedule.alpha_bars[t - 1])
+        x_t = np.sqrt(ab) * np.asarray(x0) + np.sqrt(1 - ab) * np.asarray(noise[t - 1])
+        p1 = np.asarray(guidance.class_posterior(x_t, ab))[:, 1]
+        assert got[t - 1] == pytest.approx(np.mean(np.abs(0.8 - p1)), rel=1e-4), t
+    assert got[0] > 0.2     # at t = 1 the classes are apart: the constant is far from 0 or 1
+
+
+def test_stopped_improving_is_compare_of_the_last_stage():
+    before, lower, same = [0.020, 0.022, 0.021], [0.010, 0.012, 0.011], [0.021, 0.020, 0.023]
+    still = metrics.stopped_improving(before, lower)
+    assert not still["stopped"] and still["difference"] == pytest.approx(-0.010)
+    assert still["se"] == pytest.approx(np.sqrt(np.var(before, ddof=1) / 3 + np.var(lower, ddof=1) / 3))
+    assert still["text"].endswith("stopped improving: FAIL") and "-0.0100" in still["text"]
+    done = metrics.stopped_improving(before, same)
+    assert done["stopped"] and done["text"].endswith("stopped improving: PASS")
+    assert not metrics.stopped_improving(lower, before)["stopped"]   # a rise is a change too
