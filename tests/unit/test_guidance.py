@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from course_utils import embeddings, guidance, losses, models, schedules
+from course_utils import embeddings, guidance, losses, metrics, models, schedules
 from course_utils.guidance import TWO_PIXEL
 
 MEANS = np.array(TWO_PIXEL.means)
