@@ -129,20 +129,21 @@ def compare_paired(values_a, values_b) -> dict:
             "n": d["n"]}
 
 
-def stopped_improving(values_before, values_after) -> dict:
+def stopped_improving(values_before, values_after, stage="stage") -> dict:
     r"""Whether more training still changed a quality measured on several seeds: :func:`compare` of its values
     (one per seed) before and after the last stage of training.
 
     The quality has stopped improving when the change of the mean, :math:`\bar a - \bar b` (after minus before),
     stays within twice its standard error :math:`\sqrt{s_b^2/n_b + s_a^2/n_a}` (a change in either direction counts).
-    Returns {"stopped": bool, "difference" (after minus before), "se", "text"}, the text one line ending in
+    Returns {"stopped": bool, "difference" (after minus before), "se", "text"}, the text one line ("the last
+    ``stage`` changed it by ...", ``stage`` naming what was trained last: "cycle", "1000 steps") ending in
     "stopped improving: PASS" or "FAIL". With few seeds a PASS means that the seeds cannot see a change, not that
     none is left.
     """
     verdict = compare("before", values_before, "after", values_after)
     difference, se = verdict["difference"], verdict["se"]   # after minus before
     stopped = not verdict["differ"]
-    text = (f"the last stage changed it by {difference:+.4f}, {'less' if stopped else 'more'} than twice its standard "
+    text = (f"the last {stage} changed it by {difference:+.4f}, {'less' if stopped else 'more'} than twice its standard "
             f"error ({se:.4f}): stopped improving: {'PASS' if stopped else 'FAIL'}")
     return {"stopped": stopped, "difference": difference, "se": se, "text": text}
 
