@@ -135,17 +135,19 @@ def stopped_improving(values_before, values_after, stage="stage") -> dict:
 
     The quality has stopped improving when the change of the mean, :math:`\bar a - \bar b` (after minus before),
     stays within twice its standard error :math:`\sqrt{s_b^2/n_b + s_a^2/n_a}` (a change in either direction counts).
-    Returns {"stopped": bool, "difference" (after minus before), "se", "text"}, the text one line ("the last
-    ``stage`` changed it by ...", ``stage`` naming what was trained last: "cycle", "1000 steps") ending in
-    "stopped improving: PASS" or "FAIL". With few seeds a PASS means that the seeds cannot see a change, not that
-    none is left.
+    Returns {"stopped": bool, "difference" (after minus before), "se", "status", "text"}: ``status`` is "stopped
+    improving", "still improving" (lower by more than twice the standard error) or "got worse" (higher by as much),
+    and the text one line ("the last ``stage`` changed it by ...", ``stage`` naming what was trained last: "cycle",
+    "1000 steps") ending in the status. A status, not a PASS or FAIL: which one a model reaches is what is measured.
+    With few seeds "stopped improving" means that the seeds cannot see a change, not that none is left.
     """
     verdict = compare("before", values_before, "after", values_after)
     difference, se = verdict["difference"], verdict["se"]   # after minus before
     stopped = not verdict["differ"]
+    status = "stopped improving" if stopped else "still improving" if difference < 0 else "got worse"
     text = (f"the last {stage} changed it by {difference:+.4f}, {'less' if stopped else 'more'} than twice its standard "
-            f"error ({se:.4f}): stopped improving: {'PASS' if stopped else 'FAIL'}")
-    return {"stopped": stopped, "difference": difference, "se": se, "text": text}
+            f"error ({se:.4f}): {status}")
+    return {"stopped": stopped, "difference": difference, "se": se, "status": status, "text": text}
 
 
 # ---------------------------------------------------------------- distances in a feature space (images)

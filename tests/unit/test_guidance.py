@@ -319,8 +319,10 @@ def test_stopped_improving_is_compare_of_the_last_stage():
     still = metrics.stopped_improving(before, lower)
     assert not still["stopped"] and still["difference"] == pytest.approx(-0.010)
     assert still["se"] == pytest.approx(np.sqrt(np.var(before, ddof=1) / 3 + np.var(lower, ddof=1) / 3))
-    assert still["text"].endswith("stopped improving: FAIL") and "-0.0100" in still["text"]
+    assert still["text"].endswith("more than twice its standard error (0.0008): still improving") and "-0.0100" in still["text"]
     done = metrics.stopped_improving(before, same, stage="cycle")
-    assert done["stopped"] and done["text"].endswith("stopped improving: PASS")
+    assert done["stopped"] and done["status"] == "stopped improving" and done["text"].endswith(": stopped improving")
     assert done["text"].startswith("the last cycle changed it by +0.0003")
-    assert not metrics.stopped_improving(lower, before)["stopped"]   # a rise is a change too
+    worse = metrics.stopped_improving(lower, before)   # a rise is a change too
+    assert not worse["stopped"] and worse["status"] == "got worse"
+    assert not any(word in r["text"] for r in (still, done, worse) for word in ("PASS", "FAIL"))
