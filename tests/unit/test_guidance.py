@@ -314,15 +314,19 @@ def test_classifier_error_by_step_is_zero_for_the_exact_classifier_and_matches_n
     assert got[0] > 0.2     # at t = 1 the classes are apart: the constant is far from 0 or 1
 
 
-def test_stopped_improving_is_compare_of_the_last_stage():
-    before, lower, same = [0.020, 0.022, 0.021], [0.010, 0.012, 0.011], [0.021, 0.020, 0.023]
+def test_stopped_improving_compares_each_seed_before_and_after():
+    before = [0.020, 0.016, 0.022]
+    lower = [0.0175, 0.0134, 0.0195]         # every seed lower by about 0.0025: within the seeds' spread, not the pairs'
     still = metrics.stopped_improving(before, lower)
-    assert not still["stopped"] and still["difference"] == pytest.approx(-0.010)
-    assert still["se"] == pytest.approx(np.sqrt(np.var(before, ddof=1) / 3 + np.var(lower, ddof=1) / 3))
-    assert still["text"].endswith("more than twice its standard error (0.0008): still improving") and "-0.0100" in still["text"]
+    d = np.subtract(lower, before)
+    assert not still["stopped"] and still["status"] == "still improving"
+    assert still["difference"] == pytest.approx(d.mean()) and still["se"] == pytest.approx(d.std(ddof=1) / np.sqrt(3))
+    assert not metrics.compare("before", before, "after", lower)["differ"]   # unpaired, the seeds' spread hides it
+    assert still["text"].startswith("the last stage changed it by -0.0025 (mean over 3 seeds), more than twice")
+    same = [0.0215, 0.0150, 0.0218]           # changes of both signs
     done = metrics.stopped_improving(before, same, stage="cycle")
     assert done["stopped"] and done["status"] == "stopped improving" and done["text"].endswith(": stopped improving")
-    assert done["text"].startswith("the last cycle changed it by +0.0003")
+    assert done["text"].startswith("the last cycle changed it by")
     worse = metrics.stopped_improving(lower, before)   # a rise is a change too
     assert not worse["stopped"] and worse["status"] == "got worse"
     assert not any(word in r["text"] for r in (still, done, worse) for word in ("PASS", "FAIL"))
