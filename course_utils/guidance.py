@@ -436,6 +436,38 @@ def class_posterior(x_t, alpha_bar_t, mixture: Mixture = TWO_PIXEL):
     return _responsibilities(jnp.asarray(x_t, jnp.float32), alpha_bar_t, mixture, None)[0]
 
 
+
+def classifier_error_by_step(classifier, schedule: Schedule, key, n=2000, mixture: Mixture = TWO_PIXEL):
+    r"""How far a classifier of noisy images is from the exact posterior, at every step: shape (T,).
+
+    At each t, ``n`` points :math:`x_t` are drawn from :math:`q(x_t)` (the mixture's data noised by the forward
+    process) and the total variation between the learned and the exact class probabilities is averaged over them:
+
+    .. math::
+        \operatorname{mean}_{x_t \sim q(x_t)}\ \tfrac12 \sum_k \big|p_\phi(y = k \mid x_t, t) - p(y = k \mid x_t)\big|
+
+    (with two classes, :math:`|p_\phi(y = 1 \mid x_t, t) - p(y = 1 \mid x_t)|`). ``classifier(x, t)`` returns logits
+    (N, K); the exact posterior is :func:`class_posterior`.
+    """
+    x0, _ = sample_mixture(key, n, mixture)
+    noise = jax.random.normal(jax.random.fold_in(key, 1), (schedule.T,) + x0.shape)
+    graphdef, state = nnx.split(classifier)
+    return np.asarray(_classifier_errors(graphdef, state, mixture, x0, noise, schedule.alpha_bars))
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "mixture"))
+def _classifier_errors(graphdef, state, mixture, x0, noise, alpha_bars):
+    classifier = nnx.merge(graphdef, state)
+
+    def at(t_and_noise):
+        t, e = t_and_noise
+        x_t = q_sample.raw(x0, alpha_bars[t - 1], e)
+        learned = jax.nn.softmax(classifier(x_t, jnp.full((x0.shape[0],), t)), axis=-1)
+        exact = _responsibilities(x_t, alpha_bars[t - 1], mixture, None)[0]
+        return jnp.mean(0.5 * jnp.sum(jnp.abs(learned - exact), axis=-1))
+
+    return jax.lax.map(at, (jnp.arange(1, alpha_bars.shape[0] + 1), noise))
+
 class NoisyClassifier(nnx.Module):
     r"""A classifier of noisy images, :math:`p_\phi(y \mid x_t, t)`: an MLP on the pixels and the step, K logits.
 

@@ -129,6 +129,28 @@ def compare_paired(values_a, values_b) -> dict:
             "n": d["n"]}
 
 
+def stopped_improving(values_before, values_after, stage="stage") -> dict:
+    r"""Whether more training still changed a quality measured on several seeds: the value of each seed's model
+    before and after the last stage of training, compared in pairs (:func:`compare_paired`).
+
+    The quality has stopped improving when the mean change :math:`\bar d`, :math:`d_i` = after minus before for
+    seed i, stays within twice its standard error over the seeds, :math:`s_d / \sqrt{n}` (a change in either
+    direction counts). Returns {"stopped": bool, "difference" (the mean change), "se", "status", "text"}: ``status``
+    is "stopped improving", "still improving" (lower by more than twice the standard error) or "got worse" (higher
+    by as much), and the text one line ("the last ``stage`` changed it by ...", ``stage`` naming what was trained
+    last: "cycle", "1000 steps") ending in the status. A status, not a PASS or FAIL: which one a model reaches is
+    what is measured. With few seeds "stopped improving" means that the seeds cannot see a change, not that none is
+    left.
+    """
+    paired = compare_paired(values_after, values_before)
+    difference, se = paired["difference"], paired["se"]
+    stopped = not paired["differ"]
+    status = "stopped improving" if stopped else "still improving" if difference < 0 else "got worse"
+    text = (f"the last {stage} changed it by {difference:+.4f} (mean over {paired['n']} seeds), "
+            f"{'less' if stopped else 'more'} than twice its standard error ({se:.4f}): {status}")
+    return {"stopped": stopped, "difference": difference, "se": se, "status": status, "text": text}
+
+
 # ---------------------------------------------------------------- distances in a feature space (images)
 
 def feature_statistics(features):

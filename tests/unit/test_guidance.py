@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from course_utils import embeddings, guidance, losses, models, schedules
+from course_utils import embeddings, guidance, losses, metrics, models, schedules
 from course_utils.guidance import TWO_PIXEL
 
 MEANS = np.array(TWO_PIXEL.means)
@@ -289,3 +289,44 @@ def test_a_noisy_classifier_learns_the_exact_posterior():
         learned = jax.nn.softmax(classifier(x_t, jnp.full((500,), t)), -1)
         exact = guidance.class_posterior(x_t, schedule.alpha_bars[t - 1])
         assert float(jnp.mean(jnp.abs(learned - exact))) < 0.08, t
+
+
+def test_classifier_error_by_step_is_zero_for_the_exact_classifier_and_matches_numpy_for_a_constant_one():
+    schedule = schedules.make_schedule(schedules.cosine_betas(10, max_beta=0.5))
+    exact = guidance.ExactClassifier(schedule.alpha_bars)
+    errors = guidance.classifier_error_by_step(exact, schedule, jax.random.key(0), n=500)
+    assert errors.shape == (10,) and np.all(errors < 1e-5)
+
+    class Constant(nnx.Module):   # always p(y = 1) = 0.8, whatever x_t and t
+        def __call__(self, x, t):
+            return jnp.broadcast_to(jnp.log(jnp.array([0.2, 0.8])), (x.shape[0], 2))
+
+    key = jax.random.key(3)
+    got = guidance.classifier_error_by_step(Constant(), schedule, key, n=500)
+    # the same points, drawn as the function draws them, and the total variation in numpy
+    x0, _ = guidance.sample_mixture(key, 500)
+    noise = jax.random.normal(jax.random.fold_in(key, 1), (10, 500, 2))
+    for t in (1, 5, 10):
+        ab = float(schedule.alpha_bars[t - 1])
+        x_t = np.sqrt(ab) * np.asarray(x0) + np.sqrt(1 - ab) * np.asarray(noise[t - 1])
+        p1 = np.asarray(guidance.class_posterior(x_t, ab))[:, 1]
+        assert got[t - 1] == pytest.approx(np.mean(np.abs(0.8 - p1)), rel=1e-4), t
+    assert got[0] > 0.2     # at t = 1 the classes are apart: the constant is far from 0 or 1
+
+
+def test_stopped_improving_compares_each_seed_before_and_after():
+    before = [0.020, 0.016, 0.022]
+    lower = [0.0175, 0.0134, 0.0195]         # every seed lower by about 0.0025: within the seeds' spread, not the pairs'
+    still = metrics.stopped_improving(before, lower)
+    d = np.subtract(lower, before)
+    assert not still["stopped"] and still["status"] == "still improving"
+    assert still["difference"] == pytest.approx(d.mean()) and still["se"] == pytest.approx(d.std(ddof=1) / np.sqrt(3))
+    assert not metrics.compare("before", before, "after", lower)["differ"]   # unpaired, the seeds' spread hides it
+    assert still["text"].startswith("the last stage changed it by -0.0025 (mean over 3 seeds), more than twice")
+    same = [0.0215, 0.0150, 0.0218]           # changes of both signs
+    done = metrics.stopped_improving(before, same, stage="cycle")
+    assert done["stopped"] and done["status"] == "stopped improving" and done["text"].endswith(": stopped improving")
+    assert done["text"].startswith("the last cycle changed it by")
+    worse = metrics.stopped_improving(lower, before)   # a rise is a change too
+    assert not worse["stopped"] and worse["status"] == "got worse"
+    assert not any(word in r["text"] for r in (still, done, worse) for word in ("PASS", "FAIL"))
