@@ -182,10 +182,9 @@ ALLOWED_CLAIMS = {
         "**Guidance** pushes further.": "what the formula of guidance does (an argument, before any result)",
     },
     "06_mnist": {
-        "pushes each sample further towards": "what the formula of guidance does (an argument)",
         "Copies lie much closer to the training set": "what a copy is (a definition the check rests on)",
         "The pictures of the closest pairs, drawn below, settle": "names the pairs the cell shows (the nearest ones)",
-        "guided samples may lie somewhat closer": "a caution on reading the numbers (an argument, not a result)",
+        "digit than real digits may lie somewhat closer": "a caution on reading the numbers (an argument, not a result)",
     },
 }
 
