@@ -439,7 +439,7 @@ def plot_trajectory_on_densities(path, estimated: dict, true_grid, T):
     for ax, t in zip(axes, steps):
         _density_panel(ax, estimated[t], f"estimated $p(x_t)$, $t = {t}$")
         ax.plot(path[: T - t + 1, 0], path[: T - t + 1, 1], "-", color="tab:red", lw=1.2, label=f"path from $x_{{{T}}}$")
-        ax.plot(*path[T - t], "o", color="tab:red", ms=6, label=f"$x_{{{t}}}$, the chain now")
+        ax.plot(*path[T - t], "o", color="tab:red", ms=6, label="$x_t$, the chain at the panel's $t$")
         ax.plot(*path[0], "k*", ms=10, label=f"$x_{{{T}}}$, the start")
     _density_panel(axes[-1], true_grid, "true data density $p(x_0)$", cmap="Greens")
     axes[-1].plot(path[:, 0], path[:, 1], "-", color="tab:red", lw=1.2)

@@ -69,6 +69,19 @@ def test_the_trajectory_figure_title_stands_above_the_panel_titles():
     plt.close("all")
 
 
+def test_the_trajectory_legend_names_no_single_step_for_the_marker_of_every_panel():
+    """Notebook 05, section 8.1 (fresh read 3): the one legend took the first panel's label, "x_50, the chain now",
+    for the dot that marks x_t at a different t in every panel."""
+    xs = ys = np.linspace(-3.0, 3.0, 20)
+    grid = (xs, ys, np.exp(-(xs[None, :] ** 2 + ys[:, None] ** 2)))
+    fig = plotting.plot_trajectory_on_densities(np.zeros((51, 2)), {t: grid for t in (50, 30, 10)}, grid, 50)
+    labels = [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+    labels += [text.get_text() for ax in fig.axes if ax.get_legend() for text in ax.get_legend().get_texts()]
+    marker = [label for label in labels if "chain" in label]
+    assert marker and not any(f"x_{{{t}}}" in label for label in marker for t in (50, 30, 10)), labels
+    plt.close("all")
+
+
 def test_the_star_figure_draws_without_a_layout_warning():
     """Notebook 04's stars: tight_layout on a figure with a layout engine warned "The figure layout has changed"."""
     import warnings
