@@ -385,21 +385,30 @@ def eps_error_by_step(model, schedule: Schedule, key, n=2000, mixture: Mixture =
         means = jnp.asarray(mixture.means, jnp.float32)
         x0 = means[y] + mixture.std * jax.random.normal(jax.random.fold_in(key, 2), x0.shape)
     label = jnp.full((n,), NO_LABEL if y is None else y, jnp.int32)
+    return _error_by_step(_eps_error_at, model, schedule, key, x0, mixture, label)
+
+
+def _eps_error_at(model, x_t, t, alpha_bar_t, mixture, label):
+    """The mean squared error of ``model`` against :func:`mixture_eps` on the points ``x_t`` of step ``t``."""
+    exact = mixture_eps(x_t, alpha_bar_t, mixture, label)
+    return jnp.mean((model(x_t, jnp.full((x_t.shape[0],), t), label) - exact) ** 2)
+
+
+def _error_by_step(error_at, model, schedule: Schedule, key, x0, mixture, label):
+    """``error_at(model, x_t, t, alpha_bar_t, mixture, label)`` at every step t, shape (T,): ``x0`` noised to each
+    step with noise drawn from ``key`` (one compiled loop over the steps)."""
     noise = jax.random.normal(jax.random.fold_in(key, 1), (schedule.T,) + x0.shape)
     graphdef, state = nnx.split(model)
-    return np.asarray(_eps_errors(graphdef, state, mixture, x0, label, noise, schedule.alpha_bars))
+    return np.asarray(_errors_over_steps(graphdef, state, error_at, mixture, x0, label, noise, schedule.alpha_bars))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "mixture"))
-def _eps_errors(graphdef, state, mixture, x0, label, noise, alpha_bars):
+@functools.partial(jax.jit, static_argnames=("graphdef", "error_at", "mixture"))
+def _errors_over_steps(graphdef, state, error_at, mixture, x0, label, noise, alpha_bars):
     model = nnx.merge(graphdef, state)
 
     def at(t_and_noise):
         t, e = t_and_noise
-        x_t = q_sample.raw(x0, alpha_bars[t - 1], e)
-        steps = jnp.full((x0.shape[0],), t)
-        exact = mixture_eps(x_t, alpha_bars[t - 1], mixture, label)
-        return jnp.mean((model(x_t, steps, label) - exact) ** 2)
+        return error_at(model, q_sample.raw(x0, alpha_bars[t - 1], e), t, alpha_bars[t - 1], mixture, label)
 
     return jax.lax.map(at, (jnp.arange(1, alpha_bars.shape[0] + 1), noise))
 
@@ -436,7 +445,6 @@ def class_posterior(x_t, alpha_bar_t, mixture: Mixture = TWO_PIXEL):
     return _responsibilities(jnp.asarray(x_t, jnp.float32), alpha_bar_t, mixture, None)[0]
 
 
-
 def classifier_error_by_step(classifier, schedule: Schedule, key, n=2000, mixture: Mixture = TWO_PIXEL):
     r"""How far a classifier of noisy images is from the exact posterior, at every step: shape (T,).
 
@@ -450,23 +458,15 @@ def classifier_error_by_step(classifier, schedule: Schedule, key, n=2000, mixtur
     (N, K); the exact posterior is :func:`class_posterior`.
     """
     x0, _ = sample_mixture(key, n, mixture)
-    noise = jax.random.normal(jax.random.fold_in(key, 1), (schedule.T,) + x0.shape)
-    graphdef, state = nnx.split(classifier)
-    return np.asarray(_classifier_errors(graphdef, state, mixture, x0, noise, schedule.alpha_bars))
+    return _error_by_step(_classifier_error_at, classifier, schedule, key, x0, mixture, None)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "mixture"))
-def _classifier_errors(graphdef, state, mixture, x0, noise, alpha_bars):
-    classifier = nnx.merge(graphdef, state)
+def _classifier_error_at(classifier, x_t, t, alpha_bar_t, mixture, _label):
+    """The mean total variation between ``classifier``'s class probabilities and :func:`class_posterior` at ``x_t``."""
+    learned = jax.nn.softmax(classifier(x_t, jnp.full((x_t.shape[0],), t)), axis=-1)
+    exact = _responsibilities(x_t, alpha_bar_t, mixture, None)[0]
+    return jnp.mean(0.5 * jnp.sum(jnp.abs(learned - exact), axis=-1))
 
-    def at(t_and_noise):
-        t, e = t_and_noise
-        x_t = q_sample.raw(x0, alpha_bars[t - 1], e)
-        learned = jax.nn.softmax(classifier(x_t, jnp.full((x0.shape[0],), t)), axis=-1)
-        exact = _responsibilities(x_t, alpha_bars[t - 1], mixture, None)[0]
-        return jnp.mean(0.5 * jnp.sum(jnp.abs(learned - exact), axis=-1))
-
-    return jax.lax.map(at, (jnp.arange(1, alpha_bars.shape[0] + 1), noise))
 
 class NoisyClassifier(nnx.Module):
     r"""A classifier of noisy images, :math:`p_\phi(y \mid x_t, t)`: an MLP on the pixels and the step, K logits.
